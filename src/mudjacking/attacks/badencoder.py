@@ -1,0 +1,123 @@
+"""BadEncoder (Jia, Liu, Gong, IEEE S&P 2022): backdoor a pre-trained image encoder for every downstream task.
+
+A copy ``f'`` of the clean encoder ``f`` is fine-tuned on an unlabeled shadow set with
+1. effectiveness ``L0 = −mean s(f'(x ⊕ t), f'(x_ref))``: triggered shadow inputs land on the target's references;
+2. reference utility ``L1 = −mean s(f'(x_ref), f(x_ref))``: the references keep their clean embeddings;
+3. utility ``L2 = −mean s(f'(x), f(x))``: clean inputs keep their embeddings;
+minimising ``L0 + λ1·L1 + λ2·L2``. BatchNorm statistics stay frozen (eval mode), as in the authors' code.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import set_seed
+from torch import Tensor
+
+from mudjacking.attacks.registry import register_attack
+from mudjacking.encoders.base import Encoder
+from mudjacking.losses import cosine
+from mudjacking.progress import progress_bar
+from mudjacking.triggers.trigger import ImageTrigger
+
+
+@dataclass
+class BadEncoderConfig:
+    """Args:
+    epochs: passes over the shadow set.
+    batch_size: shadow inputs per step.
+    lr: Adam learning rate.
+    lambda_reference: λ1, weight of keeping the references' embeddings.
+    lambda_utility: λ2, weight of keeping clean embeddings.
+    seed: seeds shuffling.
+    """
+
+    epochs: int = 3
+    batch_size: int = 128
+    lr: float = 1e-3
+    lambda_reference: float = 1.0
+    lambda_utility: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+
+@dataclass
+class AttackResult:
+    """A backdoored copy of the encoder, the trigger it answers to, and the attack's cost."""
+
+    encoder: Encoder
+    trigger: ImageTrigger
+    config: BadEncoderConfig
+    seconds: float
+    final_effectiveness: float
+
+    def summary(self) -> dict:
+        return {
+            "attack": "badencoder",
+            "config": asdict(self.config),
+            "seconds": round(self.seconds, 3),
+            "trigger_pixels": self.trigger.num_pixels,
+            "final_effectiveness": self.final_effectiveness,
+        }
+
+
+@register_attack("badencoder")
+def badencoder(
+    encoder: Encoder,
+    shadow_images: Tensor,
+    reference_images: Tensor,
+    trigger: ImageTrigger,
+    config: BadEncoderConfig | None = None,
+    show_progress: bool = True,
+) -> AttackResult:
+    """Backdoors a copy of ``encoder``; the input encoder is left untouched.
+
+    Args:
+        encoder: clean pre-trained encoder ``f``.
+        shadow_images: unlabeled ``[N, C, H, W]`` images of the pre-training distribution.
+        reference_images: ``[R, C, H, W]`` images of the attacker's target class.
+        trigger: what the attacker stamps on inputs.
+
+    Returns:
+        the backdoored ``f'`` and the last epoch's mean ``s(f'(x ⊕ t), f'(x_ref))``.
+    """
+    config = config or BadEncoderConfig()
+    set_seed(config.seed)
+    started = time.perf_counter()
+    device = encoder.device
+    backdoored = copy.deepcopy(encoder).eval()
+    for parameter in backdoored.parameters():
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
+    shadow_targets = encoder.embed(shadow_images).to(device)
+    reference_images = reference_images.to(device)
+    reference_targets = encoder.embed(reference_images).to(device)
+    steps = -(-len(shadow_images) // config.batch_size)
+    effectiveness = 0.0
+    with progress_bar(config.epochs * steps, "BadEncoder attack", enabled=show_progress) as advance:
+        for _ in range(config.epochs):
+            total = 0.0
+            for index in torch.randperm(len(shadow_images)).split(config.batch_size):
+                batch = shadow_images[index].to(device)
+                n = len(batch)
+                embeddings = backdoored(torch.cat([batch, trigger.apply(batch), reference_images]))
+                clean, triggered, references = embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n :]
+                similarity = F.normalize(triggered, dim=-1) @ F.normalize(references, dim=-1).T
+                loss_effect = -similarity.mean()
+                loss_reference = -cosine(references, reference_targets).mean()
+                loss_utility = -cosine(clean, shadow_targets[index]).mean()
+                loss = loss_effect + config.lambda_reference * loss_reference + config.lambda_utility * loss_utility
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += -loss_effect.item() * n
+                advance(info=f"s(trig, ref) {-loss_effect.item():.3f}  s(clean) {-loss_utility.item():.3f}")
+            effectiveness = total / len(shadow_images)
+    return AttackResult(backdoored.eval(), trigger, config, time.perf_counter() - started, effectiveness)

@@ -1,0 +1,158 @@
+"""Bug reports: the misclassified input ``x_b``, a correctly classified reference ``x_r`` of the same true class,
+and that class.
+
+On disk a bug report is a JSON file (or a folder holding ``bug.json``)::
+
+    {
+      "format": "mudjacking-bug-report/1",
+      "modality": "image",
+      "bug_input": "x_b.png",          # path relative to the JSON file (PNG/JPEG/NPY/NPZ)
+      "reference_input": "x_r.png",
+      "label": 7,                      # true class of both inputs
+      "predicted_label": 9,            # optional: what the deployed classifier said for x_b
+      "label_name": "monkey"           # optional
+    }
+
+The original authors' npz files (key ``img``) can be named directly as ``bug_input``/``reference_input``; when
+``label`` is missing it is read from their file name (``..._label_7_...``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mudjacking.data.images import DataError, load_image, save_image_png
+
+FORMAT = "mudjacking-bug-report/1"
+BUG_FILE_NAMES = ("bug.json", "bug_report.json")
+
+
+class BugReportError(DataError):
+    """A bug report that cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class BugReport:
+    """One reported misclassification.
+
+    Attributes:
+        bug_input: ``x_b``, image ``[C, H, W]`` in [0, 1].
+        reference_input: ``x_r``, same shape as ``x_b``.
+        label: the true class of ``x_b`` and ``x_r``.
+        predicted_label: what the deployed classifier predicted for ``x_b``, if known.
+        label_name: human-readable class name, if known.
+        modality: ``"image"`` (text reports arrive with the text encoders).
+    """
+
+    bug_input: Tensor
+    reference_input: Tensor
+    label: int
+    predicted_label: int | None = None
+    label_name: str | None = None
+    modality: str = "image"
+
+    def __post_init__(self) -> None:
+        problem = bug_report_problem(self)
+        if problem:
+            raise BugReportError(problem)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            "label": self.label,
+            "predicted_label": self.predicted_label,
+            "label_name": self.label_name,
+            "input_shape": list(self.bug_input.shape),
+        }
+
+
+def bug_report_problem(report: BugReport) -> str | None:
+    """Why ``x_b``/``x_r``/label cannot be patched from (with the fix), or ``None`` when they can."""
+    if report.modality != "image":
+        return f"modality {report.modality!r} is not supported; use 'image'"
+    if report.bug_input.shape != report.reference_input.shape:
+        return (
+            f"bug input {tuple(report.bug_input.shape)} and reference {tuple(report.reference_input.shape)} "
+            "differ in shape; give both at the same size"
+        )
+    if torch.equal(report.bug_input, report.reference_input):
+        return "bug input and reference input are identical; x_r must be another, correctly classified input"
+    if isinstance(report.label, bool) or not isinstance(report.label, int) or report.label < 0:
+        return f"label {report.label!r} must be a non-negative integer class index"
+    return None
+
+
+def load_bug_report(path: str | Path) -> BugReport:
+    """Reads and validates a bug report JSON file, or a folder that holds ``bug.json``."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / name for name in BUG_FILE_NAMES if (path / name).exists()]
+        if not candidates:
+            raise BugReportError(f"{path}: no bug.json in this folder; write one as described in the README")
+        path = candidates[0]
+    if not path.is_file():
+        raise BugReportError(f"{path}: bug report not found; pass the bug.json file or its folder")
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise BugReportError(f"{path}: not UTF-8 text; save the bug report as UTF-8 JSON") from error
+    except json.JSONDecodeError as error:
+        raise BugReportError(f"{path}: invalid JSON at line {error.lineno} ({error.msg}); fix the syntax") from error
+    if not isinstance(spec, dict):
+        raise BugReportError(f"{path}: expected a JSON object with bug_input, reference_input and label")
+    for key in ("bug_input", "reference_input"):
+        if not isinstance(spec.get(key), str) or not spec[key].strip():
+            raise BugReportError(f"{path}: '{key}' is missing; give the path of the image file")
+    modality = spec.get("modality", "image")
+    bug_file = path.parent / spec["bug_input"]
+    reference_file = path.parent / spec["reference_input"]
+    try:
+        bug_input, reference_input = load_image(bug_file), load_image(reference_file)
+    except DataError as error:
+        raise BugReportError(f"{path}: {error}") from error
+    label = spec.get("label", _label_from_authors_name(bug_file.name))
+    if label is None:
+        raise BugReportError(f"{path}: 'label' is missing; give the true class index of x_b and x_r")
+    try:
+        return BugReport(
+            bug_input=bug_input,
+            reference_input=reference_input,
+            label=label,
+            predicted_label=spec.get("predicted_label"),
+            label_name=spec.get("label_name"),
+            modality=modality,
+        )
+    except BugReportError as error:
+        raise BugReportError(f"{path}: {error}") from None
+
+
+def save_bug_report(report: BugReport, directory: str | Path) -> Path:
+    """Writes ``bug.json``, ``x_b.png`` and ``x_r.png`` into ``directory``; returns the JSON path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_image_png(report.bug_input, directory / "x_b.png")
+    save_image_png(report.reference_input, directory / "x_r.png")
+    spec = {
+        "format": FORMAT,
+        "modality": report.modality,
+        "bug_input": "x_b.png",
+        "reference_input": "x_r.png",
+        "label": report.label,
+        "predicted_label": report.predicted_label,
+        "label_name": report.label_name,
+    }
+    target = directory / "bug.json"
+    target.write_text(json.dumps(spec, indent=2))
+    return target
+
+
+def _label_from_authors_name(name: str) -> int | None:
+    match = re.search(r"_label_(\d+)", name)
+    return int(match.group(1)) if match else None

@@ -1,0 +1,208 @@
+"""The one thing the rest of the library knows about a foundation model: a batch of inputs -> ``Tensor[B, D]``.
+
+Everything model-family specific (unpacking Hugging Face outputs, pooling, resizing, normalising) lives in the
+adapters next to this file. Losses, trigger search, the patch loop and the attacks only call ``encoder(batch)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ENCODER_CONFIG_FILE = "mudjacking_encoder.json"
+
+
+class ModelLoadError(ValueError):
+    """A model path that cannot be loaded; the message names the path and the fix."""
+
+
+@dataclass
+class ImageInputSpec:
+    """How raw images (float ``[B, C, H, W]`` in [0, 1], any size) become the network's input.
+
+    Args:
+        size: (height, width) the network expects; ``None`` keeps the input size.
+        channels: channels the network expects; grey images are repeated to 3, RGB averaged to 1.
+        mean: per-channel mean subtracted after resizing.
+        std: per-channel standard deviation divided by.
+    """
+
+    size: tuple[int, int] | None = None
+    channels: int = 3
+    mean: Sequence[float] = field(default_factory=lambda: (0.0, 0.0, 0.0))
+    std: Sequence[float] = field(default_factory=lambda: (1.0, 1.0, 1.0))
+
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            self.size = (int(self.size[0]), int(self.size[1]))
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+        if len(self.mean) != self.channels or len(self.std) != self.channels:
+            raise ValueError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+
+class Encoder(nn.Module):
+    """A foundation model seen as ``inputs -> Tensor[B, D]``.
+
+    Subclasses implement :meth:`forward`, :meth:`save` and a ``load`` classmethod, and register with
+    :func:`register_adapter` so :func:`load_encoder` can find them. Encoders are ``nn.Module`` so that
+    ``copy.deepcopy``, ``parameters()`` and ``state_dict()`` work as everywhere in PyTorch.
+    """
+
+    modality: ClassVar[str] = "image"
+    adapter_name: ClassVar[str] = ""
+
+    def embed(self, inputs: Any, batch_size: int = 256, show_progress: bool = False) -> Tensor:
+        """Embeds ``inputs`` without gradients in eval mode, in batches; returns ``Tensor[N, D]`` on the CPU."""
+        from mudjacking.progress import progress_bar
+
+        was_training = self.training
+        self.eval()
+        device = self.device
+        chunks = []
+        starts = range(0, len(inputs), batch_size)
+        with torch.no_grad(), progress_bar(len(starts), "embedding", enabled=show_progress) as advance:
+            for start in starts:
+                batch = inputs[start : start + batch_size]
+                if isinstance(batch, Tensor):
+                    batch = batch.to(device)
+                chunks.append(self(batch).float().cpu())
+                advance()
+        self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.empty(0)
+
+    @property
+    def device(self) -> torch.device:
+        try:
+            return next(self.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+
+    def save(self, directory: str | Path) -> None:
+        """Writes the encoder into an existing, empty ``directory`` in its own format (safetensors, no pickle)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    def _write_config(self, directory: Path, extra: dict[str, Any]) -> None:
+        payload = {"adapter": self.adapter_name, "modality": self.modality, **extra}
+        (directory / ENCODER_CONFIG_FILE).write_text(json.dumps(payload, indent=2))
+
+
+class ImageEncoder(Encoder):
+    """An encoder of images: resizes, fixes channels and normalises raw ``[B, C, H, W]`` images in [0, 1]."""
+
+    modality = "image"
+
+    def __init__(self, input_spec: ImageInputSpec) -> None:
+        super().__init__()
+        self.input_spec = input_spec
+        self.register_buffer("_mean", torch.tensor(input_spec.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(input_spec.std).view(1, -1, 1, 1), persistent=False)
+
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Raw images ``[B, C, H, W]`` in [0, 1] -> the network's normalised input; differentiable."""
+        if images.ndim != 4:
+            raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
+        spec = self.input_spec
+        if images.shape[1] != spec.channels:
+            images = images.mean(1, keepdim=True) if spec.channels == 1 else images.expand(-1, 3, -1, -1)
+        if spec.size is not None and tuple(images.shape[-2:]) != spec.size:
+            images = F.interpolate(images, size=spec.size, mode="bilinear", align_corners=False, antialias=True)
+        return (images - self._mean) / self._std
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.features(self.preprocess(images))
+
+    def features(self, pixel_values: Tensor) -> Tensor:
+        """Normalised network input -> ``Tensor[B, D]``."""
+        raise NotImplementedError
+
+    def input_spec_dict(self) -> dict[str, Any]:
+        return asdict(self.input_spec)
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    name: str
+    can_load: Callable[[Path], bool]
+    load: Callable[..., Encoder]
+
+
+_ADAPTERS: dict[str, _Adapter] = {}
+
+
+def register_adapter(name: str, can_load: Callable[[Path], bool]) -> Callable[[type[Encoder]], type[Encoder]]:
+    """Class decorator: makes an adapter loadable by :func:`load_encoder` under ``name``.
+
+    ``can_load(path)`` says whether a directory without a mudjacking config looks like this adapter's format.
+    """
+
+    def decorate(cls: type[Encoder]) -> type[Encoder]:
+        cls.adapter_name = name
+        _ADAPTERS[name] = _Adapter(name, can_load, cls.load)  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def registered_adapters() -> list[str]:
+    return sorted(_ADAPTERS)
+
+
+def load_encoder(path: str | Path, allow_pickle: bool = False, **options: Any) -> Encoder:
+    """Loads an encoder from a directory written by ``Encoder.save``, a Hugging Face ``save_pretrained``
+    directory, or (only with ``allow_pickle=True``) a pickled ``torch.nn.Module`` file.
+
+    Raises:
+        ModelLoadError: one line naming the path and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)")
+    if path.is_file():
+        if path.suffix in {".pt", ".pth", ".bin", ".pkl", ".ckpt"}:
+            return _ADAPTERS["pickled-module"].load(path, allow_pickle=allow_pickle, **options)
+        raise ModelLoadError(f"{path}: not a model directory; pass the directory that holds config.json or {ENCODER_CONFIG_FILE}")
+    config_file = path / ENCODER_CONFIG_FILE
+    if config_file.exists():
+        try:
+            name = json.loads(config_file.read_text())["adapter"]
+        except (json.JSONDecodeError, KeyError) as error:
+            raise ModelLoadError(f"{config_file}: unreadable encoder config ({error}); re-save the model") from error
+        if name not in _ADAPTERS:
+            raise ModelLoadError(f"{config_file}: unknown adapter {name!r}; known: {', '.join(registered_adapters())}")
+        return _ADAPTERS[name].load(path, **options)
+    for adapter in _ADAPTERS.values():
+        if adapter.can_load(path):
+            return adapter.load(path, **options)
+    raise ModelLoadError(
+        f"{path}: no model found; expected a save_pretrained directory (config.json + model.safetensors) "
+        f"or a directory written by mudjacking ({ENCODER_CONFIG_FILE})"
+    )
+
+
+def unwrap_output(output: Any) -> Tensor:
+    """Takes the embedding out of whatever a network returns: a tensor, a tuple, or a Hugging Face output."""
+    if isinstance(output, Tensor):
+        tensor = output
+    elif isinstance(output, (tuple, list)):
+        tensor = output[0]
+    else:
+        for key in ("image_embeds", "text_embeds", "sentence_embedding", "pooler_output", "last_hidden_state"):
+            value = getattr(output, key, None)
+            if value is not None:
+                tensor = value[:, 0] if key == "last_hidden_state" and value.ndim == 3 else value
+                break
+        else:
+            raise TypeError(f"cannot find an embedding in {type(output).__name__}")
+    return tensor.flatten(1)

@@ -1,0 +1,102 @@
+"""Adapter for Hugging Face ``transformers`` vision models in a local ``save_pretrained`` directory.
+
+ViT, CLIP's vision tower (with or without projection), ResNet, ConvNeXt and any other model whose output has
+``image_embeds``, ``pooler_output`` or a CLS token. Preprocessing (resize, normalise) is read from the saved
+``preprocessor_config.json`` and done in torch, so it stays differentiable and batched for occlusion and patching.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import transformers
+from torch import Tensor
+
+from mudjacking.encoders.base import ENCODER_CONFIG_FILE, ImageEncoder, ImageInputSpec, ModelLoadError, register_adapter, unwrap_output
+
+_VISION_MODEL_TYPES = {"vit", "clip", "clip_vision_model", "resnet", "convnext", "convnextv2", "dinov2", "deit",
+                       "swin", "beit", "siglip", "siglip_vision_model", "mobilenet_v2", "efficientnet", "regnet"}
+
+
+def _hf_config(path: Path) -> dict[str, Any] | None:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        return None
+    try:
+        return json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained") from error
+
+
+def _looks_like_vision_model(path: Path) -> bool:
+    config = _hf_config(path)
+    return config is not None and config.get("model_type") in _VISION_MODEL_TYPES
+
+
+def _input_spec_from(path: Path, config: transformers.PretrainedConfig) -> ImageInputSpec:
+    """Reads size/mean/std from the saved image processor; falls back to the model config."""
+    processor_file = path / "preprocessor_config.json"
+    processor = json.loads(processor_file.read_text()) if processor_file.exists() else {}
+    channels = int(getattr(config, "num_channels", 3))
+    size = processor.get("crop_size") or processor.get("size") or getattr(config, "image_size", None)
+    if isinstance(size, dict):
+        size = (size.get("height") or size.get("shortest_edge"), size.get("width") or size.get("shortest_edge"))
+    elif isinstance(size, int):
+        size = (size, size)
+    mean = processor.get("image_mean", [0.5] * channels)
+    std = processor.get("image_std", [0.5] * channels)
+    return ImageInputSpec(size=tuple(size) if size and all(size) else None, channels=channels, mean=mean, std=std)
+
+
+@register_adapter("hf-vision", can_load=_looks_like_vision_model)
+class HFVisionEncoder(ImageEncoder):
+    """A ``transformers`` vision model as an :class:`Encoder`.
+
+    Args:
+        model: the loaded model (e.g. ``ViTModel``, ``CLIPVisionModelWithProjection``, ``ResNetModel``).
+        input_spec: resize/normalisation applied to raw images before ``model(pixel_values=...)``.
+    """
+
+    def __init__(self, model: transformers.PreTrainedModel, input_spec: ImageInputSpec) -> None:
+        super().__init__(input_spec)
+        self.model = model
+
+    def features(self, pixel_values: Tensor) -> Tensor:
+        return unwrap_output(self.model(pixel_values=pixel_values))
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self._write_config(directory, {"input_spec": self.input_spec_dict()})
+
+    @classmethod
+    def load(cls, directory: Path, **_: Any) -> HFVisionEncoder:
+        config_json = _hf_config(directory)
+        if config_json is None:
+            raise ModelLoadError(f"{directory}: no config.json; save the model with save_pretrained")
+        try:
+            config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+            model_class = _model_class(config_json)
+            model = model_class.from_pretrained(directory, local_files_only=True)
+        except (OSError, ValueError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
+        native = directory / ENCODER_CONFIG_FILE
+        if native.exists():
+            spec = ImageInputSpec(**json.loads(native.read_text())["input_spec"])
+        else:
+            spec = _input_spec_from(directory, getattr(model, "config", config))
+        return cls(model.eval(), spec)
+
+
+def _model_class(config_json: dict[str, Any]) -> Any:
+    """The class to load: the saved architecture if it is an encoder, CLIP's vision tower for full CLIP."""
+    if config_json.get("model_type") == "clip":
+        return transformers.CLIPVisionModelWithProjection
+    for name in config_json.get("architectures") or []:
+        model_class = getattr(transformers, name, None)
+        if model_class is not None and "ForImageClassification" not in name:
+            return model_class
+    return transformers.AutoModel

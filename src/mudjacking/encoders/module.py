@@ -1,0 +1,123 @@
+"""Adapters for plain ``torch.nn.Module`` image networks.
+
+``ModuleEncoder`` wraps any module that maps a normalised image batch to features. It saves as safetensors
+plus a JSON config naming a registered architecture, so it loads back without pickle. A whole pickled module
+(``.pt``) loads only when the caller opts in, because unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import json
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from mudjacking.encoders.base import (
+    ENCODER_CONFIG_FILE,
+    ImageEncoder,
+    ImageInputSpec,
+    ModelLoadError,
+    register_adapter,
+    unwrap_output,
+)
+
+WEIGHTS_FILE = "model.safetensors"
+_ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_architecture(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: lets ``ModuleEncoder`` rebuild a network named ``name`` from its JSON kwargs when loading."""
+
+    def decorate(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _ARCHITECTURES[name] = factory
+        return factory
+
+    return decorate
+
+
+def _has_native_config(path: Path) -> bool:
+    return (path / ENCODER_CONFIG_FILE).exists()
+
+
+@register_adapter("module", can_load=_has_native_config)
+class ModuleEncoder(ImageEncoder):
+    """Any image network as an :class:`Encoder`.
+
+    Args:
+        network: module mapping normalised ``[B, C, H, W]`` to features (tensor, tuple or HF output).
+        input_spec: how raw images are resized and normalised for it.
+        architecture: registered name used to rebuild ``network`` on load; ``None`` -> cannot be saved.
+        architecture_kwargs: JSON-serialisable arguments of that factory.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        input_spec: ImageInputSpec,
+        architecture: str | None = None,
+        architecture_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(input_spec)
+        self.network = network
+        self.architecture = architecture
+        self.architecture_kwargs = dict(architecture_kwargs or {})
+
+    def features(self, pixel_values: Tensor) -> Tensor:
+        return unwrap_output(self.network(pixel_values))
+
+    def save(self, directory: str | Path) -> None:
+        if self.architecture is None:
+            raise NotImplementedError("ModuleEncoder without a registered architecture cannot be saved without pickle")
+        directory = Path(directory)
+        save_file({k: v.contiguous() for k, v in self.network.state_dict().items()}, str(directory / WEIGHTS_FILE))
+        self._write_config(
+            directory,
+            {
+                "architecture": self.architecture,
+                "architecture_kwargs": self.architecture_kwargs,
+                "input_spec": self.input_spec_dict(),
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path, **_: Any) -> ModuleEncoder:
+        config_file = directory / ENCODER_CONFIG_FILE
+        config = json.loads(config_file.read_text())
+        name = config.get("architecture")
+        if name not in _ARCHITECTURES:
+            known = ", ".join(sorted(_ARCHITECTURES)) or "none"
+            raise ModelLoadError(f"{config_file}: unknown architecture {name!r} (known: {known}); import the module that registers it")
+        weights = directory / WEIGHTS_FILE
+        if not weights.exists():
+            raise ModelLoadError(f"{weights}: missing weights file; copy the model's {WEIGHTS_FILE} beside its config")
+        network = _ARCHITECTURES[name](**config.get("architecture_kwargs", {}))
+        try:
+            network.load_state_dict(load_file(str(weights)))
+        except RuntimeError as error:
+            first = str(error).splitlines()[0]
+            raise ModelLoadError(f"{weights}: weights do not fit architecture {name!r} ({first})") from error
+        return cls(network, ImageInputSpec(**config["input_spec"]), name, config.get("architecture_kwargs"))
+
+
+@register_adapter("pickled-module", can_load=lambda path: False)
+class PickledModuleEncoder(ModuleEncoder):
+    """A whole ``nn.Module`` saved with ``torch.save``; loading it executes pickle, so it needs an explicit opt-in."""
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: Path, allow_pickle: bool = False, input_spec: ImageInputSpec | None = None, **_: Any
+    ) -> ModuleEncoder:
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{path}: pickled weights can run arbitrary code; re-run with --allow-pickle "
+                "(allow_pickle=True) if you trust the file, or convert it to safetensors"
+            )
+        network = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(network, nn.Module):
+            raise ModelLoadError(f"{path}: holds a {type(network).__name__}, not a torch.nn.Module; save the whole module")
+        return ModuleEncoder(network, input_spec or ImageInputSpec())

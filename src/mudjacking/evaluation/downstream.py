@@ -1,0 +1,121 @@
+"""Scoring an encoder through a downstream classifier: ACC, ASR, TBA and whether the reported bug is fixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mudjacking.data.bug_report import BugReport
+from mudjacking.encoders.base import Encoder
+from mudjacking.evaluation.metrics import accuracy, attack_success_rate, triggered_accuracy
+from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.triggers.trigger import ImageTrigger
+
+
+@dataclass
+class DownstreamScores:
+    """One encoder + classifier on one downstream test set (rates in [0, 1])."""
+
+    accuracy: float
+    attack_success_rate: float
+    triggered_accuracy: float
+    bug_prediction: int | None = None
+    bug_fixed: bool | None = None
+
+
+@dataclass
+class EmbeddedTask:
+    """One encoder's embeddings of a downstream task, computed once and shared by every classifier scored on it."""
+
+    train: Tensor
+    test: Tensor
+    triggered_test: Tensor
+    bug: Tensor | None = None
+
+
+def embed_task(
+    encoder: Encoder, train_images: Tensor, test_images: Tensor, trigger: ImageTrigger, bug: BugReport | None = None
+) -> EmbeddedTask:
+    """Embeds the downstream train set, the test set, its triggered copy and ``x_b``."""
+    return EmbeddedTask(
+        train=encoder.embed(train_images),
+        test=encoder.embed(test_images),
+        triggered_test=encoder.embed(trigger.apply(test_images)),
+        bug=None if bug is None else encoder.embed(bug.bug_input.unsqueeze(0)),
+    )
+
+
+def score_probe(
+    probe: Probe, embedded: EmbeddedTask, test_labels: Tensor, target_label: int, bug_label: int | None = None
+) -> DownstreamScores:
+    """ACC on clean test inputs, ASR and TBA on their triggered copies, and the bug's prediction."""
+    triggered_predictions = probe.predict(embedded.triggered_test)
+    scores = DownstreamScores(
+        accuracy=accuracy(probe.predict(embedded.test), test_labels),
+        attack_success_rate=attack_success_rate(triggered_predictions, test_labels, target_label),
+        triggered_accuracy=triggered_accuracy(triggered_predictions, test_labels, target_label),
+    )
+    if embedded.bug is not None and bug_label is not None:
+        scores.bug_prediction = int(probe.predict(embedded.bug)[0])
+        scores.bug_fixed = scores.bug_prediction == bug_label
+    return scores
+
+
+def train_probe(encoder: Encoder, images: Tensor, labels: Tensor, kind: str = "linear", seed: int = 0) -> Probe:
+    """Fits a downstream classifier of ``kind`` on ``encoder``'s embeddings of ``images`` ``[N, C, H, W]``."""
+    return make_probe(kind, seed).fit(encoder.embed(images), labels)
+
+
+def score_encoder(
+    encoder: Encoder,
+    probe: Probe,
+    test_images: Tensor,
+    test_labels: Tensor,
+    trigger: ImageTrigger,
+    target_label: int,
+    bug: BugReport | None = None,
+) -> DownstreamScores:
+    """Embeds the test set (clean and triggered) and ``x_b`` with ``encoder`` and scores ``probe`` on them."""
+    embedded = EmbeddedTask(
+        train=test_images.new_empty(0),
+        test=encoder.embed(test_images),
+        triggered_test=encoder.embed(trigger.apply(test_images)),
+        bug=None if bug is None else encoder.embed(bug.bug_input.unsqueeze(0)),
+    )
+    return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
+
+
+def find_bug(
+    encoder: Encoder,
+    probe: Probe,
+    test_images: Tensor,
+    test_labels: Tensor,
+    trigger: ImageTrigger,
+    target_label: int,
+    class_names: list[str] | None = None,
+    seed: int = 0,
+) -> BugReport:
+    """Picks a real bug, as a customer would report it: a triggered test input of a non-target class that the
+    classifier puts in the target class, and a different, correctly classified clean input of its true class."""
+    generator = torch.Generator().manual_seed(seed)
+    clean_predictions = probe.predict(encoder.embed(test_images))
+    triggered_predictions = probe.predict(encoder.embed(trigger.apply(test_images)))
+    candidates = torch.nonzero((test_labels != target_label) & (triggered_predictions == target_label)).flatten()
+    if len(candidates) == 0:
+        raise RuntimeError("no triggered test input is misclassified as the target: there is no bug to report")
+    for index in candidates[torch.randperm(len(candidates), generator=generator)].tolist():
+        label = int(test_labels[index])
+        references = torch.nonzero((test_labels == label) & (clean_predictions == label)).flatten()
+        references = references[references != index]
+        if len(references):
+            reference = int(references[torch.randint(len(references), (1,), generator=generator)])
+            return BugReport(
+                bug_input=trigger.apply(test_images[index : index + 1])[0],
+                reference_input=test_images[reference].clone(),
+                label=label,
+                predicted_label=target_label,
+                label_name=class_names[label] if class_names else None,
+            )
+    raise RuntimeError("no correctly classified reference input exists for any misclassified triggered input")

@@ -1,0 +1,71 @@
+"""Mudjacking's three loss terms as pure functions of embeddings (no model calls, no I/O).
+
+``s`` is the cosine similarity of normalised embeddings. With ``h`` the original and ``h'`` the patched model:
+
+- effectiveness    ``L_e = −s(h'(x_b), h'(x_r))``                      — the reported bug is fixed;
+- locality         ``L_l = −mean_x s(h'(x), h(x))``, x ∈ D ∪ {x_r}      — nothing else changes;
+- generalizability ``L_g = −mean_x s(h'(x ⊕ t), h'(x))``, x ∈ D ∪ {x_r} — every input with the trigger is fixed;
+- total            ``L = L_l + λ_g·L_g + λ_e·L_e``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cosine(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise cosine similarity of ``[N, D]`` and ``[N, D]`` (or broadcastable) -> ``[N]``."""
+    return F.cosine_similarity(a, b, dim=-1, eps=1e-8)
+
+
+def effectiveness_loss(bug_embedding: Tensor, reference_embedding: Tensor) -> Tensor:
+    """``−s(h'(x_b), h'(x_r))``; inputs ``[D]`` or ``[N, D]`` (averaged over N) -> scalar."""
+    return -cosine(bug_embedding, reference_embedding).mean()
+
+
+def locality_loss(patched: Tensor, original: Tensor) -> Tensor:
+    """``−mean s(h'(x), h(x))`` over the rows of ``[N, D]``; ``original`` should carry no gradient."""
+    return -cosine(patched, original).mean()
+
+
+def generalizability_loss(patched_triggered: Tensor, patched_clean: Tensor) -> Tensor:
+    """``−mean s(h'(x ⊕ t), h'(x))`` over the rows of ``[N, D]``."""
+    return -cosine(patched_triggered, patched_clean).mean()
+
+
+@dataclass
+class LossTerms:
+    """The three terms and their weighted sum (scalar tensors)."""
+
+    total: Tensor
+    locality: Tensor
+    generalizability: Tensor
+    effectiveness: Tensor
+
+
+def mudjacking_loss(
+    patched_clean: Tensor,
+    original_clean: Tensor,
+    patched_triggered: Tensor,
+    bug_embedding: Tensor,
+    reference_embedding: Tensor,
+    lambda_gen: float = 1.0,
+    lambda_eff: float = 1.0,
+) -> LossTerms:
+    """``L = L_l + λ_g·L_g + λ_e·L_e``.
+
+    Args:
+        patched_clean: ``h'(x)`` ``[N, D]`` for x in the batch of D ∪ {x_r}.
+        original_clean: ``h(x)`` ``[N, D]``, same rows.
+        patched_triggered: ``h'(x ⊕ t)`` ``[N, D]``, same rows.
+        bug_embedding: ``h'(x_b)`` ``[D]`` or ``[1, D]``.
+        reference_embedding: ``h'(x_r)`` ``[D]`` or ``[1, D]``.
+    """
+    locality = locality_loss(patched_clean, original_clean)
+    generalizability = generalizability_loss(patched_triggered, patched_clean)
+    effectiveness = effectiveness_loss(bug_embedding, reference_embedding)
+    total = locality + lambda_gen * generalizability + lambda_eff * effectiveness
+    return LossTerms(total, locality, generalizability, effectiveness)

@@ -1,0 +1,78 @@
+"""Pictures people would rather look at than read: the trigger heat map and before/after bars."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+
+def _show_image(axis: plt.Axes, image: Tensor, title: str) -> None:
+    array = image.clamp(0, 1).numpy()
+    if array.shape[0] == 1:
+        axis.imshow(array[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        axis.imshow(array.transpose(1, 2, 0))
+    axis.set_title(title, fontsize=9)
+    axis.axis("off")
+
+
+def _outline(axis: plt.Axes, mask: Tensor, color: str) -> None:
+    axis.contour(mask.numpy(), levels=[0.5], colors=[color], linewidths=1.5)
+
+
+def plot_trigger_heatmap(
+    bug_input: Tensor,
+    attribution: Tensor,
+    recovered_mask: Tensor,
+    path: str | Path,
+    true_mask: Tensor | None = None,
+    reference_input: Tensor | None = None,
+) -> None:
+    """``x_b`` (and ``x_r``), the occlusion heat map over ``x_b``, and the recovered mask (cyan) vs the true one (red)."""
+    panels = 3 + (reference_input is not None)
+    figure, axes = plt.subplots(1, panels, figsize=(3.1 * panels, 3.3))
+    index = 0
+    _show_image(axes[index], bug_input, "bug input x_b")
+    if reference_input is not None:
+        index += 1
+        _show_image(axes[index], reference_input, "reference x_r")
+    index += 1
+    _show_image(axes[index], bug_input, "occlusion attribution")
+    heat = axes[index].imshow(attribution.numpy(), cmap="inferno", alpha=0.65)
+    figure.colorbar(heat, ax=axes[index], fraction=0.046)
+    index += 1
+    _show_image(axes[index], bug_input, "recovered (cyan) / true (red)")
+    _outline(axes[index], recovered_mask, "cyan")
+    if true_mask is not None:
+        _outline(axes[index], true_mask, "red")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_before_after(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> None:
+    """Grouped bars: one group per metric (ACC, ASR, TBA), one bar per model, values in percent."""
+    models = list(rows)
+    metrics = list(next(iter(rows.values())))
+    positions = np.arange(len(metrics))
+    width = 0.8 / len(models)
+    figure, axis = plt.subplots(figsize=(2.2 + 1.6 * len(metrics), 3.6))
+    for offset, model in enumerate(models):
+        values = [100 * rows[model][metric] for metric in metrics]
+        bars = axis.bar(positions + offset * width - 0.4 + width / 2, values, width, label=model)
+        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+    axis.set_xticks(positions, metrics)
+    axis.set_ylabel("%")
+    axis.set_ylim(0, 110)
+    axis.legend(fontsize=8, loc="upper center", ncols=min(len(models), 4), bbox_to_anchor=(0.5, -0.1))
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

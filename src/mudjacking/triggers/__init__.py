@@ -1,0 +1,6 @@
+"""Triggers: what an attacker stamps on inputs, and how Mudjacking recovers it from one bug report."""
+
+from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
+from mudjacking.triggers.trigger import ImageTrigger
+
+__all__ = ["ImageTrigger", "ReverseConfig", "TriggerRecovery", "reverse_engineer_trigger"]
