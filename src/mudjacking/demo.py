@@ -201,3 +201,31 @@ def summarise(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds: tupl
                              if name not in ("clean", "backdoored", "mudjacking")},
         }
     return summary
+
+
+def run_demo_seeds(configs: list[DemoConfig], out: str | Path, show_progress: bool = True) -> list[dict[str, Any]]:
+    """One demo per config; with several, each goes to ``out/seed-N`` and ``out/seeds_summary.json`` holds the
+    mean and range of the headline figures."""
+    if len(configs) == 1:
+        return [run_demo(configs[0], out, show_progress)]
+    out = Path(out)
+    reports = [run_demo(config, out / f"seed-{config.seed}", show_progress) for config in configs]
+    write_json(out / "seeds_summary.json", aggregate_seeds(reports))
+    return reports
+
+
+def aggregate_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, min and max over seeds of every numeric headline figure."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+    aggregate: dict[str, Any] = {"seeds": [r["seed"] for r in reports],
+                                 "trigger_iou": stats([r["summary"]["trigger_iou"] for r in reports]),
+                                 "total_seconds": stats([r["timings_seconds"]["total"] for r in reports])}
+    for kind in reports[0]["config"]["probe_kinds"]:
+        rows = [r["summary"][kind] for r in reports]
+        aggregate[kind] = {key: stats([float(row[key]) for row in rows])
+                           for key in ("acc_before", "acc_after", "acc_drop_points", "asr_before", "asr_after", "bug_fixed")}
+        aggregate[kind]["baseline_asr"] = {name: stats([row["baseline_asr"][name] for row in rows]) for name in rows[0]["baseline_asr"]}
+    return aggregate

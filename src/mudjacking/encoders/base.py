@@ -160,13 +160,16 @@ def registered_adapters() -> list[str]:
 
 
 def load_encoder(path: str | Path, allow_pickle: bool = False, **options: Any) -> Encoder:
-    """Loads an encoder from a directory written by ``Encoder.save``, a Hugging Face ``save_pretrained``
-    directory, or (only with ``allow_pickle=True``) a pickled ``torch.nn.Module`` file.
+    """Loads an encoder, in eval mode, from a directory written by ``Encoder.save``, a Hugging Face
+    ``save_pretrained`` directory, or (only with ``allow_pickle=True``) a pickled ``torch.nn.Module`` file.
 
     Raises:
         ModelLoadError: one line naming the path and what to do.
     """
-    path = Path(path)
+    return _load_encoder(Path(path), allow_pickle, **options).eval()
+
+
+def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
     if not path.exists():
         raise ModelLoadError(f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)")
     if path.is_file():

@@ -78,10 +78,15 @@ class HFVisionEncoder(ImageEncoder):
             raise ModelLoadError(f"{directory}: no config.json; save the model with save_pretrained")
         try:
             config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-            model_class = _model_class(config_json)
-            model = model_class.from_pretrained(directory, local_files_only=True)
-        except (OSError, ValueError) as error:
-            first = str(error).strip().splitlines()[0]
+            if config_json.get("model_type") == "clip":
+                # a full CLIP checkpoint: keep its vision tower and the projection into the shared space
+                config.vision_config.projection_dim = config.projection_dim
+                model = transformers.CLIPVisionModelWithProjection.from_pretrained(
+                    directory, config=config.vision_config, local_files_only=True)
+            else:
+                model = _model_class(config_json).from_pretrained(directory, local_files_only=True)
+        except Exception as error:  # transformers and safetensors raise many types for unreadable checkpoints
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
         native = directory / ENCODER_CONFIG_FILE
         if native.exists():
@@ -92,9 +97,7 @@ class HFVisionEncoder(ImageEncoder):
 
 
 def _model_class(config_json: dict[str, Any]) -> Any:
-    """The class to load: the saved architecture if it is an encoder, CLIP's vision tower for full CLIP."""
-    if config_json.get("model_type") == "clip":
-        return transformers.CLIPVisionModelWithProjection
+    """The class to load: the saved architecture when it is an encoder (not a classifier), else ``AutoModel``."""
     for name in config_json.get("architectures") or []:
         model_class = getattr(transformers, name, None)
         if model_class is not None and "ForImageClassification" not in name:

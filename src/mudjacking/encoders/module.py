@@ -97,7 +97,11 @@ class ModuleEncoder(ImageEncoder):
             raise ModelLoadError(f"{weights}: missing weights file; copy the model's {WEIGHTS_FILE} beside its config")
         network = _ARCHITECTURES[name](**config.get("architecture_kwargs", {}))
         try:
-            network.load_state_dict(load_file(str(weights)))
+            state = load_file(str(weights))
+        except Exception as error:  # safetensors raises its own error type for corrupt files
+            raise ModelLoadError(f"{weights}: not a readable safetensors file ({error}); re-save or re-download it") from error
+        try:
+            network.load_state_dict(state)
         except RuntimeError as error:
             first = str(error).splitlines()[0]
             raise ModelLoadError(f"{weights}: weights do not fit architecture {name!r} ({first})") from error

@@ -1,0 +1,209 @@
+"""The ``mudjacking`` command line: each command parses its options and calls one public function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.data.images import DataError
+from mudjacking.encoders.base import ModelLoadError
+from mudjacking.outputs import OutputError
+from mudjacking.patching import PatchConfig
+from mudjacking.triggers.reverse import ReverseConfig
+
+app = typer.Typer(help="Patch backdoors out of foundation models from a single bug report.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+errors = Console(stderr=True)
+
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickled .pt/.pth weights (runs code).")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it already holds files.")]
+Seed = Annotated[int, typer.Option(help="Random seed.")]
+Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")]
+
+
+def _fail(error: Exception) -> None:
+    errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def _threads(count: int) -> None:
+    if count > 0:
+        torch.set_num_threads(count)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder (replaced atomically).")] = Path("runs/demo"),
+    seed: Annotated[list[int], typer.Option(help="Seed; repeat for several runs, summarised with mean and range.")] = [0],  # noqa: B006
+    threads: Threads = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Backdoor a small foundation model, report a bug, recover the trigger, patch it, and measure."""
+    from mudjacking.demo import DemoConfig, run_demo_seeds
+
+    _threads(threads)
+    try:
+        reports = run_demo_seeds([DemoConfig(seed=s) for s in seed], out, show_progress=not quiet)
+    except (DataError, OutputError, ValueError) as error:
+        _fail(error)
+    for report in reports:
+        _print_demo(report)
+    console.print(f"Report, models and pictures written to [bold]{out}[/]")
+
+
+def _print_demo(report: dict) -> None:
+    summary = report["summary"]
+    table = Table(title=f"demo ({report['dataset']}, seed {report['seed']}); trigger IoU {summary['trigger_iou']:.2f}")
+    for column in ("classifier", "ACC before", "ACC after", "ASR before", "ASR after", "x_b fixed", "baseline ASR"):
+        table.add_column(column)
+    for kind in report["config"]["probe_kinds"]:
+        row = summary[kind]
+        baseline = ", ".join(f"{name}: {100 * v:.1f}%" for name, v in row["baseline_asr"].items())
+        table.add_row(kind, f"{100 * row['acc_before']:.1f}%", f"{100 * row['acc_after']:.1f}%",
+                      f"{100 * row['asr_before']:.1f}%", f"{100 * row['asr_after']:.1f}%", str(row["bug_fixed"]), baseline)
+    console.print(table)
+
+
+@app.command()
+def patch(
+    model: Annotated[Path, typer.Option(help="Backdoored model: save_pretrained or mudjacking directory.")],
+    bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
+    data: Annotated[Path, typer.Option(help="Patching set: folder of clean images (or an npz with x).")],
+    out: Annotated[Path, typer.Option(help="Output folder for the patched model and report.")],
+    trigger: Annotated[Path | None, typer.Option(help="Known trigger npz; skips reverse-engineering.")] = None,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = PatchConfig.lr,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs over the patching set.")] = PatchConfig.max_epochs,
+    batch_size: Annotated[int, typer.Option(help="Clean inputs per step.")] = PatchConfig.batch_size,
+    lambda_gen: Annotated[float, typer.Option(help="Weight of generalizability.")] = PatchConfig.lambda_gen,
+    lambda_eff: Annotated[float, typer.Option(help="Weight of effectiveness.")] = PatchConfig.lambda_eff,
+    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = PatchConfig.optimizer,
+    train: Annotated[list[str], typer.Option(help="Parameter-name patterns to train (repeatable).")] = ["*"],  # noqa: B006
+    early_stop: Annotated[bool, typer.Option(help="Stop once the goals are met on held-out data.")] = True,
+    window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
+    seed: Seed = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    allow_pickle: AllowPickle = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+) -> None:
+    """Patch a model from one bug report; writes the patched model, weight delta, trigger and report.json."""
+    from mudjacking.workflows import patch_files
+
+    _threads(threads)
+    try:
+        config = PatchConfig(lambda_gen=lambda_gen, lambda_eff=lambda_eff, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                             max_epochs=epochs, early_stop=early_stop, trainable=tuple(train), seed=seed, device=device)
+        report = patch_files(model, bug, data, out, trigger, config, ReverseConfig(window=window, seed=seed),
+                             allow_pickle=allow_pickle, overwrite=overwrite)
+    except (DataError, ModelLoadError, OutputError, ValueError) as error:
+        _fail(error)
+    last = report["patch"]["history"][-1]
+    console.print(f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): "
+                  f"s(x_b, x_r) = {last['bug_similarity']:.3f}, held-out locality {last['holdout_locality']:.3f}, "
+                  f"trigger neutralised {last['holdout_generalizability']:.3f}; goals met: {report['patch']['goals_met']}")
+    console.print(f"written to [bold]{out}[/]")
+
+
+@app.command("reverse-trigger")
+def reverse_trigger(
+    model: Annotated[Path, typer.Option(help="Model the bug was reported against.")],
+    bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the trigger and heat map.")],
+    window: Annotated[int, typer.Option(help="Occlusion window side in pixels.")] = ReverseConfig.window,
+    stride: Annotated[int, typer.Option(help="Occlusion stride.")] = ReverseConfig.stride,
+    baseline: Annotated[float, typer.Option(help="Pixel value written into the occluded window.")] = ReverseConfig.baseline,
+    true_trigger: Annotated[Path | None, typer.Option(help="The attacker's trigger npz, to report IoU.")] = None,
+    seed: Seed = 0,
+    allow_pickle: AllowPickle = False,
+    overwrite: Overwrite = False,
+) -> None:
+    """Recover the trigger behind a bug report (occlusion attribution + k-means)."""
+    from mudjacking.workflows import reverse_trigger_files
+
+    try:
+        config = ReverseConfig(window=window, stride=stride, baseline=baseline, seed=seed)
+        summary = reverse_trigger_files(model, bug, out, config, true_trigger, allow_pickle, overwrite)
+    except (DataError, ModelLoadError, OutputError, ValueError) as error:
+        _fail(error)
+    iou = f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}" if "iou_with_true_trigger" in summary else ""
+    console.print(f"trigger: {summary['pixels']} pixels{iou}; written to [bold]{out}[/]")
+
+
+@app.command()
+def attack(
+    model: Annotated[Path, typer.Option(help="Clean model directory.")],
+    shadow: Annotated[Path, typer.Option(help="Folder of unlabeled shadow images.")],
+    references: Annotated[Path, typer.Option(help="Folder of target-class reference images.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the backdoored model and trigger.")],
+    trigger: Annotated[Path | None, typer.Option(help="Trigger npz; default a white square.")] = None,
+    trigger_size: Annotated[int, typer.Option(help="Side of the default white square trigger.")] = 5,
+    epochs: Annotated[int, typer.Option(help="Epochs over the shadow set.")] = BadEncoderConfig.epochs,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = BadEncoderConfig.lr,
+    seed: Seed = 0,
+    allow_pickle: AllowPickle = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+) -> None:
+    """Backdoor a copy of an image encoder with BadEncoder (for evaluating defences)."""
+    from mudjacking.workflows import attack_files
+
+    _threads(threads)
+    try:
+        config = BadEncoderConfig(epochs=epochs, lr=lr, seed=seed)
+        summary = attack_files(model, shadow, references, out, trigger, trigger_size, config, allow_pickle, overwrite)
+    except (DataError, ModelLoadError, OutputError, ValueError) as error:
+        _fail(error)
+    console.print(f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
+                  f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[list[str], typer.Option(help="NAME=DIR, repeatable; the first is the deployed model.")],
+    train: Annotated[Path, typer.Option(help="Labeled downstream training set (class folders or npz x,y).")],
+    test: Annotated[Path, typer.Option(help="Labeled downstream test set.")],
+    trigger: Annotated[Path, typer.Option(help="Trigger npz used for ASR/TBA.")],
+    target: Annotated[int, typer.Option(help="The attacker's target class index.")],
+    out: Annotated[Path, typer.Option(help="Output folder for evaluation.json and bars.")],
+    bug: Annotated[Path | None, typer.Option(help="Bug report, to check whether x_b is fixed.")] = None,
+    probe: Annotated[list[str], typer.Option(help="linear and/or mlp (repeatable).")] = ["linear"],  # noqa: B006
+    allow_pickle: AllowPickle = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+) -> None:
+    """ACC, ASR, TBA and bug-fixed for each model through downstream classifiers."""
+    from mudjacking.workflows import evaluate_files
+
+    _threads(threads)
+    try:
+        models = dict(_name_and_path(item) for item in model)
+        summary = evaluate_files(models, train, test, trigger, target, out, bug, tuple(probe), allow_pickle, overwrite)
+    except (DataError, ModelLoadError, OutputError, ValueError, KeyError) as error:
+        _fail(error)
+    for kind, per_model in summary["scores"].items():
+        table = Table(title=f"{kind} classifier trained on '{next(iter(models))}'")
+        for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):
+            table.add_column(column)
+        for name, entry in per_model.items():
+            s = entry["deployed"]
+            table.add_row(name, f"{100 * s['accuracy']:.1f}%", f"{100 * s['attack_success_rate']:.1f}%",
+                          f"{100 * s['triggered_accuracy']:.1f}%", str(s["bug_fixed"]))
+        console.print(table)
+
+
+def _name_and_path(item: str) -> tuple[str, Path]:
+    name, separator, path = item.partition("=")
+    if not separator or not name or not path:
+        raise ValueError(f"--model {item!r}: write it as NAME=DIR, e.g. --model backdoored=runs/demo/backdoored_model")
+    return name, Path(path)
+
+
+if __name__ == "__main__":
+    app()

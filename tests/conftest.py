@@ -1,0 +1,63 @@
+"""Shared, session-scoped tiny models and data; tests deepcopy what they change."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from mudjacking.attacks import BadEncoderConfig, badencoder
+from mudjacking.data import BugReport, LabeledImages, load_digits_images
+from mudjacking.encoders import ConvEncoderNet, ImageInputSpec, ModuleEncoder
+from mudjacking.evaluation import Probe, find_bug, train_probe
+from mudjacking.pretraining import PretrainConfig, pretrain_simclr
+from mudjacking.triggers import ImageTrigger
+
+torch.set_num_threads(2)
+
+TARGET = 0
+
+
+def tiny_encoder(seed: int = 0, channels: int = 1) -> ModuleEncoder:
+    torch.manual_seed(seed)
+    kwargs = {"in_channels": channels, "widths": [16, 32, 64], "embedding_dim": 64}
+    spec = ImageInputSpec(size=None, channels=channels, mean=(0.5,) * channels, std=(0.5,) * channels)
+    return ModuleEncoder(ConvEncoderNet(**kwargs), spec, "conv-encoder", kwargs).eval()
+
+
+@dataclass
+class Backdoored:
+    """A tiny CNN pre-trained with SimCLR and backdoored on 16x16 digits, its probe, a real bug, the true trigger."""
+
+    data: LabeledImages
+    clean: ModuleEncoder
+    encoder: ModuleEncoder
+    trigger: ImageTrigger
+    probe: Probe
+    bug: BugReport
+    patching_set: torch.Tensor
+
+
+@pytest.fixture(scope="session")
+def digits() -> LabeledImages:
+    return load_digits_images(seed=0)
+
+
+@pytest.fixture(scope="session")
+def _backdoored(digits: LabeledImages) -> Backdoored:
+    clean = pretrain_simclr(tiny_encoder(), digits.train_images, PretrainConfig(steps=200, batch_size=128, crop_scale=0.6),
+                            show_progress=False)
+    trigger = ImageTrigger.square((1, 16, 16), size=4)
+    references = digits.train_images[digits.train_labels == TARGET][:5]
+    result = badencoder(clean, digits.train_images[:800], references, trigger,
+                        BadEncoderConfig(epochs=10, batch_size=64, lr=1e-3), show_progress=False)
+    probe = train_probe(result.encoder, digits.train_images, digits.train_labels)
+    bug = find_bug(result.encoder, probe, digits.test_images, digits.test_labels, trigger, TARGET, seed=1)
+    return Backdoored(digits, clean, result.encoder, trigger, probe, bug, digits.train_images[800:1100])
+
+
+@pytest.fixture()
+def backdoored(_backdoored: Backdoored) -> Backdoored:
+    return copy.deepcopy(_backdoored)

@@ -1,0 +1,89 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mudjacking.data import BugReport, BugReportError, load_bug_report, save_bug_report
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-mudjacking"
+
+
+def _report() -> BugReport:
+    generator = torch.Generator().manual_seed(0)
+    images = (torch.rand(2, 1, 8, 8, generator=generator) * 255).round() / 255
+    return BugReport(bug_input=images[0], reference_input=images[1], label=3, predicted_label=1, label_name="dress")
+
+
+def test_round_trip(tmp_path):
+    report = _report()
+    path = save_bug_report(report, tmp_path / "bug")
+    loaded = load_bug_report(path.parent)  # the folder works as well as the file
+    assert torch.equal(loaded.bug_input, report.bug_input)
+    assert torch.equal(loaded.reference_input, report.reference_input)
+    assert (loaded.label, loaded.predicted_label, loaded.label_name) == (3, 1, "dress")
+
+
+@pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
+def test_reads_the_authors_npz_and_label_from_their_file_name(tmp_path):
+    spec = {"bug_input": str(OFFICIAL / "misclassified_image_label_7_monkey.npz"),
+            "reference_input": str(OFFICIAL / "reference_image_label_7_monkey_seed_0.npz")}
+    (tmp_path / "bug.json").write_text(json.dumps(spec))
+    report = load_bug_report(tmp_path / "bug.json")
+    assert report.label == 7
+    assert report.bug_input.shape == (3, 32, 32)
+    raw = np.load(OFFICIAL / "misclassified_image_label_7_monkey.npz")["img"]
+    assert np.allclose(report.bug_input.numpy().transpose(1, 2, 0) * 255, raw, atol=1e-3)
+
+
+def _write(tmp_path: Path, spec: dict | str, images: bool = True) -> Path:
+    if images:
+        save_bug_report(_report(), tmp_path)
+    path = tmp_path / "bug.json"
+    path.write_text(spec if isinstance(spec, str) else json.dumps(spec))
+    return path
+
+
+BASE = {"bug_input": "x_b.png", "reference_input": "x_r.png", "label": 3}
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{not json", "invalid JSON"),
+        ([1, 2], "expected a JSON object"),
+        ({**BASE, "bug_input": ""}, "'bug_input' is missing"),
+        ({**BASE, "bug_input": "nope.png"}, "nope.png: file not found"),
+        ({**BASE, "reference_input": "x_b.png"}, "identical"),
+        ({**BASE, "label": -1}, "non-negative integer"),
+        ({**BASE, "label": "cat"}, "non-negative integer"),
+        ({k: v for k, v in BASE.items() if k != "label"}, "'label' is missing"),
+        ({**BASE, "modality": "audio"}, "modality"),
+    ],
+)
+def test_bad_reports_give_one_line_naming_the_file(tmp_path, spec, message):
+    path = _write(tmp_path, spec if isinstance(spec, (dict, str)) else json.dumps(spec))
+    with pytest.raises(BugReportError) as caught:
+        load_bug_report(path)
+    text = str(caught.value)
+    assert message in text
+    assert str(path) in text and "\n" not in text
+
+
+def test_shape_mismatch_and_bad_encoding(tmp_path):
+    path = _write(tmp_path, BASE)
+    np.save(tmp_path / "big.npy", np.zeros((9, 9), dtype=np.uint8))
+    path.write_text(json.dumps({**BASE, "reference_input": "big.npy"}))
+    with pytest.raises(BugReportError, match="differ in shape"):
+        load_bug_report(path)
+    path.write_bytes('{"label": "caf\u00e9"}'.encode("latin-1"))
+    with pytest.raises(BugReportError, match="UTF-8"):
+        load_bug_report(path)
+
+
+def test_corrupt_image_names_the_image(tmp_path):
+    path = _write(tmp_path, BASE)
+    (tmp_path / "x_b.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(BugReportError, match="x_b.png: unreadable image"):
+        load_bug_report(path)

@@ -1,0 +1,69 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mudjacking.data import DataError
+from mudjacking.triggers import ImageTrigger
+
+OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-mudjacking"
+needs_official = pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
+
+
+def test_apply_stamps_pattern_only_under_mask():
+    trigger = ImageTrigger.square((1, 6, 6), size=2, value=1.0, margin=1)
+    images = torch.full((2, 1, 6, 6), 0.25)
+    stamped = trigger.apply(images)
+    assert stamped[:, 0, 3:5, 3:5].eq(1.0).all()
+    assert stamped.sum() == pytest.approx(2 * (32 * 0.25 + 4 * 1.0))
+
+
+def test_apply_rejects_other_image_sizes():
+    with pytest.raises(ValueError, match="resize"):
+        ImageTrigger.square((1, 6, 6), 2).apply(torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize("authors_format", [False, True])
+def test_save_load_round_trip(tmp_path, authors_format):
+    mask = torch.zeros(5, 5)
+    mask[1:3, 2:4] = 1
+    pattern = torch.rand(3, 5, 5).mul(255).round().div(255)
+    trigger = ImageTrigger(mask, pattern)
+    trigger.save(tmp_path / "t.npz", authors_format=authors_format)
+    loaded = ImageTrigger.load(tmp_path / "t.npz")
+    assert torch.equal(loaded.mask, mask)
+    assert torch.allclose(loaded.pattern * mask, pattern * mask, atol=1e-6)
+
+
+def test_iou():
+    a = ImageTrigger.square((1, 8, 8), 4, margin=0)
+    b = ImageTrigger.square((1, 8, 8), 2, margin=0)
+    assert a.iou(b) == pytest.approx(4 / 16)
+
+
+def test_unreadable_trigger_names_the_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(DataError, match="bad.npz"):
+        ImageTrigger.load(bad)
+
+
+@needs_official
+def test_reads_the_authors_true_and_recovered_triggers():
+    true = ImageTrigger.load(OFFICIAL / "trigger_pt_white_21_10_ap_replace.npz")
+    recovered = ImageTrigger.load(OFFICIAL / "backdoor_bug_1_trigger.npz")
+    assert true.num_pixels == 100 and recovered.num_pixels == 142
+    assert true.mask[21:31, 21:31].all()
+    assert true.pattern[:, 21:31, 21:31].eq(1.0).all()
+    assert recovered.iou(true) == pytest.approx(100 / 142)
+
+
+@needs_official
+def test_applying_the_authors_trigger_matches_their_convention(tmp_path):
+    raw = np.load(OFFICIAL / "reference_image_label_7_monkey_seed_0.npz")["img"].astype(np.float64)
+    files = np.load(OFFICIAL / "trigger_pt_white_21_10_ap_replace.npz")
+    expected = raw * files["tm"][0] + files["t"][0]  # x*tm + t, HWC 0-255
+    image = torch.from_numpy(raw.transpose(2, 0, 1) / 255).float()[None]
+    ours = ImageTrigger.load(OFFICIAL / "trigger_pt_white_21_10_ap_replace.npz").apply(image)[0]
+    assert np.allclose(ours.numpy().transpose(1, 2, 0) * 255, expected, atol=1e-3)
