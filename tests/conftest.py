@@ -47,12 +47,22 @@ def digits() -> LabeledImages:
 
 @pytest.fixture(scope="session")
 def _backdoored(digits: LabeledImages) -> Backdoored:
-    clean = pretrain_simclr(tiny_encoder(), digits.train_images, PretrainConfig(steps=200, batch_size=128, crop_scale=0.6),
-                            show_progress=False)
+    clean = pretrain_simclr(
+        tiny_encoder(),
+        digits.train_images,
+        PretrainConfig(steps=200, batch_size=128, crop_scale=0.6),
+        show_progress=False,
+    )
     trigger = ImageTrigger.square((1, 16, 16), size=4)
     references = digits.train_images[digits.train_labels == TARGET][:5]
-    result = badencoder(clean, digits.train_images[:800], references, trigger,
-                        BadEncoderConfig(epochs=10, batch_size=64, lr=1e-3), show_progress=False)
+    result = badencoder(
+        clean,
+        digits.train_images[:800],
+        references,
+        trigger,
+        BadEncoderConfig(epochs=10, batch_size=64, lr=1e-3),
+        show_progress=False,
+    )
     probe = train_probe(result.encoder, digits.train_images, digits.train_labels)
     bug = find_bug(result.encoder, probe, digits.test_images, digits.test_labels, trigger, TARGET, seed=1)
     return Backdoored(digits, clean, result.encoder, trigger, probe, bug, digits.train_images[800:1100])

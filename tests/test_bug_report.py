@@ -27,8 +27,10 @@ def test_round_trip(tmp_path):
 
 @pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
 def test_reads_the_authors_npz_and_label_from_their_file_name(tmp_path):
-    spec = {"bug_input": str(OFFICIAL / "misclassified_image_label_7_monkey.npz"),
-            "reference_input": str(OFFICIAL / "reference_image_label_7_monkey_seed_0.npz")}
+    spec = {
+        "bug_input": str(OFFICIAL / "misclassified_image_label_7_monkey.npz"),
+        "reference_input": str(OFFICIAL / "reference_image_label_7_monkey_seed_0.npz"),
+    }
     (tmp_path / "bug.json").write_text(json.dumps(spec))
     report = load_bug_report(tmp_path / "bug.json")
     assert report.label == 7

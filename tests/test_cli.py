@@ -44,26 +44,72 @@ def saved_case(backdoored, tmp_path):
 def test_patch_writes_model_delta_trigger_and_report(saved_case):
     out = saved_case / "out"
     before = (saved_case / "model" / "model.safetensors").read_bytes()
-    result = runner.invoke(app, ["patch", "--model", str(saved_case / "model"), "--bug", str(saved_case / "bug"),
-                                 "--data", str(saved_case / "data"), "--out", str(out), "--epochs", "2", "--seed", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            str(saved_case / "model"),
+            "--bug",
+            str(saved_case / "bug"),
+            "--data",
+            str(saved_case / "data"),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
-    assert {"model", "patch_delta.safetensors", "trigger.npz", "trigger_authors_format.npz", "trigger_heatmap.png",
-            "report.json"} <= names
+    assert {
+        "model",
+        "patch_delta.safetensors",
+        "trigger.npz",
+        "trigger_authors_format.npz",
+        "trigger_heatmap.png",
+        "report.json",
+    } <= names
     report = json.loads((out / "report.json").read_text())
     assert report["patch"]["epochs"] <= 2 and report["patch"]["config"]["seed"] == 3
     assert report["patching_set_size"] == 120
     assert (saved_case / "model" / "model.safetensors").read_bytes() == before, "input model modified"
-    again = runner.invoke(app, ["patch", "--model", str(saved_case / "model"), "--bug", str(saved_case / "bug"),
-                                "--data", str(saved_case / "data"), "--out", str(out)])
+    again = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            str(saved_case / "model"),
+            "--bug",
+            str(saved_case / "bug"),
+            "--data",
+            str(saved_case / "data"),
+            "--out",
+            str(out),
+        ],
+    )
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
 def test_bad_bug_report_fails_in_one_line_and_writes_nothing(saved_case):
     (saved_case / "bug" / "bug.json").write_text('{"bug_input": "x_b.png", "reference_input": "x_b.png", "label": 1}')
     out = saved_case / "out"
-    result = runner.invoke(app, ["patch", "--model", str(saved_case / "model"), "--bug", str(saved_case / "bug"),
-                                 "--data", str(saved_case / "data"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            str(saved_case / "model"),
+            "--bug",
+            str(saved_case / "bug"),
+            "--data",
+            str(saved_case / "data"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2
     message = result.output.strip()
     assert message.startswith("error:") and "bug.json" in message and "identical" in message
@@ -74,24 +120,64 @@ def test_bad_bug_report_fails_in_one_line_and_writes_nothing(saved_case):
 
 def test_pickled_model_is_refused_without_opt_in(saved_case):
     torch.save(torch.nn.Flatten(), saved_case / "model.pt")
-    result = runner.invoke(app, ["reverse-trigger", "--model", str(saved_case / "model.pt"), "--bug",
-                                 str(saved_case / "bug"), "--out", str(saved_case / "out")])
+    result = runner.invoke(
+        app,
+        [
+            "reverse-trigger",
+            "--model",
+            str(saved_case / "model.pt"),
+            "--bug",
+            str(saved_case / "bug"),
+            "--out",
+            str(saved_case / "out"),
+        ],
+    )
     assert result.exit_code == 2 and "--allow-pickle" in result.output
 
 
 def test_reverse_trigger_reports_iou_against_a_known_trigger(saved_case, backdoored):
     backdoored.trigger.save(saved_case / "true.npz")
     out = saved_case / "rev"
-    result = runner.invoke(app, ["reverse-trigger", "--model", str(saved_case / "model"), "--bug", str(saved_case / "bug"),
-                                 "--out", str(out), "--window", "2", "--true-trigger", str(saved_case / "true.npz")])
+    result = runner.invoke(
+        app,
+        [
+            "reverse-trigger",
+            "--model",
+            str(saved_case / "model"),
+            "--bug",
+            str(saved_case / "bug"),
+            "--out",
+            str(out),
+            "--window",
+            "2",
+            "--true-trigger",
+            str(saved_case / "true.npz"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "trigger.json").read_text())
     assert summary["config"]["window"] == 2 and 0 <= summary["iou_with_true_trigger"] <= 1
 
 
 def test_evaluate_rejects_model_without_name(saved_case):
-    result = runner.invoke(app, ["evaluate", "--model", str(saved_case / "model"), "--train", "a.npz", "--test", "b.npz",
-                                 "--trigger", "t.npz", "--target", "0", "--out", str(saved_case / "e")])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(saved_case / "model"),
+            "--train",
+            "a.npz",
+            "--test",
+            "b.npz",
+            "--trigger",
+            "t.npz",
+            "--target",
+            "0",
+            "--out",
+            str(saved_case / "e"),
+        ],
+    )
     assert result.exit_code == 2 and "NAME=DIR" in result.output
 
 
@@ -103,9 +189,26 @@ def test_evaluate_scores_models_from_npz_sets(saved_case, backdoored):
     np.savez(saved_case / "test.npz", x=data.test_images[:200].numpy(), y=data.test_labels[:200].numpy())
     backdoored.trigger.save(saved_case / "t.npz")
     out = saved_case / "eval"
-    result = runner.invoke(app, ["evaluate", "--model", f"backdoored={saved_case / 'model'}", "--train",
-                                 str(saved_case / "train.npz"), "--test", str(saved_case / "test.npz"), "--trigger",
-                                 str(saved_case / "t.npz"), "--target", "0", "--bug", str(saved_case / "bug"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            f"backdoored={saved_case / 'model'}",
+            "--train",
+            str(saved_case / "train.npz"),
+            "--test",
+            str(saved_case / "test.npz"),
+            "--trigger",
+            str(saved_case / "t.npz"),
+            "--target",
+            "0",
+            "--bug",
+            str(saved_case / "bug"),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = json.loads((out / "evaluation.json").read_text())["scores"]["linear"]["backdoored"]["deployed"]
     assert scores["attack_success_rate"] > 0.8 and scores["bug_fixed"] is False

@@ -9,35 +9,54 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import tiny_encoder
 from torch import nn
 
 from mudjacking.encoders import Encoder, HFVisionEncoder, ImageInputSpec, ModelLoadError, ModuleEncoder, load_encoder
-
-from conftest import tiny_encoder
 
 
 def _hf_dir(tmp_path: Path, model: transformers.PreTrainedModel, image_size: int = 16) -> Path:
     directory = tmp_path / "hf"
     model.save_pretrained(directory)
-    processor = {"image_mean": [0.4, 0.4, 0.4], "image_std": [0.2, 0.2, 0.2], "size": {"height": image_size, "width": image_size}}
+    processor = {
+        "image_mean": [0.4, 0.4, 0.4],
+        "image_std": [0.2, 0.2, 0.2],
+        "size": {"height": image_size, "width": image_size},
+    }
     (directory / "preprocessor_config.json").write_text(json.dumps(processor))
     return directory
 
 
 def _vit(tmp_path: Path) -> Path:
-    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                                    image_size=16, patch_size=4, num_channels=3)
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+    )
     return _hf_dir(tmp_path, transformers.ViTModel(config))
 
 
 def _clip_vision(tmp_path: Path) -> Path:
-    config = transformers.CLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37,
-                                           image_size=16, patch_size=4, projection_dim=24)
+    config = transformers.CLIPVisionConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=16,
+        patch_size=4,
+        projection_dim=24,
+    )
     return _hf_dir(tmp_path, transformers.CLIPVisionModelWithProjection(config))
 
 
 def _clip_full(tmp_path: Path) -> Path:
-    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=16, patch_size=4)
+    vision = dict(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, image_size=16, patch_size=4
+    )
     text = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99)
     config = transformers.CLIPConfig(vision_config=vision, text_config=text, projection_dim=24)
     return _hf_dir(tmp_path, transformers.CLIPModel(config))
@@ -56,7 +75,11 @@ def _module(tmp_path: Path) -> Path:
 
 
 ADAPTERS: dict[str, Callable[[Path], Path]] = {
-    "module": _module, "vit": _vit, "clip-vision": _clip_vision, "clip-full": _clip_full, "resnet": _resnet,
+    "module": _module,
+    "vit": _vit,
+    "clip-vision": _clip_vision,
+    "clip-full": _clip_full,
+    "resnet": _resnet,
 }
 EXPECTED_DIM = {"module": 64, "vit": 32, "clip-vision": 24, "clip-full": 24, "resnet": 16}
 # ResNet's pooled output follows a ReLU: its embeddings are all positive by design (see README, "Geometry").
@@ -77,7 +100,9 @@ def test_contract(saved, tmp_path):
     embeddings = encoder.embed(images)
     assert embeddings.shape == (3, EXPECTED_DIM[name])
     assert torch.equal(embeddings, encoder.embed(images)), "embedding must be deterministic in eval mode"
-    assert name not in SIGNED or (embeddings < 0).any(), "embeddings confined to the positive orthant make cosine losses meaningless"
+    assert name not in SIGNED or (embeddings < 0).any(), (
+        "embeddings confined to the positive orthant make cosine losses meaningless"
+    )
 
     grey = encoder.embed(torch.rand(2, 1, 20, 20))
     assert grey.shape == (2, EXPECTED_DIM[name])

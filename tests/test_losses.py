@@ -27,8 +27,9 @@ def test_total_weights_the_terms():
     clean = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     original = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # cos 1 and 1/sqrt2
     triggered = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # cos 0 and 1
-    terms = mudjacking_loss(clean, original, triggered, torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0]),
-                            lambda_gen=2.0, lambda_eff=0.5)
+    terms = mudjacking_loss(
+        clean, original, triggered, torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0]), lambda_gen=2.0, lambda_eff=0.5
+    )
     locality = -(1 + 1 / math.sqrt(2)) / 2
     generalizability = -0.5
     effectiveness = -24 / 25

@@ -1,10 +1,9 @@
 import pytest
 import torch
-
-from mudjacking.outputs import OutputError, atomic_output_dir, save_weight_delta, write_json
+from conftest import tiny_encoder
 from safetensors.torch import load_file
 
-from conftest import tiny_encoder
+from mudjacking.outputs import OutputError, atomic_output_dir, save_weight_delta, write_json
 
 
 def test_failed_block_leaves_nothing(tmp_path):

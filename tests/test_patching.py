@@ -2,16 +2,17 @@
 
 import pytest
 import torch
+from conftest import TARGET
 
 from mudjacking.evaluation import score_encoder
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.triggers import ReverseConfig, reverse_engineer_trigger
 
-from conftest import TARGET
-
 
 def _scores(case, encoder):
-    return score_encoder(encoder, case.probe, case.data.test_images, case.data.test_labels, case.trigger, TARGET, case.bug)
+    return score_encoder(
+        encoder, case.probe, case.data.test_images, case.data.test_labels, case.trigger, TARGET, case.bug
+    )
 
 
 def test_the_fixture_is_really_backdoored(backdoored):
@@ -24,7 +25,9 @@ def test_patch_with_recovered_trigger_removes_the_backdoor(backdoored):
     before = {k: v.clone() for k, v in backdoored.encoder.state_dict().items()}
     recovery = reverse_engineer_trigger(backdoored.encoder, backdoored.bug, ReverseConfig(window=2))
     assert recovery.trigger.iou(backdoored.trigger) > 0.3
-    result = patch_encoder(backdoored.encoder, backdoored.bug, recovery.trigger, backdoored.patching_set, show_progress=False)
+    result = patch_encoder(
+        backdoored.encoder, backdoored.bug, recovery.trigger, backdoored.patching_set, show_progress=False
+    )
     scores_before, scores_after = _scores(backdoored, backdoored.encoder), _scores(backdoored, result.encoder)
     assert scores_after.attack_success_rate < 0.2 < scores_before.attack_success_rate
     # at 16x16 the trigger covers part of the digit, so x_b may stay wrong; it must leave the target class
@@ -36,13 +39,17 @@ def test_patch_with_recovered_trigger_removes_the_backdoor(backdoored):
 
 def test_locality_only_baseline_keeps_the_backdoor(backdoored):
     config = PatchConfig(lambda_gen=0.0, lambda_eff=0.0, max_epochs=5, early_stop=False)
-    result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False)
+    result = patch_encoder(
+        backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
+    )
     assert _scores(backdoored, result.encoder).attack_success_rate > 0.8
 
 
 def test_trainable_patterns_freeze_everything_else(backdoored):
     config = PatchConfig(trainable=("network.projection.*",), max_epochs=1, early_stop=False)
-    result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False)
+    result = patch_encoder(
+        backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
+    )
     before, after = backdoored.encoder.state_dict(), result.encoder.state_dict()
     changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
     assert changed == {"network.projection.weight", "network.projection.bias"}
@@ -50,8 +57,12 @@ def test_trainable_patterns_freeze_everything_else(backdoored):
 
 
 def test_early_stop_ends_once_goals_are_met(backdoored):
-    config = PatchConfig(lr=1e-3, max_epochs=40, min_epochs=1, goal_locality=0.5, goal_generalizability=0.5, goal_effectiveness=0.5)
-    result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False)
+    config = PatchConfig(
+        lr=1e-3, max_epochs=40, min_epochs=1, goal_locality=0.5, goal_generalizability=0.5, goal_effectiveness=0.5
+    )
+    result = patch_encoder(
+        backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
+    )
     assert result.goals_met and result.epochs < 40
 
 
@@ -63,5 +74,11 @@ def test_config_validation(bad):
 
 def test_unknown_parameter_pattern_is_an_error(backdoored):
     with pytest.raises(ValueError, match="match no parameter"):
-        patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set,
-                      PatchConfig(trainable=("nothing.*",)), show_progress=False)
+        patch_encoder(
+            backdoored.encoder,
+            backdoored.bug,
+            backdoored.trigger,
+            backdoored.patching_set,
+            PatchConfig(trainable=("nothing.*",)),
+            show_progress=False,
+        )

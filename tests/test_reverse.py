@@ -39,7 +39,9 @@ def test_recovers_a_planted_trigger():
     recovery = reverse_engineer_trigger(encoder, bug, ReverseConfig(window=1))
     assert recovery.trigger.iou(trigger) == 1.0
     assert recovery.attribution[trigger.mask.bool()].min() > recovery.attribution[~trigger.mask.bool()].max()
-    assert torch.equal(recovery.trigger.apply(clean)[:, :, trigger.mask.bool()], bug.bug_input[:, trigger.mask.bool()].expand(2, 1, -1))
+    assert torch.equal(
+        recovery.trigger.apply(clean)[:, :, trigger.mask.bool()], bug.bug_input[:, trigger.mask.bool()].expand(2, 1, -1)
+    )
 
 
 def test_window_larger_than_one_still_covers_the_trigger():

@@ -17,15 +17,24 @@ from mudjacking.outputs import OutputError
 from mudjacking.patching import PatchConfig
 from mudjacking.triggers.reverse import ReverseConfig
 
-app = typer.Typer(help="Patch backdoors out of foundation models from a single bug report.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Patch backdoors out of foundation models from a single bug report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 errors = Console(stderr=True)
 
-AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow loading pickled .pt/.pth weights (runs code).")]
+AllowPickle = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow loading pickled .pt/.pth weights (runs code).")
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it already holds files.")]
 Seed = Annotated[int, typer.Option(help="Random seed.")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")]
+# defaults of repeatable options (typer builds a new list per call; these are never mutated)
+SEEDS = [0]
+ALL_PARAMETERS = ["*"]
+LINEAR_PROBE = ["linear"]
 
 
 def _fail(error: Exception) -> None:
@@ -41,7 +50,7 @@ def _threads(count: int) -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (replaced atomically).")] = Path("runs/demo"),
-    seed: Annotated[list[int], typer.Option(help="Seed; repeat for several runs, summarised with mean and range.")] = [0],  # noqa: B006
+    seed: Annotated[list[int], typer.Option(help="Seed; repeat for several runs (mean and range).")] = SEEDS,
     threads: Threads = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -66,8 +75,15 @@ def _print_demo(report: dict) -> None:
     for kind in report["config"]["probe_kinds"]:
         row = summary[kind]
         baseline = ", ".join(f"{name}: {100 * v:.1f}%" for name, v in row["baseline_asr"].items())
-        table.add_row(kind, f"{100 * row['acc_before']:.1f}%", f"{100 * row['acc_after']:.1f}%",
-                      f"{100 * row['asr_before']:.1f}%", f"{100 * row['asr_after']:.1f}%", str(row["bug_fixed"]), baseline)
+        table.add_row(
+            kind,
+            f"{100 * row['acc_before']:.1f}%",
+            f"{100 * row['acc_after']:.1f}%",
+            f"{100 * row['asr_before']:.1f}%",
+            f"{100 * row['asr_after']:.1f}%",
+            str(row["bug_fixed"]),
+            baseline,
+        )
     console.print(table)
 
 
@@ -84,7 +100,7 @@ def patch(
     lambda_gen: Annotated[float, typer.Option(help="Weight of generalizability.")] = PatchConfig.lambda_gen,
     lambda_eff: Annotated[float, typer.Option(help="Weight of effectiveness.")] = PatchConfig.lambda_eff,
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = PatchConfig.optimizer,
-    train: Annotated[list[str], typer.Option(help="Parameter-name patterns to train (repeatable).")] = ["*"],  # noqa: B006
+    train: Annotated[list[str], typer.Option(help="Parameter-name patterns to train (repeatable).")] = ALL_PARAMETERS,
     early_stop: Annotated[bool, typer.Option(help="Stop once the goals are met on held-out data.")] = True,
     window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
     seed: Seed = 0,
@@ -98,16 +114,37 @@ def patch(
 
     _threads(threads)
     try:
-        config = PatchConfig(lambda_gen=lambda_gen, lambda_eff=lambda_eff, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                             max_epochs=epochs, early_stop=early_stop, trainable=tuple(train), seed=seed, device=device)
-        report = patch_files(model, bug, data, out, trigger, config, ReverseConfig(window=window, seed=seed),
-                             allow_pickle=allow_pickle, overwrite=overwrite)
+        config = PatchConfig(
+            lambda_gen=lambda_gen,
+            lambda_eff=lambda_eff,
+            optimizer=optimizer,
+            lr=lr,
+            batch_size=batch_size,
+            max_epochs=epochs,
+            early_stop=early_stop,
+            trainable=tuple(train),
+            seed=seed,
+            device=device,
+        )
+        report = patch_files(
+            model,
+            bug,
+            data,
+            out,
+            trigger,
+            config,
+            ReverseConfig(window=window, seed=seed),
+            allow_pickle=allow_pickle,
+            overwrite=overwrite,
+        )
     except (DataError, ModelLoadError, OutputError, ValueError) as error:
         _fail(error)
     last = report["patch"]["history"][-1]
-    console.print(f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): "
-                  f"s(x_b, x_r) = {last['bug_similarity']:.3f}, held-out locality {last['holdout_locality']:.3f}, "
-                  f"trigger neutralised {last['holdout_generalizability']:.3f}; goals met: {report['patch']['goals_met']}")
+    console.print(
+        f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): "
+        f"s(x_b, x_r) = {last['bug_similarity']:.3f}, held-out locality {last['holdout_locality']:.3f}, "
+        f"trigger neutralised {last['holdout_generalizability']:.3f}; goals met: {report['patch']['goals_met']}"
+    )
     console.print(f"written to [bold]{out}[/]")
 
 
@@ -118,7 +155,9 @@ def reverse_trigger(
     out: Annotated[Path, typer.Option(help="Output folder for the trigger and heat map.")],
     window: Annotated[int, typer.Option(help="Occlusion window side in pixels.")] = ReverseConfig.window,
     stride: Annotated[int, typer.Option(help="Occlusion stride.")] = ReverseConfig.stride,
-    baseline: Annotated[float, typer.Option(help="Pixel value written into the occluded window.")] = ReverseConfig.baseline,
+    baseline: Annotated[
+        float, typer.Option(help="Pixel value written into the occluded window.")
+    ] = ReverseConfig.baseline,
     true_trigger: Annotated[Path | None, typer.Option(help="The attacker's trigger npz, to report IoU.")] = None,
     seed: Seed = 0,
     allow_pickle: AllowPickle = False,
@@ -132,7 +171,11 @@ def reverse_trigger(
         summary = reverse_trigger_files(model, bug, out, config, true_trigger, allow_pickle, overwrite)
     except (DataError, ModelLoadError, OutputError, ValueError) as error:
         _fail(error)
-    iou = f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}" if "iou_with_true_trigger" in summary else ""
+    iou = (
+        f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}"
+        if "iou_with_true_trigger" in summary
+        else ""
+    )
     console.print(f"trigger: {summary['pixels']} pixels{iou}; written to [bold]{out}[/]")
 
 
@@ -160,8 +203,10 @@ def attack(
         summary = attack_files(model, shadow, references, out, trigger, trigger_size, config, allow_pickle, overwrite)
     except (DataError, ModelLoadError, OutputError, ValueError) as error:
         _fail(error)
-    console.print(f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
-                  f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]")
+    console.print(
+        f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
+        f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]"
+    )
 
 
 @app.command()
@@ -173,7 +218,7 @@ def evaluate(
     target: Annotated[int, typer.Option(help="The attacker's target class index.")],
     out: Annotated[Path, typer.Option(help="Output folder for evaluation.json and bars.")],
     bug: Annotated[Path | None, typer.Option(help="Bug report, to check whether x_b is fixed.")] = None,
-    probe: Annotated[list[str], typer.Option(help="linear and/or mlp (repeatable).")] = ["linear"],  # noqa: B006
+    probe: Annotated[list[str], typer.Option(help="linear and/or mlp (repeatable).")] = LINEAR_PROBE,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     threads: Threads = 0,
@@ -193,8 +238,13 @@ def evaluate(
             table.add_column(column)
         for name, entry in per_model.items():
             s = entry["deployed"]
-            table.add_row(name, f"{100 * s['accuracy']:.1f}%", f"{100 * s['attack_success_rate']:.1f}%",
-                          f"{100 * s['triggered_accuracy']:.1f}%", str(s["bug_fixed"]))
+            table.add_row(
+                name,
+                f"{100 * s['accuracy']:.1f}%",
+                f"{100 * s['attack_success_rate']:.1f}%",
+                f"{100 * s['triggered_accuracy']:.1f}%",
+                str(s["bug_fixed"]),
+            )
         console.print(table)
 
 

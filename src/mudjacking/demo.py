@@ -101,7 +101,9 @@ def new_demo_encoder(channels: int, embedding_dim: int = 128) -> ModuleEncoder:
     return ModuleEncoder(ConvEncoderNet(**kwargs), spec, "conv-encoder", kwargs)
 
 
-def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", show_progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    config: DemoConfig | None = None, out: str | Path = "runs/demo", show_progress: bool = True
+) -> dict[str, Any]:
     """Runs the demo end to end and writes everything into ``out`` (replaced atomically); returns the report."""
     config = config or DemoConfig()
     started = time.perf_counter()
@@ -127,7 +129,9 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", sh
         tick = lap("attack", tick)
 
         deployed = train_probe(backdoored, *splits["train"], kind="linear", seed=config.seed)
-        bug = find_bug(backdoored, deployed, *splits["test"], true_trigger, config.target_label, data.class_names, config.seed)
+        bug = find_bug(
+            backdoored, deployed, *splits["test"], true_trigger, config.target_label, data.class_names, config.seed
+        )
         save_bug_report(bug, staging / "bug")
         tick = lap("find_bug", tick)
 
@@ -140,17 +144,37 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", sh
         same_budget = replace(config.patch, max_epochs=patched.epochs, early_stop=False)
         baselines = {
             "locality-only fine-tuning": patch_encoder(
-                backdoored, bug, recovery.trigger, splits["patching"],
-                replace(same_budget, lambda_gen=0.0, lambda_eff=0.0), show_progress),
+                backdoored,
+                bug,
+                recovery.trigger,
+                splits["patching"],
+                replace(same_budget, lambda_gen=0.0, lambda_eff=0.0),
+                show_progress,
+            ),
             "no L_gen (model editing)": patch_encoder(
-                backdoored, bug, recovery.trigger, splits["patching"], replace(same_budget, lambda_gen=0.0), show_progress),
+                backdoored,
+                bug,
+                recovery.trigger,
+                splits["patching"],
+                replace(same_budget, lambda_gen=0.0),
+                show_progress,
+            ),
         }
         tick = lap("baselines", tick)
 
         models = {"clean": clean, "backdoored": backdoored, "mudjacking": patched.encoder}
         models.update({name: result.encoder for name, result in baselines.items()})
-        scores = evaluate_models(models, splits["train"], splits["test"], true_trigger, config.target_label, bug,
-                                 config.probe_kinds, deployed_on="backdoored", seed=config.seed)
+        scores = evaluate_models(
+            models,
+            splits["train"],
+            splits["test"],
+            true_trigger,
+            config.target_label,
+            bug,
+            config.probe_kinds,
+            deployed_on="backdoored",
+            seed=config.seed,
+        )
         tick = lap("evaluate", tick)
 
         for name, encoder in (("backdoored_model", backdoored), ("clean_model", clean)):
@@ -160,9 +184,18 @@ def run_demo(config: DemoConfig | None = None, out: str | Path = "runs/demo", sh
         true_trigger.save(staging / "true_trigger.npz")
         summary = summarise(scores, trigger_summary, config.probe_kinds)
         for kind in config.probe_kinds:
-            rows = {name: {"ACC": s["deployed"]["accuracy"], "ASR": s["deployed"]["attack_success_rate"],
-                           "TBA": s["deployed"]["triggered_accuracy"]} for name, s in scores[kind].items() if name != "clean"}
-            plot_before_after(rows, staging / f"before_after_{kind}.png", f"{data.name}: {kind} classifier of the backdoored model")
+            rows = {
+                name: {
+                    "ACC": s["deployed"]["accuracy"],
+                    "ASR": s["deployed"]["attack_success_rate"],
+                    "TBA": s["deployed"]["triggered_accuracy"],
+                }
+                for name, s in scores[kind].items()
+                if name != "clean"
+            }
+            plot_before_after(
+                rows, staging / f"before_after_{kind}.png", f"{data.name}: {kind} classifier of the backdoored model"
+            )
         report = {
             "demo": "image",
             "dataset": data.name,
@@ -197,8 +230,11 @@ def summarise(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds: tupl
             "asr_after": after["attack_success_rate"],
             "tba_after": after["triggered_accuracy"],
             "bug_fixed": after["bug_fixed"],
-            "baseline_asr": {name: entry["deployed"]["attack_success_rate"] for name, entry in scores[kind].items()
-                             if name not in ("clean", "backdoored", "mudjacking")},
+            "baseline_asr": {
+                name: entry["deployed"]["attack_success_rate"]
+                for name, entry in scores[kind].items()
+                if name not in ("clean", "backdoored", "mudjacking")
+            },
         }
     return summary
 
@@ -220,12 +256,18 @@ def aggregate_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     def stats(values: list[float]) -> dict[str, float]:
         return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
-    aggregate: dict[str, Any] = {"seeds": [r["seed"] for r in reports],
-                                 "trigger_iou": stats([r["summary"]["trigger_iou"] for r in reports]),
-                                 "total_seconds": stats([r["timings_seconds"]["total"] for r in reports])}
+    aggregate: dict[str, Any] = {
+        "seeds": [r["seed"] for r in reports],
+        "trigger_iou": stats([r["summary"]["trigger_iou"] for r in reports]),
+        "total_seconds": stats([r["timings_seconds"]["total"] for r in reports]),
+    }
     for kind in reports[0]["config"]["probe_kinds"]:
         rows = [r["summary"][kind] for r in reports]
-        aggregate[kind] = {key: stats([float(row[key]) for row in rows])
-                           for key in ("acc_before", "acc_after", "acc_drop_points", "asr_before", "asr_after", "bug_fixed")}
-        aggregate[kind]["baseline_asr"] = {name: stats([row["baseline_asr"][name] for row in rows]) for name in rows[0]["baseline_asr"]}
+        aggregate[kind] = {
+            key: stats([float(row[key]) for row in rows])
+            for key in ("acc_before", "acc_after", "acc_drop_points", "asr_before", "asr_after", "bug_fixed")
+        }
+        aggregate[kind]["baseline_asr"] = {
+            name: stats([row["baseline_asr"][name] for row in rows]) for name in rows[0]["baseline_asr"]
+        }
     return aggregate

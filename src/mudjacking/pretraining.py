@@ -77,7 +77,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def pretrain_simclr(encoder: ImageEncoder, images: Tensor, config: PretrainConfig | None = None, show_progress: bool = True) -> ImageEncoder:
+def pretrain_simclr(
+    encoder: ImageEncoder, images: Tensor, config: PretrainConfig | None = None, show_progress: bool = True
+) -> ImageEncoder:
     """Trains ``encoder`` in place with SimCLR on unlabeled ``images`` ``[N, C, H, W]``; returns it."""
     config = config or PretrainConfig()
     set_seed(config.seed)
@@ -86,12 +88,16 @@ def pretrain_simclr(encoder: ImageEncoder, images: Tensor, config: PretrainConfi
     head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
     parameters = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.Adam(parameters, lr=config.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.steps))
+    )
     encoder.train()
     with progress_bar(config.steps, "pre-training (SimCLR)", enabled=show_progress) as advance:
         for _ in range(config.steps):
             batch = images[torch.randint(len(images), (config.batch_size,), generator=generator)]
-            views = torch.cat([augment(batch, config.crop_scale, generator), augment(batch, config.crop_scale, generator)])
+            views = torch.cat(
+                [augment(batch, config.crop_scale, generator), augment(batch, config.crop_scale, generator)]
+            )
             projections = head(encoder(views))
             loss = nt_xent(projections[: config.batch_size], projections[config.batch_size :], config.temperature)
             optimizer.zero_grad(set_to_none=True)

@@ -55,8 +55,13 @@ def write_trigger_outputs(
 
 
 def reverse_trigger_files(
-    model: str | Path, bug: str | Path, out: str | Path, config: ReverseConfig | None = None,
-    true_trigger: str | Path | None = None, allow_pickle: bool = False, overwrite: bool = False,
+    model: str | Path,
+    bug: str | Path,
+    out: str | Path,
+    config: ReverseConfig | None = None,
+    true_trigger: str | Path | None = None,
+    allow_pickle: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """``mudjacking reverse-trigger``: model + bug report -> trigger files, heat map and ``trigger.json``."""
     config = config or ReverseConfig()
@@ -99,8 +104,11 @@ def patch_files(
         if trigger is None:
             recovery = reverse_engineer_trigger(encoder, report_bug, reverse_config)
             used_trigger = recovery.trigger
-            report["trigger"] = {"source": "reverse-engineered", "config": asdict(reverse_config),
-                                 **write_trigger_outputs(staging, recovery, report_bug)}
+            report["trigger"] = {
+                "source": "reverse-engineered",
+                "config": asdict(reverse_config),
+                **write_trigger_outputs(staging, recovery, report_bug),
+            }
         else:
             used_trigger = ImageTrigger.load(trigger)
             report["trigger"] = {"source": str(trigger), "pixels": used_trigger.num_pixels}
@@ -198,14 +206,25 @@ def evaluate_files(
     first = next(iter(models))
     with atomic_output_dir(out, overwrite) as staging:
         scores = evaluate_models(
-            encoders, (train_images, train_labels), (test_images, test_labels), ImageTrigger.load(trigger),
-            target_label, report_bug, probe_kinds, deployed_on=first,
+            encoders,
+            (train_images, train_labels),
+            (test_images, test_labels),
+            ImageTrigger.load(trigger),
+            target_label,
+            report_bug,
+            probe_kinds,
+            deployed_on=first,
         )
         for kind, per_model in scores.items():
             rows = {name: _bar_values(entry["deployed"]) for name, entry in per_model.items()}
             plot_before_after(rows, staging / f"scores_{kind}.png", f"{kind} classifier trained on '{first}'")
-        summary = {"models": {k: str(v) for k, v in models.items()}, "target_label": target_label, "scores": scores,
-                   "seconds": round(time.perf_counter() - started, 2), "environment": environment_info()}
+        summary = {
+            "models": {k: str(v) for k, v in models.items()},
+            "target_label": target_label,
+            "scores": scores,
+            "seconds": round(time.perf_counter() - started, 2),
+            "environment": environment_info(),
+        }
         write_json(staging / "evaluation.json", summary)
     return summary
 

@@ -85,7 +85,9 @@ def load_digits_images(seed: int = 0) -> LabeledImages:
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     cut = int(0.7 * len(images))
     train, test = order[:cut], order[cut:]
-    return LabeledImages("digits", images[train], labels[train], images[test], labels[test], [str(i) for i in range(10)])
+    return LabeledImages(
+        "digits", images[train], labels[train], images[test], labels[test], [str(i) for i in range(10)]
+    )
 
 
 def load_demo_images() -> LabeledImages:

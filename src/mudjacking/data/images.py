@@ -42,7 +42,9 @@ def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:
             raise DataError(f"{source}: image holds NaN or infinite values; fix or re-export the image")
         if image.max() > 1.0 + 1e-6:
             if image.min() < 0 or image.max() > 255:
-                raise DataError(f"{source}: pixel values span [{image.min():g}, {image.max():g}]; use uint8 0-255 or float 0-1")
+                raise DataError(
+                    f"{source}: pixel values span [{image.min():g}, {image.max():g}]; use uint8 0-255 or float 0-1"
+                )
             image = image / 255.0
         elif image.min() < -1e-6:
             raise DataError(f"{source}: negative pixel values ({image.min():g}); give raw pixels, not normalised ones")
@@ -74,7 +76,9 @@ def load_image(path: str | Path) -> Tensor:
     except DataError:
         raise
     except (OSError, ValueError, UnidentifiedImageError) as error:
-        raise DataError(f"{path}: unreadable image ({type(error).__name__}: {error}); re-export it as PNG or NPY") from error
+        raise DataError(
+            f"{path}: unreadable image ({type(error).__name__}: {error}); re-export it as PNG or NPY"
+        ) from error
     raise DataError(f"{path}: unsupported file type {suffix!r}; use PNG, JPEG, NPY or NPZ")
 
 
@@ -91,9 +95,11 @@ def stack_images(images: list[Tensor], sources: list[Path]) -> Tensor:
         raise DataError("no images to stack")
     channels = max(image.shape[0] for image in images)
     size = images[0].shape[1:]
-    for image, source in zip(images, sources):
+    for image, source in zip(images, sources, strict=True):
         if image.shape[1:] != size:
-            raise DataError(f"{source}: size {tuple(image.shape[1:])} differs from {tuple(size)}; resize the set to one size")
+            raise DataError(
+                f"{source}: size {tuple(image.shape[1:])} differs from {tuple(size)}; resize the set to one size"
+            )
     return torch.stack([image.expand(channels, -1, -1) for image in images])
 
 

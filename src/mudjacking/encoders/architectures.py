@@ -22,13 +22,19 @@ class ConvEncoderNet(nn.Module):
         embedding_dim: size D of the output embedding.
     """
 
-    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128), embedding_dim: int = 128) -> None:
+    def __init__(
+        self, in_channels: int = 1, widths: tuple[int, ...] = (16, 32, 64, 128), embedding_dim: int = 128
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         previous = in_channels
         for index, width in enumerate(widths):
             stride = 1 if index == 0 else 2
-            layers += [nn.Conv2d(previous, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [
+                nn.Conv2d(previous, width, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+            ]
             previous = width
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)

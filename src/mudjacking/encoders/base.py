@@ -171,11 +171,15 @@ def load_encoder(path: str | Path, allow_pickle: bool = False, **options: Any) -
 
 def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
     if not path.exists():
-        raise ModelLoadError(f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)")
+        raise ModelLoadError(
+            f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)"
+        )
     if path.is_file():
         if path.suffix in {".pt", ".pth", ".bin", ".pkl", ".ckpt"}:
             return _ADAPTERS["pickled-module"].load(path, allow_pickle=allow_pickle, **options)
-        raise ModelLoadError(f"{path}: not a model directory; pass the directory that holds config.json or {ENCODER_CONFIG_FILE}")
+        raise ModelLoadError(
+            f"{path}: not a model directory; pass the directory that holds config.json or {ENCODER_CONFIG_FILE}"
+        )
     config_file = path / ENCODER_CONFIG_FILE
     if config_file.exists():
         try:

@@ -14,10 +14,32 @@ from typing import Any
 import transformers
 from torch import Tensor
 
-from mudjacking.encoders.base import ENCODER_CONFIG_FILE, ImageEncoder, ImageInputSpec, ModelLoadError, register_adapter, unwrap_output
+from mudjacking.encoders.base import (
+    ENCODER_CONFIG_FILE,
+    ImageEncoder,
+    ImageInputSpec,
+    ModelLoadError,
+    register_adapter,
+    unwrap_output,
+)
 
-_VISION_MODEL_TYPES = {"vit", "clip", "clip_vision_model", "resnet", "convnext", "convnextv2", "dinov2", "deit",
-                       "swin", "beit", "siglip", "siglip_vision_model", "mobilenet_v2", "efficientnet", "regnet"}
+_VISION_MODEL_TYPES = {
+    "vit",
+    "clip",
+    "clip_vision_model",
+    "resnet",
+    "convnext",
+    "convnextv2",
+    "dinov2",
+    "deit",
+    "swin",
+    "beit",
+    "siglip",
+    "siglip_vision_model",
+    "mobilenet_v2",
+    "efficientnet",
+    "regnet",
+}
 
 
 def _hf_config(path: Path) -> dict[str, Any] | None:
@@ -27,7 +49,9 @@ def _hf_config(path: Path) -> dict[str, Any] | None:
     try:
         return json.loads(config_file.read_text())
     except json.JSONDecodeError as error:
-        raise ModelLoadError(f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained") from error
+        raise ModelLoadError(
+            f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained"
+        ) from error
 
 
 def _looks_like_vision_model(path: Path) -> bool:
@@ -82,7 +106,8 @@ class HFVisionEncoder(ImageEncoder):
                 # a full CLIP checkpoint: keep its vision tower and the projection into the shared space
                 config.vision_config.projection_dim = config.projection_dim
                 model = transformers.CLIPVisionModelWithProjection.from_pretrained(
-                    directory, config=config.vision_config, local_files_only=True)
+                    directory, config=config.vision_config, local_files_only=True
+                )
             else:
                 model = _model_class(config_json).from_pretrained(directory, local_files_only=True)
         except Exception as error:  # transformers and safetensors raise many types for unreadable checkpoints

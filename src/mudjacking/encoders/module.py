@@ -7,11 +7,10 @@ plus a JSON config naming a registered architecture, so it loads back without pi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import json
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -91,7 +90,9 @@ class ModuleEncoder(ImageEncoder):
         name = config.get("architecture")
         if name not in _ARCHITECTURES:
             known = ", ".join(sorted(_ARCHITECTURES)) or "none"
-            raise ModelLoadError(f"{config_file}: unknown architecture {name!r} (known: {known}); import the module that registers it")
+            raise ModelLoadError(
+                f"{config_file}: unknown architecture {name!r} (known: {known}); import the module that registers it"
+            )
         weights = directory / WEIGHTS_FILE
         if not weights.exists():
             raise ModelLoadError(f"{weights}: missing weights file; copy the model's {WEIGHTS_FILE} beside its config")
@@ -99,7 +100,9 @@ class ModuleEncoder(ImageEncoder):
         try:
             state = load_file(str(weights))
         except Exception as error:  # safetensors raises its own error type for corrupt files
-            raise ModelLoadError(f"{weights}: not a readable safetensors file ({error}); re-save or re-download it") from error
+            raise ModelLoadError(
+                f"{weights}: not a readable safetensors file ({error}); re-save or re-download it"
+            ) from error
         try:
             network.load_state_dict(state)
         except RuntimeError as error:
@@ -123,5 +126,7 @@ class PickledModuleEncoder(ModuleEncoder):
             )
         network = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(network, nn.Module):
-            raise ModelLoadError(f"{path}: holds a {type(network).__name__}, not a torch.nn.Module; save the whole module")
+            raise ModelLoadError(
+                f"{path}: holds a {type(network).__name__}, not a torch.nn.Module; save the whole module"
+            )
         return ModuleEncoder(network, input_spec or ImageInputSpec())

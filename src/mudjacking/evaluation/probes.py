@@ -71,8 +71,12 @@ class MLPProbe(Probe):
         torch.manual_seed(self.seed)
         classes = int(labels.max()) + 1
         self.model = nn.Sequential(
-            nn.Linear(embeddings.shape[1], 512), nn.ReLU(), nn.Dropout(0.5),
-            nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(embeddings.shape[1], 512),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(512, 256),
+            nn.ReLU(),
+            nn.Dropout(0.5),
             nn.Linear(256, classes),
         )
         inputs = F.normalize(embeddings, dim=-1)

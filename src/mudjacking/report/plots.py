@@ -35,7 +35,7 @@ def plot_trigger_heatmap(
     true_mask: Tensor | None = None,
     reference_input: Tensor | None = None,
 ) -> None:
-    """``x_b`` (and ``x_r``), the occlusion heat map over ``x_b``, and the recovered mask (cyan) vs the true one (red)."""
+    """``x_b`` (and ``x_r``), the occlusion heat map over ``x_b``, the recovered mask (cyan) vs the true (red)."""
     panels = 3 + (reference_input is not None)
     figure, axes = plt.subplots(1, panels, figsize=(3.1 * panels, 3.3))
     index = 0

@@ -31,7 +31,10 @@ class ImageTrigger:
         self.mask = self.mask.detach().float().cpu()
         self.pattern = self.pattern.detach().float().cpu()
         if self.mask.ndim != 2 or self.pattern.ndim != 3 or self.pattern.shape[1:] != self.mask.shape:
-            raise ValueError(f"mask [H, W] and pattern [C, H, W] must agree, got {tuple(self.mask.shape)} and {tuple(self.pattern.shape)}")
+            raise ValueError(
+                f"mask [H, W] and pattern [C, H, W] must agree, "
+                f"got {tuple(self.mask.shape)} and {tuple(self.pattern.shape)}"
+            )
 
     @property
     def num_pixels(self) -> int:
@@ -40,7 +43,9 @@ class ImageTrigger:
     def apply(self, images: Tensor) -> Tensor:
         """Stamps the trigger on ``images`` ``[B, C, H, W]`` (differentiable in the images)."""
         if tuple(images.shape[-2:]) != tuple(self.mask.shape):
-            raise ValueError(f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them")
+            raise ValueError(
+                f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them"
+            )
         mask = self.mask.to(images)
         pattern = self.pattern.to(images)
         if pattern.shape[0] != images.shape[1]:
@@ -83,7 +88,10 @@ class ImageTrigger:
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: unreadable trigger file ({error}); pass an npz written by mudjacking") from error
         if {"mask", "pattern"} <= arrays.keys():
-            return cls(torch.from_numpy(arrays["mask"].astype(np.float32)), torch.from_numpy(arrays["pattern"].astype(np.float32)))
+            return cls(
+                torch.from_numpy(arrays["mask"].astype(np.float32)),
+                torch.from_numpy(arrays["pattern"].astype(np.float32)),
+            )
         if {"t", "tm"} <= arrays.keys():
             t, tm = arrays["t"], arrays["tm"]
             if t.ndim == 4:
