@@ -213,3 +213,39 @@ def test_evaluate_scores_models_from_npz_sets(saved_case, backdoored):
     scores = json.loads((out / "evaluation.json").read_text())["scores"]["linear"]["backdoored"]["deployed"]
     assert scores["attack_success_rate"] > 0.8 and scores["bug_fixed"] is False
     assert (out / "scores_linear.png").exists()
+
+
+def test_attack_writes_a_backdoored_model_and_trigger(tmp_path, digits):
+    from conftest import tiny_encoder
+
+    (tmp_path / "clean").mkdir()
+    tiny_encoder().save(tmp_path / "clean")
+    for name, images in (
+        ("shadow", digits.train_images[:64]),
+        ("refs", digits.train_images[digits.train_labels == 0][:3]),
+    ):
+        (tmp_path / name).mkdir()
+        for index, image in enumerate(images):
+            save_image_png(image, tmp_path / name / f"{index}.png")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "attack",
+            "--model",
+            str(tmp_path / "clean"),
+            "--shadow",
+            str(tmp_path / "shadow"),
+            "--references",
+            str(tmp_path / "refs"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--trigger-size",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"model", "trigger.npz", "trigger_authors_format.npz", "attack.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "attack.json").read_text())["trigger_pixels"] == 9

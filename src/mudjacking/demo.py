@@ -61,7 +61,7 @@ class DemoConfig:
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=5))
     shadow_size: int = 5000
     reference_count: int = 10
-    patching_size: int = 1000
+    patching_size: int = 2000
     downstream_train_size: int = 5000
     test_size: int = 10000
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
@@ -174,6 +174,7 @@ def run_demo(
             config.probe_kinds,
             deployed_on="backdoored",
             seed=config.seed,
+            retrain=("clean", "backdoored", "mudjacking"),
         )
         tick = lap("evaluate", tick)
 

@@ -165,11 +165,13 @@ def evaluate_models(
     probe_kinds: tuple[str, ...] = ("linear",),
     deployed_on: str | None = None,
     seed: int = 0,
+    retrain: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Scores every model with downstream classifiers of each kind.
 
     ``retrained``: a classifier trained on that model's own embeddings. ``deployed``: the classifier trained on
     ``models[deployed_on]`` (the one customers already run) applied unchanged, which is what locality protects.
+    ``retrain`` limits the retrained classifiers to the named models (``None``: all), since each costs a fit.
     """
     embedded = {name: embed_task(encoder, train[0], test[0], trigger, bug) for name, encoder in models.items()}
     bug_label = None if bug is None else bug.label
@@ -177,8 +179,10 @@ def evaluate_models(
     for kind in probe_kinds:
         deployed = make_probe(kind, seed).fit(embedded[deployed_on].train, train[1]) if deployed_on else None
         for name, task in embedded.items():
-            retrained = make_probe(kind, seed).fit(task.train, train[1])
-            entry = {"retrained": asdict(score_probe(retrained, task, test[1], target_label, bug_label))}
+            entry = {}
+            if retrain is None or name in retrain:
+                retrained = make_probe(kind, seed).fit(task.train, train[1])
+                entry["retrained"] = asdict(score_probe(retrained, task, test[1], target_label, bug_label))
             if deployed is not None:
                 entry["deployed"] = asdict(score_probe(deployed, task, test[1], target_label, bug_label))
             results.setdefault(kind, {})[name] = entry

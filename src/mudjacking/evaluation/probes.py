@@ -60,11 +60,11 @@ class LinearProbe(Probe):
 
 @register_probe("mlp")
 class MLPProbe(Probe):
-    """The paper's downstream classifier; ``epochs`` of Adam at ``lr`` with batch 256."""
+    """The paper's downstream classifier; ``epochs`` of Adam at ``lr`` on batches of ``batch_size``."""
 
-    def __init__(self, seed: int = 0, epochs: int = 30, lr: float = 1e-3) -> None:
+    def __init__(self, seed: int = 0, epochs: int = 20, lr: float = 2e-3, batch_size: int = 256) -> None:
         super().__init__(seed)
-        self.epochs, self.lr = epochs, lr
+        self.epochs, self.lr, self.batch_size = epochs, lr, batch_size
 
     def fit(self, embeddings: Tensor, labels: Tensor) -> MLPProbe:
         generator = torch.Generator().manual_seed(self.seed)
@@ -83,7 +83,7 @@ class MLPProbe(Probe):
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.model.train()
         for _ in range(self.epochs):
-            for index in torch.randperm(len(inputs), generator=generator).split(256):
+            for index in torch.randperm(len(inputs), generator=generator).split(self.batch_size):
                 loss = F.cross_entropy(self.model(inputs[index]), labels[index])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
