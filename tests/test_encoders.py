@@ -116,6 +116,8 @@ def test_contract(saved, tmp_path):
     out.mkdir()
     encoder.save(out)
     assert (out / "model.safetensors").exists()
+    if name != "module":
+        assert (out / "preprocessor_config.json").read_text() == (directory / "preprocessor_config.json").read_text()
     assert torch.allclose(load_encoder(out).embed(images), embeddings, atol=1e-5)
 
 

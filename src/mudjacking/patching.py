@@ -42,6 +42,8 @@ class PatchConfig:
         max_epochs: passes over the patching set at most.
         min_epochs: passes before early stopping may trigger.
         early_stop: stop once every goal is met on the held-out check.
+        trigger_dilation: during training, stamp ``x ⊕ t`` with the mask grown by a random 0..N pixels, so a
+            recovered mask that misses the rim of the real trigger still teaches the model to ignore all of it.
         trainable: ``fnmatch`` patterns of parameter names to train (``("*",)`` = all; e.g. ``("network.body.6*",)``).
         holdout_fraction: share of D kept out of training for the goal check.
         goal_locality: held-out mean ``s(h'(x), h(x))`` to reach. Keep it high: on the demo, 0.984 still cost
@@ -62,6 +64,7 @@ class PatchConfig:
     max_epochs: int = 20
     min_epochs: int = 3
     early_stop: bool = True
+    trigger_dilation: int = 2
     trainable: tuple[str, ...] = ("*",)
     holdout_fraction: float = 0.2
     goal_locality: float = 0.995
@@ -74,6 +77,8 @@ class PatchConfig:
         self.trainable = tuple(self.trainable)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.trigger_dilation < 0:
+            raise ValueError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
             raise ValueError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
         if self.lambda_gen < 0 or self.lambda_eff < 0:
@@ -190,7 +195,8 @@ def patch_encoder(
             sums = torch.zeros(4)
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 batch = train[batch_index]
-                embeddings = patched(torch.cat([batch, trigger.apply(batch), x_b, x_r]))
+                triggered = trigger.apply_dilated(batch, config.trigger_dilation)
+                embeddings = patched(torch.cat([batch, triggered, x_b, x_r]))
                 n = len(batch)
                 terms = mudjacking_loss(
                     patched_clean=embeddings[:n],

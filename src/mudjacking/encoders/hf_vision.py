@@ -23,6 +23,7 @@ from mudjacking.encoders.base import (
     unwrap_output,
 )
 
+PROCESSOR_FILE = "preprocessor_config.json"
 _VISION_MODEL_TYPES = {
     "vit",
     "clip",
@@ -61,7 +62,7 @@ def _looks_like_vision_model(path: Path) -> bool:
 
 def _input_spec_from(path: Path, config: transformers.PretrainedConfig) -> ImageInputSpec:
     """Reads size/mean/std from the saved image processor; falls back to the model config."""
-    processor_file = path / "preprocessor_config.json"
+    processor_file = path / PROCESSOR_FILE
     processor = json.loads(processor_file.read_text()) if processor_file.exists() else {}
     channels = int(getattr(config, "num_channels", 3))
     size = processor.get("crop_size") or processor.get("size") or getattr(config, "image_size", None)
@@ -83,9 +84,12 @@ class HFVisionEncoder(ImageEncoder):
         input_spec: resize/normalisation applied to raw images before ``model(pixel_values=...)``.
     """
 
-    def __init__(self, model: transformers.PreTrainedModel, input_spec: ImageInputSpec) -> None:
+    def __init__(
+        self, model: transformers.PreTrainedModel, input_spec: ImageInputSpec, processor_config: str | None = None
+    ) -> None:
         super().__init__(input_spec)
         self.model = model
+        self.processor_config = processor_config  # copied verbatim on save, so AutoImageProcessor still works
 
     def features(self, pixel_values: Tensor) -> Tensor:
         return unwrap_output(self.model(pixel_values=pixel_values))
@@ -93,6 +97,8 @@ class HFVisionEncoder(ImageEncoder):
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.model.save_pretrained(directory, safe_serialization=True)
+        if self.processor_config is not None:
+            (directory / PROCESSOR_FILE).write_text(self.processor_config)
         self._write_config(directory, {"input_spec": self.input_spec_dict()})
 
     @classmethod
@@ -118,7 +124,9 @@ class HFVisionEncoder(ImageEncoder):
             spec = ImageInputSpec(**json.loads(native.read_text())["input_spec"])
         else:
             spec = _input_spec_from(directory, getattr(model, "config", config))
-        return cls(model.eval(), spec)
+        processor_file = directory / PROCESSOR_FILE
+        processor = processor_file.read_text() if processor_file.exists() else None
+        return cls(model.eval(), spec, processor)
 
 
 def _model_class(config_json: dict[str, Any]) -> Any:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mudjacking.data.images import DataError
@@ -47,6 +48,28 @@ class ImageTrigger:
                 f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them"
             )
         mask = self.mask.to(images)
+        pattern = self.pattern.to(images)
+        if pattern.shape[0] != images.shape[1]:
+            pattern = pattern.mean(0, keepdim=True).expand(images.shape[1], -1, -1)
+        return images * (1 - mask) + pattern * mask
+
+    def dilated(self, pixels: int) -> ImageTrigger:
+        """The same pattern under the mask grown by ``pixels`` in every direction (8-connected)."""
+        mask = self.mask
+        if pixels > 0:
+            mask = F.max_pool2d(mask[None, None], 2 * pixels + 1, stride=1, padding=pixels)[0, 0]
+        return ImageTrigger(mask, self.pattern)
+
+    def apply_dilated(self, images: Tensor, max_pixels: int, generator: torch.Generator | None = None) -> Tensor:
+        """Stamps each image with the mask grown by a random 0..``max_pixels`` pixels (same pattern).
+
+        A recovered mask can miss a rim of the real trigger; training on slightly grown stamps covers it.
+        """
+        if max_pixels <= 0:
+            return self.apply(images)
+        masks = torch.stack([self.dilated(d).mask for d in range(max_pixels + 1)]).to(images)
+        choice = torch.randint(max_pixels + 1, (images.shape[0],), generator=generator)
+        mask = masks[choice.to(masks.device)][:, None]
         pattern = self.pattern.to(images)
         if pattern.shape[0] != images.shape[1]:
             pattern = pattern.mean(0, keepdim=True).expand(images.shape[1], -1, -1)
