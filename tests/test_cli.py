@@ -249,3 +249,44 @@ def test_attack_writes_a_backdoored_model_and_trigger(tmp_path, digits):
     assert result.exit_code == 0, result.output
     assert {"model", "trigger.npz", "trigger_authors_format.npz", "attack.json"} <= {p.name for p in out.iterdir()}
     assert json.loads((out / "attack.json").read_text())["trigger_pixels"] == 9
+
+
+def test_patch_keeps_the_hugging_face_format(tmp_path, backdoored):
+    import transformers
+
+    config = transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        image_size=16,
+        patch_size=4,
+        num_channels=1,
+    )
+    transformers.ViTModel(config).save_pretrained(tmp_path / "vit")
+    save_bug_report(backdoored.bug, tmp_path / "bug")
+    np_images = backdoored.patching_set[:40].numpy()
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=np_images)
+    out = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        [
+            "patch",
+            "--model",
+            str(tmp_path / "vit"),
+            "--bug",
+            str(tmp_path / "bug"),
+            "--data",
+            str(tmp_path / "d.npz"),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"config.json", "model.safetensors"} <= {p.name for p in (out / "model").iterdir()}
+    reloaded = transformers.ViTModel.from_pretrained(out / "model")
+    assert isinstance(reloaded, transformers.ViTModel)

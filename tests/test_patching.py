@@ -30,9 +30,8 @@ def test_patch_with_recovered_trigger_removes_the_backdoor(backdoored):
     )
     scores_before, scores_after = _scores(backdoored, backdoored.encoder), _scores(backdoored, result.encoder)
     assert scores_after.attack_success_rate < 0.2 < scores_before.attack_success_rate
-    # at 16x16 the trigger covers part of the digit, so x_b may stay wrong; it must leave the target class
-    assert scores_after.bug_prediction != TARGET
-    assert scores_after.accuracy > scores_before.accuracy - 0.1
+    assert scores_after.bug_fixed
+    assert scores_after.accuracy > scores_before.accuracy - 0.03
     assert all(torch.equal(before[k], v) for k, v in backdoored.encoder.state_dict().items()), "original modified"
     assert result.history and result.history[-1].bug_similarity > result.history[0].bug_similarity - 1e-6
 

@@ -67,3 +67,17 @@ def test_applying_the_authors_trigger_matches_their_convention(tmp_path):
     image = torch.from_numpy(raw.transpose(2, 0, 1) / 255).float()[None]
     ours = ImageTrigger.load(OFFICIAL / "trigger_pt_white_21_10_ap_replace.npz").apply(image)[0]
     assert np.allclose(ours.numpy().transpose(1, 2, 0) * 255, expected, atol=1e-3)
+
+
+def test_dilated_grows_the_mask_and_keeps_the_pattern():
+    trigger = ImageTrigger.square((1, 8, 8), size=2, margin=3)
+    grown = trigger.dilated(1)
+    assert grown.num_pixels == 16 and torch.equal(grown.pattern, trigger.pattern)
+    assert trigger.dilated(0).num_pixels == 4
+
+
+def test_apply_dilated_stamps_between_the_mask_and_its_growth():
+    trigger = ImageTrigger.square((1, 8, 8), size=2, value=1.0, margin=3)
+    stamped = trigger.apply_dilated(torch.zeros(64, 1, 8, 8), 1, torch.Generator().manual_seed(0))
+    counts = stamped.sum(dim=(1, 2, 3))
+    assert set(counts.tolist()) == {4.0, 16.0}

@@ -68,23 +68,24 @@ def demo(
 
 
 def _print_demo(report: dict) -> None:
-    summary = report["summary"]
-    table = Table(title=f"demo ({report['dataset']}, seed {report['seed']}); trigger IoU {summary['trigger_iou']:.2f}")
-    for column in ("classifier", "ACC before", "ACC after", "ASR before", "ASR after", "x_b fixed", "baseline ASR"):
-        table.add_column(column)
+    iou = report["summary"]["trigger_iou"]
     for kind in report["config"]["probe_kinds"]:
-        row = summary[kind]
-        baseline = ", ".join(f"{name}: {100 * v:.1f}%" for name, v in row["baseline_asr"].items())
-        table.add_row(
-            kind,
-            f"{100 * row['acc_before']:.1f}%",
-            f"{100 * row['acc_after']:.1f}%",
-            f"{100 * row['asr_before']:.1f}%",
-            f"{100 * row['asr_after']:.1f}%",
-            str(row["bug_fixed"]),
-            baseline,
-        )
-    console.print(table)
+        title = f"demo on {report['dataset']}, seed {report['seed']}: {kind} classifier of the backdoored model"
+        table = Table(title=title, caption=f"recovered trigger IoU {iou:.2f}")
+        for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        for name, entry in report["scores"][kind].items():
+            if name == "clean":
+                continue
+            scores = entry["deployed"]
+            table.add_row(
+                name,
+                f"{100 * scores['accuracy']:.1f}%",
+                f"{100 * scores['attack_success_rate']:.1f}%",
+                f"{100 * scores['triggered_accuracy']:.1f}%",
+                str(scores["bug_fixed"]),
+            )
+        console.print(table)
 
 
 @app.command()
