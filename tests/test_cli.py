@@ -41,27 +41,15 @@ def saved_case(backdoored, tmp_path):
     return tmp_path
 
 
+def _patch(case, out, *extra: str):
+    arguments = ["patch", "--model", str(case / "model"), "--bug", str(case / "bug"), "--data", str(case / "data")]
+    return runner.invoke(app, [*arguments, "--out", str(out), *extra])
+
+
 def test_patch_writes_model_delta_trigger_and_report(saved_case):
     out = saved_case / "out"
     before = (saved_case / "model" / "model.safetensors").read_bytes()
-    result = runner.invoke(
-        app,
-        [
-            "patch",
-            "--model",
-            str(saved_case / "model"),
-            "--bug",
-            str(saved_case / "bug"),
-            "--data",
-            str(saved_case / "data"),
-            "--out",
-            str(out),
-            "--epochs",
-            "2",
-            "--seed",
-            "3",
-        ],
-    )
+    result = _patch(saved_case, out, "--epochs", "2", "--seed", "3")
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert {
@@ -76,40 +64,14 @@ def test_patch_writes_model_delta_trigger_and_report(saved_case):
     assert report["patch"]["epochs"] <= 2 and report["patch"]["config"]["seed"] == 3
     assert report["patching_set_size"] == 120
     assert (saved_case / "model" / "model.safetensors").read_bytes() == before, "input model modified"
-    again = runner.invoke(
-        app,
-        [
-            "patch",
-            "--model",
-            str(saved_case / "model"),
-            "--bug",
-            str(saved_case / "bug"),
-            "--data",
-            str(saved_case / "data"),
-            "--out",
-            str(out),
-        ],
-    )
+    again = _patch(saved_case, out)
     assert again.exit_code == 2 and "--overwrite" in again.output
 
 
 def test_bad_bug_report_fails_in_one_line_and_writes_nothing(saved_case):
     (saved_case / "bug" / "bug.json").write_text('{"bug_input": "x_b.png", "reference_input": "x_b.png", "label": 1}')
     out = saved_case / "out"
-    result = runner.invoke(
-        app,
-        [
-            "patch",
-            "--model",
-            str(saved_case / "model"),
-            "--bug",
-            str(saved_case / "bug"),
-            "--data",
-            str(saved_case / "data"),
-            "--out",
-            str(out),
-        ],
-    )
+    result = _patch(saved_case, out)
     assert result.exit_code == 2
     message = result.output.strip()
     assert message.startswith("error:") and "bug.json" in message and "identical" in message

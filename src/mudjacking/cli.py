@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -37,9 +39,18 @@ ALL_PARAMETERS = ["*"]
 LINEAR_PROBE = ["linear"]
 
 
-def _fail(error: Exception) -> None:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+USER_ERRORS = (DataError, ModelLoadError, OutputError, ValueError, KeyError)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad input becomes one ``error:`` line (naming the file and the fix) and exit code 2, not a traceback."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=2) from None
 
 
 def _threads(count: int) -> None:
@@ -58,10 +69,8 @@ def demo(
     from mudjacking.demo import DemoConfig, run_demo_seeds
 
     _threads(threads)
-    try:
+    with _user_errors():
         reports = run_demo_seeds([DemoConfig(seed=s) for s in seed], out, show_progress=not quiet)
-    except (DataError, OutputError, ValueError) as error:
-        _fail(error)
     for report in reports:
         _print_demo(report)
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
@@ -114,7 +123,7 @@ def patch(
     from mudjacking.workflows import patch_files
 
     _threads(threads)
-    try:
+    with _user_errors():
         config = PatchConfig(
             lambda_gen=lambda_gen,
             lambda_eff=lambda_eff,
@@ -138,8 +147,6 @@ def patch(
             allow_pickle=allow_pickle,
             overwrite=overwrite,
         )
-    except (DataError, ModelLoadError, OutputError, ValueError) as error:
-        _fail(error)
     last = report["patch"]["history"][-1]
     console.print(
         f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): "
@@ -167,11 +174,9 @@ def reverse_trigger(
     """Recover the trigger behind a bug report (occlusion attribution + k-means)."""
     from mudjacking.workflows import reverse_trigger_files
 
-    try:
+    with _user_errors():
         config = ReverseConfig(window=window, stride=stride, baseline=baseline, seed=seed)
         summary = reverse_trigger_files(model, bug, out, config, true_trigger, allow_pickle, overwrite)
-    except (DataError, ModelLoadError, OutputError, ValueError) as error:
-        _fail(error)
     iou = (
         f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}"
         if "iou_with_true_trigger" in summary
@@ -199,11 +204,9 @@ def attack(
     from mudjacking.workflows import attack_files
 
     _threads(threads)
-    try:
+    with _user_errors():
         config = BadEncoderConfig(epochs=epochs, lr=lr, seed=seed)
         summary = attack_files(model, shadow, references, out, trigger, trigger_size, config, allow_pickle, overwrite)
-    except (DataError, ModelLoadError, OutputError, ValueError) as error:
-        _fail(error)
     console.print(
         f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
         f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]"
@@ -228,11 +231,9 @@ def evaluate(
     from mudjacking.workflows import evaluate_files
 
     _threads(threads)
-    try:
+    with _user_errors():
         models = dict(_name_and_path(item) for item in model)
         summary = evaluate_files(models, train, test, trigger, target, out, bug, tuple(probe), allow_pickle, overwrite)
-    except (DataError, ModelLoadError, OutputError, ValueError, KeyError) as error:
-        _fail(error)
     for kind, per_model in summary["scores"].items():
         table = Table(title=f"{kind} classifier trained on '{next(iter(models))}'")
         for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):

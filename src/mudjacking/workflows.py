@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
-from mudjacking.data.bug_report import BugReport, load_bug_report, save_bug_report
+from mudjacking.data.bug_report import BugReport, load_bug_report
 from mudjacking.data.images import load_image_folder, load_labeled_images
 from mudjacking.encoders.base import Encoder, load_encoder
 from mudjacking.evaluation.downstream import embed_task, score_probe
@@ -243,7 +243,6 @@ __all__ = [
     "evaluate_models",
     "patch_files",
     "reverse_trigger_files",
-    "save_bug_report",
     "save_patched",
     "write_trigger_outputs",
 ]
