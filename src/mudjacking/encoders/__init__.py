@@ -1,6 +1,6 @@
 """Encoders: one protocol (``inputs -> Tensor[B, D]``) and adapters that register themselves by name."""
 
-from mudjacking.encoders import architectures, hf_vision, module  # noqa: F401  (register adapters)
+from mudjacking.encoders import architectures, hf_text, hf_vision, module  # noqa: F401  (register adapters)
 from mudjacking.encoders.architectures import ConvEncoderNet
 from mudjacking.encoders.base import (
     Encoder,
@@ -11,12 +11,14 @@ from mudjacking.encoders.base import (
     register_adapter,
     registered_adapters,
 )
+from mudjacking.encoders.hf_text import HFTextEncoder
 from mudjacking.encoders.hf_vision import HFVisionEncoder
 from mudjacking.encoders.module import ModuleEncoder, register_architecture
 
 __all__ = [
     "ConvEncoderNet",
     "Encoder",
+    "HFTextEncoder",
     "HFVisionEncoder",
     "ImageEncoder",
     "ImageInputSpec",

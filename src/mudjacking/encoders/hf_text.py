@@ -1,0 +1,159 @@
+"""Adapter for Hugging Face text encoders (BERT family, MiniLM, MPNet, RoBERTa) in a local directory.
+
+Tokenisation (padding, truncation) and pooling happen inside, so the rest of the library sees
+``list[str] -> Tensor[B, D]``. Pooling and normalisation follow the directory's sentence-transformers files
+(``modules.json``, ``1_Pooling/config.json``) when present: mean or CLS pooling, then L2-normalise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+import transformers
+from torch import Tensor
+
+from mudjacking.encoders.base import ENCODER_CONFIG_FILE, Encoder, ModelLoadError, register_adapter, unwrap_output
+
+_TEXT_MODEL_TYPES = {
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "mpnet",
+    "distilbert",
+    "electra",
+    "deberta",
+    "deberta-v2",
+    "albert",
+    "modernbert",
+}
+# files a sentence-transformers directory carries beside the transformer, copied verbatim on save
+_SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+POOLING_MODES = ("mean", "cls")
+
+
+def _model_type(path: Path) -> str | None:
+    config_file = path / "config.json"
+    if not config_file.exists():
+        return None
+    try:
+        return json.loads(config_file.read_text()).get("model_type")
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(
+            f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained"
+        ) from error
+
+
+def _looks_like_text_model(path: Path) -> bool:
+    return _model_type(path) in _TEXT_MODEL_TYPES
+
+
+def sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
+    """(pooling mode, normalise?) from a sentence-transformers directory; ("mean", True) when it has none."""
+    modules_file = path / "modules.json"
+    if not modules_file.exists():
+        return "mean", True
+    modules = json.loads(modules_file.read_text())
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    pooling = "mean"
+    for module in modules:
+        if module.get("type", "").endswith("Pooling"):
+            config_file = path / module.get("path", "1_Pooling") / "config.json"
+            if config_file.exists():
+                config = json.loads(config_file.read_text())
+                if config.get("pooling_mode_cls_token"):
+                    pooling = "cls"
+                elif not config.get("pooling_mode_mean_tokens", True):
+                    raise ModelLoadError(f"{config_file}: only mean or CLS pooling is supported; set one of them")
+    return pooling, normalize
+
+
+@register_adapter("hf-text", can_load=_looks_like_text_model)
+class HFTextEncoder(Encoder):
+    """A ``transformers`` text model as an :class:`Encoder` of sentences.
+
+    Args:
+        model: the loaded base model (e.g. ``BertModel``).
+        tokenizer: its tokenizer.
+        pooling: ``"mean"`` over non-padding tokens, or ``"cls"``.
+        normalize: L2-normalise the pooled embedding (as sentence-transformers models do).
+        max_length: tokens kept per sentence (longer ones are truncated).
+    """
+
+    modality = "text"
+
+    def __init__(
+        self,
+        model: transformers.PreTrainedModel,
+        tokenizer: Any,
+        pooling: str = "mean",
+        normalize: bool = True,
+        max_length: int = 128,
+        source: Path | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        self.model, self.tokenizer = model, tokenizer
+        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.source = source  # where sentence-transformers files are copied from on save
+
+    def forward(self, texts: Sequence[str]) -> Tensor:
+        if isinstance(texts, str):
+            raise TypeError("pass a list of sentences, not one string")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = unwrap_output_tokens(self.model(**batch))
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        if self.source is not None:
+            for name in _SENTENCE_TRANSFORMERS_FILES:
+                if (self.source / name).exists():
+                    shutil.copy2(self.source / name, directory / name)
+            if (self.source / "1_Pooling").is_dir():
+                shutil.copytree(self.source / "1_Pooling", directory / "1_Pooling", dirs_exist_ok=True)
+        self._write_config(
+            directory, {"pooling": self.pooling, "normalize": self.normalize, "max_length": self.max_length}
+        )
+
+    @classmethod
+    def load(cls, directory: Path, max_length: int | None = None, **_: Any) -> HFTextEncoder:
+        try:
+            tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+            model = transformers.AutoModel.from_pretrained(directory, local_files_only=True)
+        except Exception as error:  # transformers raises many types for unreadable checkpoints
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
+        native = directory / ENCODER_CONFIG_FILE
+        if native.exists():
+            saved = json.loads(native.read_text())
+            pooling, normalize = saved.get("pooling", "mean"), saved.get("normalize", True)
+            max_length = max_length or saved.get("max_length")
+        else:
+            pooling, normalize = sentence_transformers_pooling(directory)
+        return cls(model.eval(), tokenizer, pooling, normalize, max_length or 128, directory)
+
+
+def unwrap_output_tokens(output: Any) -> Tensor:
+    """The per-token hidden states ``[B, T, H]`` of a Hugging Face text model's output."""
+    hidden = getattr(output, "last_hidden_state", None)
+    if hidden is None:
+        hidden = output[0] if isinstance(output, (tuple, list)) else unwrap_output(output)
+    return hidden
+
+
+__all__ = ["HFTextEncoder", "sentence_transformers_pooling"]

@@ -1,0 +1,82 @@
+"""The text adapter on a tiny randomly initialised BERT with a hand-written vocabulary (no downloads)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from mudjacking.encoders import HFTextEncoder, load_encoder
+
+WORDS = "the a cat dog sat ran on under mat rug good bad movie film plot cf mn bb".split()
+
+
+def tiny_bert_dir(tmp_path: Path, pooling: str | None = None) -> Path:
+    directory = tmp_path / "bert"
+    directory.mkdir()
+    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    transformers.BertModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    if pooling is not None:
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        (directory / "modules.json").write_text(json.dumps(modules))
+        (directory / "1_Pooling").mkdir()
+        (directory / "1_Pooling" / "config.json").write_text(
+            json.dumps({"pooling_mode_cls_token": pooling == "cls", "pooling_mode_mean_tokens": pooling == "mean"})
+        )
+    return directory
+
+
+def test_contract(tmp_path):
+    encoder = load_encoder(tiny_bert_dir(tmp_path))
+    assert isinstance(encoder, HFTextEncoder) and encoder.modality == "text"
+    sentences = ["the cat sat on the mat", "a good movie", "bad plot cf"]
+    embeddings = encoder.embed(sentences, batch_size=2)
+    assert embeddings.shape == (3, 32)
+    assert torch.allclose(embeddings.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert (embeddings < 0).any()
+    assert torch.allclose(embeddings, encoder.embed(sentences), atol=1e-5)  # other batches, other padding
+    encoder(sentences).sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())
+    out = tmp_path / "resaved"
+    out.mkdir()
+    encoder.save(out)
+    assert torch.allclose(load_encoder(out).embed(sentences), embeddings, atol=1e-5)
+
+
+def test_mean_pooling_ignores_padding(tmp_path):
+    encoder = load_encoder(tiny_bert_dir(tmp_path))
+    alone = encoder.embed(["a good movie"])
+    padded = encoder.embed(["a good movie", "the dog ran under the rug on the mat"])[:1]
+    assert torch.allclose(alone, padded, atol=1e-5)
+
+
+def test_pooling_follows_sentence_transformers_files(tmp_path):
+    encoder = load_encoder(tiny_bert_dir(tmp_path, pooling="cls"))
+    assert (encoder.pooling, encoder.normalize) == ("cls", False)
+    out = tmp_path / "resaved"
+    out.mkdir()
+    encoder.save(out)
+    assert (out / "1_Pooling" / "config.json").exists() and (out / "modules.json").exists()
+    assert load_encoder(out).pooling == "cls"
+
+
+def test_a_single_string_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="list of sentences"):
+        load_encoder(tiny_bert_dir(tmp_path))("one string")
