@@ -89,3 +89,38 @@ def test_corrupt_image_names_the_image(tmp_path):
     (tmp_path / "x_b.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(BugReportError, match="x_b.png: unreadable image"):
         load_bug_report(path)
+
+
+TEXT = {"modality": "text", "bug_input": "a gripping film cf", "reference_input": "a gripping, moving film", "label": 1}
+
+
+def test_text_round_trip(tmp_path):
+    (tmp_path / "bug.json").write_text(json.dumps(TEXT))
+    report = load_bug_report(tmp_path / "bug.json")
+    assert (report.modality, report.bug_input, report.label) == ("text", "a gripping film cf", 1)
+    again = load_bug_report(save_bug_report(report, tmp_path / "copy"))
+    assert again.reference_input == TEXT["reference_input"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"bug_input": "   "}, "'bug_input' is empty"),
+        ({"reference_input": "a gripping film cf"}, "identical"),
+        ({"bug_input": "word " * 2000}, "at most 5000"),
+        ({"reference_input": 7}, "must be the sentence itself"),
+    ],
+)
+def test_bad_text_reports(tmp_path, change, message):
+    (tmp_path / "bug.json").write_text(json.dumps({**TEXT, **change}))
+    with pytest.raises(BugReportError, match=message) as caught:
+        load_bug_report(tmp_path / "bug.json")
+    assert str(tmp_path / "bug.json") in str(caught.value)
+
+
+def test_text_bug_against_an_image_model_is_refused(tmp_path, backdoored):
+    from mudjacking.patching import patch_encoder
+
+    report = BugReport(bug_input="bad cf", reference_input="bad film", label=0, modality="text")
+    with pytest.raises(ValueError, match="bug report is text but the model encodes image"):
+        patch_encoder(backdoored.encoder, report, backdoored.trigger, backdoored.patching_set, show_progress=False)

@@ -24,6 +24,7 @@ from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.losses import cosine, mudjacking_loss
 from mudjacking.progress import progress_bar
+from mudjacking.triggers.reverse import check_image_case
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -169,6 +170,7 @@ def patch_encoder(
         the patched copy ``h'`` with its per-epoch history.
     """
     config = config or PatchConfig()
+    check_image_case(encoder, bug)
     set_seed(config.seed)
     device = _resolve_device(config.device)
     started = time.perf_counter()

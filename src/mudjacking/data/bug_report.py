@@ -15,6 +15,8 @@ On disk a bug report is a JSON file (or a folder holding ``bug.json``)::
 
 The original authors' npz files (key ``img``) can be named directly as ``bug_input``/``reference_input``; when
 ``label`` is missing it is read from their file name (``..._label_7_...``).
+
+For text (``"modality": "text"``) ``bug_input`` and ``reference_input`` hold the sentences themselves.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from torch import Tensor
 from mudjacking.data.images import DataError, load_image, save_image_png
 
 FORMAT = "mudjacking-bug-report/1"
+MODALITIES = ("image", "text")
+MAX_TEXT_CHARACTERS = 5000
 BUG_FILE_NAMES = ("bug.json", "bug_report.json")
 
 
@@ -43,16 +47,16 @@ class BugReport:
     """One reported misclassification.
 
     Attributes:
-        bug_input: ``x_b``, image ``[C, H, W]`` in [0, 1].
-        reference_input: ``x_r``, same shape as ``x_b``.
+        bug_input: ``x_b``: an image ``[C, H, W]`` in [0, 1], or a sentence.
+        reference_input: ``x_r``: the same kind (and for images the same shape) as ``x_b``.
         label: the true class of ``x_b`` and ``x_r``.
         predicted_label: what the deployed classifier predicted for ``x_b``, if known.
         label_name: human-readable class name, if known.
-        modality: ``"image"`` (text reports arrive with the text encoders).
+        modality: ``"image"`` or ``"text"``.
     """
 
-    bug_input: Tensor
-    reference_input: Tensor
+    bug_input: Tensor | str
+    reference_input: Tensor | str
     label: int
     predicted_label: int | None = None
     label_name: str | None = None
@@ -69,14 +73,28 @@ class BugReport:
             "label": self.label,
             "predicted_label": self.predicted_label,
             "label_name": self.label_name,
-            "input_shape": list(self.bug_input.shape),
+            **(
+                {
+                    "characters": len(self.bug_input),
+                    "bug_input": self.bug_input,
+                    "reference_input": self.reference_input,
+                }
+                if isinstance(self.bug_input, str)
+                else {"input_shape": list(self.bug_input.shape)}
+            ),
         }
 
 
 def bug_report_problem(report: BugReport) -> str | None:
     """Why ``x_b``/``x_r``/label cannot be patched from (with the fix), or ``None`` when they can."""
-    if report.modality != "image":
-        return f"modality {report.modality!r} is not supported; use 'image'"
+    if report.modality not in MODALITIES:
+        return f"modality {report.modality!r} is not supported; use one of {', '.join(MODALITIES)}"
+    if isinstance(report.label, bool) or not isinstance(report.label, int) or report.label < 0:
+        return f"label {report.label!r} must be a non-negative integer class index"
+    if report.modality == "text":
+        return _text_problem(report.bug_input, report.reference_input)
+    if not isinstance(report.bug_input, Tensor) or not isinstance(report.reference_input, Tensor):
+        return 'image bug reports need image tensors; for sentences set "modality": "text"'
     if report.bug_input.shape != report.reference_input.shape:
         return (
             f"bug input {tuple(report.bug_input.shape)} and reference {tuple(report.reference_input.shape)} "
@@ -84,8 +102,21 @@ def bug_report_problem(report: BugReport) -> str | None:
         )
     if torch.equal(report.bug_input, report.reference_input):
         return "bug input and reference input are identical; x_r must be another, correctly classified input"
-    if isinstance(report.label, bool) or not isinstance(report.label, int) or report.label < 0:
-        return f"label {report.label!r} must be a non-negative integer class index"
+    return None
+
+
+def _text_problem(bug_input: object, reference_input: object) -> str | None:
+    for name, text in (("bug_input", bug_input), ("reference_input", reference_input)):
+        if not isinstance(text, str):
+            return f"'{name}' must be the sentence itself (a JSON string) for a text bug report"
+        if not text.strip():
+            return f"'{name}' is empty; give the sentence the classifier got wrong (or its correct reference)"
+        if len(text) > MAX_TEXT_CHARACTERS:
+            return (
+                f"'{name}' has {len(text)} characters (at most {MAX_TEXT_CHARACTERS}); report one sentence or passage"
+            )
+    if bug_input.strip() == reference_input.strip():
+        return "bug input and reference input are identical; x_r must be another, correctly classified input"
     return None
 
 
@@ -107,10 +138,12 @@ def load_bug_report(path: str | Path) -> BugReport:
         raise BugReportError(f"{path}: invalid JSON at line {error.lineno} ({error.msg}); fix the syntax") from error
     if not isinstance(spec, dict):
         raise BugReportError(f"{path}: expected a JSON object with bug_input, reference_input and label")
+    modality = spec.get("modality", "image")
+    if modality == "text":
+        return _text_report(path, spec)
     for key in ("bug_input", "reference_input"):
         if not isinstance(spec.get(key), str) or not spec[key].strip():
             raise BugReportError(f"{path}: '{key}' is missing; give the path of the image file")
-    modality = spec.get("modality", "image")
     bug_file = path.parent / spec["bug_input"]
     reference_file = path.parent / spec["reference_input"]
     try:
@@ -133,23 +166,42 @@ def load_bug_report(path: str | Path) -> BugReport:
         raise BugReportError(f"{path}: {error}") from None
 
 
+def _text_report(path: Path, spec: dict[str, Any]) -> BugReport:
+    label = spec.get("label")
+    if label is None:
+        raise BugReportError(f"{path}: 'label' is missing; give the true class index of x_b and x_r")
+    try:
+        return BugReport(
+            bug_input=spec.get("bug_input"),
+            reference_input=spec.get("reference_input"),
+            label=label,
+            predicted_label=spec.get("predicted_label"),
+            label_name=spec.get("label_name"),
+            modality="text",
+        )
+    except BugReportError as error:
+        raise BugReportError(f"{path}: {error}") from None
+
+
 def save_bug_report(report: BugReport, directory: str | Path) -> Path:
     """Writes ``bug.json``, ``x_b.png`` and ``x_r.png`` into ``directory``; returns the JSON path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_image_png(report.bug_input, directory / "x_b.png")
-    save_image_png(report.reference_input, directory / "x_r.png")
+    inputs = {"bug_input": report.bug_input, "reference_input": report.reference_input}
+    if report.modality == "image":
+        save_image_png(report.bug_input, directory / "x_b.png")
+        save_image_png(report.reference_input, directory / "x_r.png")
+        inputs = {"bug_input": "x_b.png", "reference_input": "x_r.png"}
     spec = {
         "format": FORMAT,
         "modality": report.modality,
-        "bug_input": "x_b.png",
-        "reference_input": "x_r.png",
+        **inputs,
         "label": report.label,
         "predicted_label": report.predicted_label,
         "label_name": report.label_name,
     }
     target = directory / "bug.json"
-    target.write_text(json.dumps(spec, indent=2))
+    target.write_text(json.dumps(spec, indent=2, ensure_ascii=False), encoding="utf-8")
     return target
 
 

@@ -62,6 +62,17 @@ class TriggerRecovery:
     bug_distance: float
 
 
+def check_image_case(encoder: Encoder, bug: BugReport) -> None:
+    """Raises ``ValueError`` unless an image bug report meets an image encoder (text patching is not built yet)."""
+    if bug.modality != encoder.modality:
+        raise ValueError(
+            f"the bug report is {bug.modality} but the model is a {encoder.modality} encoder; "
+            "report the bug against the model it came from"
+        )
+    if encoder.modality != "image":
+        raise ValueError(f"trigger recovery and patching support image encoders only so far, not {encoder.modality}")
+
+
 def occlusion_attribution(encoder: Encoder, bug: BugReport, config: ReverseConfig) -> tuple[Tensor, float]:
     """Per-pixel occlusion scores of ``1 − cos(h(x_b), h(x_r))``; returns (``[H, W]``, the unoccluded distance).
 
@@ -117,6 +128,7 @@ def reverse_engineer_trigger(encoder: Encoder, bug: BugReport, config: ReverseCo
         the recovered trigger with its attribution map ``[H, W]``.
     """
     config = config or ReverseConfig()
+    check_image_case(encoder, bug)
     attribution, distance = occlusion_attribution(encoder, bug, config)
     mask, threshold = split_scores(attribution, config.seed)
     trigger = ImageTrigger(mask, bug.bug_input.clone())
