@@ -66,7 +66,7 @@ def check_image_case(encoder: Encoder, bug: BugReport) -> None:
     """Raises ``ValueError`` unless an image bug report meets an image encoder (text patching is not built yet)."""
     if bug.modality != encoder.modality:
         raise ValueError(
-            f"the bug report is {bug.modality} but the model is a {encoder.modality} encoder; "
+            f"the bug report is {bug.modality} but the model encodes {encoder.modality}; "
             "report the bug against the model it came from"
         )
     if encoder.modality != "image":
