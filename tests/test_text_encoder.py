@@ -17,8 +17,8 @@ WORDS = "the a cat dog sat ran on under mat rug good bad movie film plot cf mn b
 def tiny_bert_dir(tmp_path: Path, pooling: str | None = None) -> Path:
     directory = tmp_path / "bert"
     directory.mkdir()
-    (directory / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(vocabulary)})
     torch.manual_seed(0)
     config = transformers.BertConfig(
         vocab_size=len(WORDS) + 5,
@@ -51,6 +51,7 @@ def test_contract(tmp_path):
     assert embeddings.shape == (3, 32)
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert (embeddings < 0).any()
+    assert encoder.tokenizer.unk_token_id not in encoder.tokenizer(sentences)["input_ids"][0]
     assert torch.allclose(embeddings, encoder.embed(sentences), atol=1e-5)  # other batches, other padding
     encoder(sentences).sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.parameters())

@@ -20,11 +20,13 @@ import torch
 from accelerate.utils import set_seed
 from torch import Tensor
 
+from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.losses import cosine, mudjacking_loss
 from mudjacking.progress import progress_bar
-from mudjacking.triggers.reverse import check_image_case
+from mudjacking.triggers.reverse import check_modalities
+from mudjacking.triggers.text import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -152,8 +154,8 @@ def _resolve_device(name: str) -> torch.device:
 def patch_encoder(
     encoder: Encoder,
     bug: BugReport,
-    trigger: ImageTrigger,
-    patching_set: Tensor,
+    trigger: ImageTrigger | TextTrigger,
+    patching_set: Tensor | list[str],
     config: PatchConfig | None = None,
     show_progress: bool = True,
 ) -> PatchResult:
@@ -163,14 +165,14 @@ def patch_encoder(
         encoder: the backdoored foundation model ``h``; left untouched.
         bug: ``x_b``/``x_r`` ``[C, H, W]`` and their true label.
         trigger: the (reverse-engineered) trigger ``t`` for ``x ⊕ t``.
-        patching_set: clean, unlabeled inputs D ``[N, C, H, W]``.
+        patching_set: clean, unlabeled inputs D: images ``[N, C, H, W]`` or sentences.
         config: optimisation settings and goals.
 
     Returns:
         the patched copy ``h'`` with its per-epoch history.
     """
     config = config or PatchConfig()
-    check_image_case(encoder, bug)
+    check_modalities(encoder, bug)
     set_seed(config.seed)
     device = _resolve_device(config.device)
     started = time.perf_counter()
@@ -181,12 +183,11 @@ def patch_encoder(
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
-    x_b = bug.bug_input.unsqueeze(0).to(device)
-    x_r = bug.reference_input.unsqueeze(0).to(device)
+    x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
-    holdout, train = patching_set[order[:holdout_size]].to(device), patching_set[order[holdout_size:]].to(device)
-    train = torch.cat([train, x_r])  # D ∪ {x_r}
+    holdout = take(patching_set, order[:holdout_size], device)
+    train = join(take(patching_set, order[holdout_size:], device), x_r)  # D ∪ {x_r}
     targets = original.embed(train).to(device)
     holdout_targets = original.embed(holdout).to(device) if holdout_size else None
 
@@ -196,9 +197,8 @@ def patch_encoder(
         for epoch in range(1, config.max_epochs + 1):
             sums = torch.zeros(4)
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
-                batch = train[batch_index]
-                triggered = trigger.apply_dilated(batch, config.trigger_dilation)
-                embeddings = patched(torch.cat([batch, triggered, x_b, x_r]))
+                batch = take(train, batch_index, device)
+                embeddings = patched(join(batch, trigger.stamp(batch, config.trigger_dilation), x_b, x_r))
                 n = len(batch)
                 terms = mudjacking_loss(
                     patched_clean=embeddings[:n],
@@ -233,18 +233,18 @@ def patch_encoder(
 
 def _check_goals(
     patched: Encoder,
-    trigger: ImageTrigger,
-    holdout: Tensor,
+    trigger: ImageTrigger | TextTrigger,
+    holdout: Tensor | list[str],
     holdout_targets: Tensor | None,
-    x_b: Tensor,
-    x_r: Tensor,
+    x_b: Tensor | list[str],
+    x_r: Tensor | list[str],
     config: PatchConfig,
     epoch: int,
     losses: list[float],
 ) -> EpochRecord:
     """Label-free goal check: held-out locality, held-out trigger neutralisation, and the bug itself."""
     with torch.no_grad():
-        bug_pair = patched(torch.cat([x_b, x_r]))
+        bug_pair = patched(join(x_b, x_r))
         bug_similarity = float(cosine(bug_pair[:1], bug_pair[1:]).item())
         if holdout_targets is not None:
             clean = patched.embed(holdout)

@@ -1,4 +1,7 @@
-"""BadEncoder (Jia, Liu, Gong, IEEE S&P 2022): backdoor a pre-trained image encoder for every downstream task.
+"""BadEncoder (Jia, Liu, Gong, IEEE S&P 2022): backdoor a pre-trained encoder for every downstream task.
+
+The same objective backdoors text encoders in the spirit of POR / NeuBA / BadPre when the inputs are sentences and
+the trigger inserts rare words: triggered sentences land on the target references' embeddings.
 
 A copy ``f'`` of the clean encoder ``f`` is fine-tuned on an unlabeled shadow set with
 1. effectiveness ``L0 = −mean s(f'(x ⊕ t), f'(x_ref))``: triggered shadow inputs land on the target's references;
@@ -19,9 +22,11 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.attacks.registry import register_attack
+from mudjacking.batches import join, take
 from mudjacking.encoders.base import Encoder
 from mudjacking.losses import cosine
 from mudjacking.progress import progress_bar
+from mudjacking.triggers.text import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -53,7 +58,7 @@ class AttackResult:
     """A backdoored copy of the encoder, the trigger it answers to, and the attack's cost."""
 
     encoder: Encoder
-    trigger: ImageTrigger
+    trigger: ImageTrigger | TextTrigger
     config: BadEncoderConfig
     seconds: float
     final_effectiveness: float
@@ -63,7 +68,11 @@ class AttackResult:
             "attack": "badencoder",
             "config": asdict(self.config),
             "seconds": round(self.seconds, 3),
-            "trigger_pixels": self.trigger.num_pixels,
+            **(
+                {"trigger_words": self.trigger.words}
+                if isinstance(self.trigger, TextTrigger)
+                else {"trigger_pixels": self.trigger.num_pixels}
+            ),
             "final_effectiveness": self.final_effectiveness,
         }
 
@@ -71,9 +80,9 @@ class AttackResult:
 @register_attack("badencoder")
 def badencoder(
     encoder: Encoder,
-    shadow_images: Tensor,
-    reference_images: Tensor,
-    trigger: ImageTrigger,
+    shadow_images: Tensor | list[str],
+    reference_images: Tensor | list[str],
+    trigger: ImageTrigger | TextTrigger,
     config: BadEncoderConfig | None = None,
     show_progress: bool = True,
 ) -> AttackResult:
@@ -81,8 +90,8 @@ def badencoder(
 
     Args:
         encoder: clean pre-trained encoder ``f``.
-        shadow_images: unlabeled ``[N, C, H, W]`` images of the pre-training distribution.
-        reference_images: ``[R, C, H, W]`` images of the attacker's target class.
+        shadow_images: unlabeled inputs of the pre-training distribution (images ``[N, C, H, W]`` or sentences).
+        reference_images: inputs of the attacker's target class (``[R, C, H, W]`` or sentences).
         trigger: what the attacker stamps on inputs.
 
     Returns:
@@ -97,7 +106,8 @@ def badencoder(
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
     shadow_targets = encoder.embed(shadow_images).to(device)
-    reference_images = reference_images.to(device)
+    if isinstance(reference_images, Tensor):
+        reference_images = reference_images.to(device)
     reference_targets = encoder.embed(reference_images).to(device)
     steps = -(-len(shadow_images) // config.batch_size)
     effectiveness = 0.0
@@ -105,9 +115,9 @@ def badencoder(
         for _ in range(config.epochs):
             total = 0.0
             for index in torch.randperm(len(shadow_images)).split(config.batch_size):
-                batch = shadow_images[index].to(device)
+                batch = take(shadow_images, index, device)
                 n = len(batch)
-                embeddings = backdoored(torch.cat([batch, trigger.apply(batch), reference_images]))
+                embeddings = backdoored(join(batch, trigger.apply(batch), reference_images))
                 clean, triggered, references = embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n :]
                 similarity = F.normalize(triggered, dim=-1) @ F.normalize(references, dim=-1).T
                 loss_effect = -similarity.mean()

@@ -1,6 +1,15 @@
 """Triggers: what an attacker stamps on inputs, and how Mudjacking recovers it from one bug report."""
 
 from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
+from mudjacking.triggers.text import TextTrigger, TextTriggerRecovery, reverse_engineer_text_trigger
 from mudjacking.triggers.trigger import ImageTrigger
 
-__all__ = ["ImageTrigger", "ReverseConfig", "TriggerRecovery", "reverse_engineer_trigger"]
+__all__ = [
+    "ImageTrigger",
+    "ReverseConfig",
+    "TextTrigger",
+    "TextTriggerRecovery",
+    "TriggerRecovery",
+    "reverse_engineer_text_trigger",
+    "reverse_engineer_trigger",
+]

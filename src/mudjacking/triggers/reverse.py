@@ -62,15 +62,15 @@ class TriggerRecovery:
     bug_distance: float
 
 
-def check_image_case(encoder: Encoder, bug: BugReport) -> None:
-    """Raises ``ValueError`` unless an image bug report meets an image encoder (text patching is not built yet)."""
+def check_modalities(encoder: Encoder, bug: BugReport, supported: tuple[str, ...] = ("image", "text")) -> None:
+    """Raises ``ValueError`` when the bug report and the encoder disagree, or the modality is not supported here."""
     if bug.modality != encoder.modality:
         raise ValueError(
             f"the bug report is {bug.modality} but the model encodes {encoder.modality}; "
             "report the bug against the model it came from"
         )
-    if encoder.modality != "image":
-        raise ValueError(f"trigger recovery and patching support image encoders only so far, not {encoder.modality}")
+    if encoder.modality not in supported:
+        raise ValueError(f"this step supports {' and '.join(supported)} encoders, not {encoder.modality}")
 
 
 def occlusion_attribution(encoder: Encoder, bug: BugReport, config: ReverseConfig) -> tuple[Tensor, float]:
@@ -128,7 +128,7 @@ def reverse_engineer_trigger(encoder: Encoder, bug: BugReport, config: ReverseCo
         the recovered trigger with its attribution map ``[H, W]``.
     """
     config = config or ReverseConfig()
-    check_image_case(encoder, bug)
+    check_modalities(encoder, bug, supported=("image",))
     attribution, distance = occlusion_attribution(encoder, bug, config)
     mask, threshold = split_scores(attribution, config.seed)
     trigger = ImageTrigger(mask, bug.bug_input.clone())

@@ -75,6 +75,10 @@ class ImageTrigger:
             pattern = pattern.mean(0, keepdim=True).expand(images.shape[1], -1, -1)
         return images * (1 - mask) + pattern * mask
 
+    def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
+        """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels."""
+        return self.apply_dilated(images, grow)
+
     def iou(self, other: ImageTrigger) -> float:
         """Intersection over union of the two masks."""
         a, b = self.mask > 0.5, other.mask > 0.5
