@@ -112,13 +112,12 @@ def split_texts(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
     cut = len(order) - int(round(test_fraction * len(order)))
-    pick_texts = lambda idx: [texts[i] for i in idx]  # noqa: E731
-    pick_labels = lambda idx: torch.tensor([labels[i] for i in idx])  # noqa: E731
+    train, test = order[:cut], order[cut:]
     return LabeledTexts(
         name,
-        pick_texts(order[:cut]),
-        pick_labels(order[:cut]),
-        pick_texts(order[cut:]),
-        pick_labels(order[cut:]),
+        [texts[i] for i in train],
+        torch.tensor([labels[i] for i in train]),
+        [texts[i] for i in test],
+        torch.tensor([labels[i] for i in test]),
         class_names,
     )
