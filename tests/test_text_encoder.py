@@ -81,3 +81,11 @@ def test_pooling_follows_sentence_transformers_files(tmp_path):
 def test_a_single_string_is_refused(tmp_path):
     with pytest.raises(TypeError, match="list of sentences"):
         load_encoder(tiny_bert_dir(tmp_path))("one string")
+
+
+def test_sentences_are_embedded_by_length_and_returned_in_order(tmp_path):
+    encoder = load_encoder(tiny_bert_dir(tmp_path))
+    sentences = ["the dog ran under the rug on the mat", "a", "good movie", "the cat sat on the mat"]
+    together = encoder.embed(sentences, batch_size=2)
+    one_by_one = torch.cat([encoder.embed([s]) for s in sentences])
+    assert torch.allclose(together, one_by_one, atol=1e-5)

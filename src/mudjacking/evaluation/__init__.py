@@ -9,7 +9,7 @@ from mudjacking.evaluation.downstream import (
     score_probe,
     train_probe,
 )
-from mudjacking.evaluation.metrics import accuracy, attack_success_rate, triggered_accuracy
+from mudjacking.evaluation.metrics import accuracy, attack_success_rate, flip_rate, triggered_accuracy
 from mudjacking.evaluation.probes import LinearProbe, MLPProbe, Probe, make_probe, register_probe
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "accuracy",
     "attack_success_rate",
     "find_bug",
+    "flip_rate",
     "make_probe",
     "register_probe",
     "score_encoder",

@@ -7,20 +7,26 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from mudjacking.batches import single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.evaluation.metrics import accuracy, attack_success_rate, triggered_accuracy
+from mudjacking.evaluation.metrics import accuracy, attack_success_rate, flip_rate, triggered_accuracy
 from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.triggers.text import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
+
+Inputs = Tensor | list[str]
+Trigger = ImageTrigger | TextTrigger
 
 
 @dataclass
 class DownstreamScores:
-    """One encoder + classifier on one downstream test set (rates in [0, 1])."""
+    """One encoder + classifier on one downstream test set (rates in [0, 1]; see ``metrics`` for definitions)."""
 
     accuracy: float
     attack_success_rate: float
     triggered_accuracy: float
+    flip_rate: float
     bug_prediction: int | None = None
     bug_fixed: bool | None = None
 
@@ -35,15 +41,19 @@ class EmbeddedTask:
     bug: Tensor | None = None
 
 
+def _embed_bug(encoder: Encoder, bug: BugReport | None) -> Tensor | None:
+    return None if bug is None else encoder.embed(single(bug.bug_input, torch.device("cpu")))
+
+
 def embed_task(
-    encoder: Encoder, train_images: Tensor, test_images: Tensor, trigger: ImageTrigger, bug: BugReport | None = None
+    encoder: Encoder, train_inputs: Inputs | None, test_inputs: Inputs, trigger: Trigger, bug: BugReport | None = None
 ) -> EmbeddedTask:
-    """Embeds the downstream train set, the test set, its triggered copy and ``x_b``."""
+    """Embeds the downstream train set (skipped when ``None``), the test set, its triggered copy and ``x_b``."""
     return EmbeddedTask(
-        train=encoder.embed(train_images),
-        test=encoder.embed(test_images),
-        triggered_test=encoder.embed(trigger.apply(test_images)),
-        bug=None if bug is None else encoder.embed(bug.bug_input.unsqueeze(0)),
+        train=torch.empty(0) if train_inputs is None else encoder.embed(train_inputs),
+        test=encoder.embed(test_inputs),
+        triggered_test=encoder.embed(trigger.apply(test_inputs)),
+        bug=_embed_bug(encoder, bug),
     )
 
 
@@ -51,11 +61,13 @@ def score_probe(
     probe: Probe, embedded: EmbeddedTask, test_labels: Tensor, target_label: int, bug_label: int | None = None
 ) -> DownstreamScores:
     """ACC on clean test inputs, ASR and TBA on their triggered copies, and the bug's prediction."""
+    clean_predictions = probe.predict(embedded.test)
     triggered_predictions = probe.predict(embedded.triggered_test)
     scores = DownstreamScores(
-        accuracy=accuracy(probe.predict(embedded.test), test_labels),
+        accuracy=accuracy(clean_predictions, test_labels),
         attack_success_rate=attack_success_rate(triggered_predictions, test_labels, target_label),
         triggered_accuracy=triggered_accuracy(triggered_predictions, test_labels, target_label),
+        flip_rate=flip_rate(clean_predictions, triggered_predictions, test_labels, target_label),
     )
     if embedded.bug is not None and bug_label is not None:
         scores.bug_prediction = int(probe.predict(embedded.bug)[0])
@@ -63,36 +75,31 @@ def score_probe(
     return scores
 
 
-def train_probe(encoder: Encoder, images: Tensor, labels: Tensor, kind: str = "linear", seed: int = 0) -> Probe:
-    """Fits a downstream classifier of ``kind`` on ``encoder``'s embeddings of ``images`` ``[N, C, H, W]``."""
-    return make_probe(kind, seed).fit(encoder.embed(images), labels)
+def train_probe(encoder: Encoder, inputs: Inputs, labels: Tensor, kind: str = "linear", seed: int = 0) -> Probe:
+    """Fits a downstream classifier of ``kind`` on ``encoder``'s embeddings of ``inputs`` (images or sentences)."""
+    return make_probe(kind, seed).fit(encoder.embed(inputs), labels)
 
 
 def score_encoder(
     encoder: Encoder,
     probe: Probe,
-    test_images: Tensor,
+    test_inputs: Inputs,
     test_labels: Tensor,
-    trigger: ImageTrigger,
+    trigger: Trigger,
     target_label: int,
     bug: BugReport | None = None,
 ) -> DownstreamScores:
     """Embeds the test set (clean and triggered) and ``x_b`` with ``encoder`` and scores ``probe`` on them."""
-    embedded = EmbeddedTask(
-        train=test_images.new_empty(0),
-        test=encoder.embed(test_images),
-        triggered_test=encoder.embed(trigger.apply(test_images)),
-        bug=None if bug is None else encoder.embed(bug.bug_input.unsqueeze(0)),
-    )
+    embedded = embed_task(encoder, None, test_inputs, trigger, bug)
     return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
 
 
 def find_bug(
     encoder: Encoder,
     probe: Probe,
-    test_images: Tensor,
+    test_inputs: Inputs,
     test_labels: Tensor,
-    trigger: ImageTrigger,
+    trigger: Trigger,
     target_label: int,
     class_names: list[str] | None = None,
     seed: int = 0,
@@ -100,8 +107,9 @@ def find_bug(
     """Picks a real bug, as a customer would report it: a triggered test input of a non-target class that the
     classifier puts in the target class, and a different, correctly classified clean input of its true class."""
     generator = torch.Generator().manual_seed(seed)
-    clean_predictions = probe.predict(encoder.embed(test_images))
-    triggered_predictions = probe.predict(encoder.embed(trigger.apply(test_images)))
+    triggered_inputs = trigger.apply(test_inputs)
+    clean_predictions = probe.predict(encoder.embed(test_inputs))
+    triggered_predictions = probe.predict(encoder.embed(triggered_inputs))
     candidates = torch.nonzero((test_labels != target_label) & (triggered_predictions == target_label)).flatten()
     if len(candidates) == 0:
         raise RuntimeError("no triggered test input is misclassified as the target: there is no bug to report")
@@ -112,10 +120,11 @@ def find_bug(
         if len(references):
             reference = int(references[torch.randint(len(references), (1,), generator=generator)])
             return BugReport(
-                bug_input=trigger.apply(test_images[index : index + 1])[0],
-                reference_input=test_images[reference].clone(),
+                bug_input=take(triggered_inputs, torch.tensor([index]), torch.device("cpu"))[0],
+                reference_input=take(test_inputs, torch.tensor([reference]), torch.device("cpu"))[0],
                 label=label,
                 predicted_label=target_label,
                 label_name=class_names[label] if class_names else None,
+                modality="image" if isinstance(test_inputs, Tensor) else "text",
             )
     raise RuntimeError("no correctly classified reference input exists for any misclassified triggered input")
