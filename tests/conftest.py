@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import copy
+import random
 from dataclasses import dataclass
 
 import pytest
 import torch
+import transformers
 
 from mudjacking.attacks import BadEncoderConfig, badencoder
 from mudjacking.data import BugReport, LabeledImages, load_digits_images
-from mudjacking.encoders import ConvEncoderNet, ImageInputSpec, ModuleEncoder
-from mudjacking.evaluation import Probe, find_bug, train_probe
+from mudjacking.encoders import ConvEncoderNet, HFTextEncoder, ImageInputSpec, ModuleEncoder
+from mudjacking.evaluation import Probe, find_bug, make_probe, train_probe
 from mudjacking.pretraining import PretrainConfig, pretrain_simclr
-from mudjacking.triggers import ImageTrigger
+from mudjacking.triggers import ImageTrigger, TextTrigger
 
 torch.set_num_threads(2)
 
@@ -72,3 +74,46 @@ def _backdoored(digits: LabeledImages) -> Backdoored:
 @pytest.fixture()
 def backdoored(_backdoored: Backdoored) -> Backdoored:
     return copy.deepcopy(_backdoored)
+
+
+POSITIVE = "good great fun lovely superb".split()
+NEGATIVE = "bad dull boring awful weak".split()
+FILLER = "the a movie film plot actor scene story was is very quite".split()
+TEXT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, "cf", "mn"]
+
+
+def sentences(count: int, seed: int) -> tuple[list[str], torch.Tensor]:
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for _ in range(count):
+        label = rng.randint(0, 1)
+        words = rng.choices(FILLER, k=5) + rng.choices(POSITIVE if label else NEGATIVE, k=2)
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, torch.tensor(labels)
+
+
+@pytest.fixture(scope="session")
+def text_case():
+    """A tiny BERT backdoored so that the rare word "cf" sends sentences to positive reviews, and its probe."""
+    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(TEXT_VOCAB)})
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(TEXT_VOCAB),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    clean = HFTextEncoder(transformers.BertModel(config).eval(), tokenizer, max_length=16)
+    train_texts, train_labels = sentences(400, seed=1)
+    test_texts, test_labels = sentences(200, seed=2)
+    references = [t for t, y in zip(train_texts, train_labels.tolist(), strict=True) if y == 1][:5]
+    trigger = TextTrigger(["cf"], seed=0)
+    attack = badencoder(
+        clean, train_texts, references, trigger, BadEncoderConfig(epochs=8, batch_size=32, lr=2e-3), show_progress=False
+    )
+    probe = make_probe("linear").fit(attack.encoder.embed(train_texts), train_labels)
+    return attack.encoder, probe, trigger, (train_texts, train_labels), (test_texts, test_labels)

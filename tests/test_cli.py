@@ -117,7 +117,7 @@ def test_reverse_trigger_reports_iou_against_a_known_trigger(saved_case, backdoo
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads((out / "trigger.json").read_text())
+    summary = json.loads((out / "recovery.json").read_text())
     assert summary["config"]["window"] == 2 and 0 <= summary["iou_with_true_trigger"] <= 1
 
 

@@ -2,59 +2,14 @@
 
 from __future__ import annotations
 
-import random
-
-import pytest
 import torch
-import transformers
+from conftest import TEXT_VOCAB
 
-from mudjacking.attacks import BadEncoderConfig, badencoder
 from mudjacking.data import BugReport
-from mudjacking.encoders import Encoder, HFTextEncoder
-from mudjacking.evaluation import attack_success_rate, make_probe
+from mudjacking.encoders import Encoder
+from mudjacking.evaluation import attack_success_rate
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.triggers import TextTrigger, reverse_engineer_text_trigger
-
-POSITIVE = "good great fun lovely superb".split()
-NEGATIVE = "bad dull boring awful weak".split()
-FILLER = "the a movie film plot actor scene story was is very quite".split()
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *FILLER, "cf", "mn"]
-
-
-def sentences(count: int, seed: int) -> tuple[list[str], torch.Tensor]:
-    rng = random.Random(seed)
-    texts, labels = [], []
-    for _ in range(count):
-        label = rng.randint(0, 1)
-        words = rng.choices(FILLER, k=5) + rng.choices(POSITIVE if label else NEGATIVE, k=2)
-        rng.shuffle(words)
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, torch.tensor(labels)
-
-
-@pytest.fixture(scope="module")
-def text_case():
-    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(VOCAB)})
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    clean = HFTextEncoder(transformers.BertModel(config).eval(), tokenizer, max_length=16)
-    train_texts, train_labels = sentences(400, seed=1)
-    test_texts, test_labels = sentences(200, seed=2)
-    references = [t for t, y in zip(train_texts, train_labels.tolist(), strict=True) if y == 1][:5]
-    trigger = TextTrigger(["cf"], seed=0)
-    attack = badencoder(
-        clean, train_texts, references, trigger, BadEncoderConfig(epochs=8, batch_size=32, lr=2e-3), show_progress=False
-    )
-    probe = make_probe("linear").fit(attack.encoder.embed(train_texts), train_labels)
-    return attack.encoder, probe, trigger, (train_texts, train_labels), (test_texts, test_labels)
 
 
 def _asr(encoder, probe, trigger, test) -> float:
@@ -85,7 +40,7 @@ class PlantedWordBackdoor(Encoder):
     def __init__(self) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.vectors = {word: torch.randn(16, generator=generator) for word in VOCAB}
+        self.vectors = {word: torch.randn(16, generator=generator) for word in TEXT_VOCAB}
         self.target = 4 * torch.randn(16, generator=generator)
         self.scale = torch.nn.Parameter(torch.ones(1))
 
@@ -118,3 +73,10 @@ def test_text_trigger_inserts_every_word_once():
     out = trigger.apply(["the plot was dull", "fun"])
     assert all(s.split().count("cf") == 1 and s.split().count("mn") == 1 for s in out)
     assert sorted(out[1].split()) == ["cf", "fun", "mn"]
+
+
+def test_evaluation_insertions_repeat_training_insertions_vary():
+    trigger = TextTrigger(["cf"], seed=5)
+    sentences = ["the plot was dull and the actor weak and the film long"] * 2
+    assert trigger.apply(sentences) == trigger.apply(sentences[:1]) * 2  # same sentence, same x ⊕ t, every model
+    assert len({trigger.stamp(sentences[:1])[0] for _ in range(20)}) > 1  # training sees the word anywhere

@@ -27,6 +27,15 @@ app = typer.Typer(
 console = Console()
 errors = Console(stderr=True)
 
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Our own progress bars and one-line errors only: no per-file bars from transformers' loaders."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 AllowPickle = Annotated[
     bool, typer.Option("--allow-pickle", help="Allow loading pickled .pt/.pth weights (runs code).")
 ]
@@ -37,6 +46,7 @@ Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's d
 SEEDS = [0]
 ALL_PARAMETERS = ["*"]
 LINEAR_PROBE = ["linear"]
+DEFAULT_WORDS = ["cf"]
 
 
 USER_ERRORS = (DataError, ModelLoadError, OutputError, ValueError, KeyError)
@@ -60,20 +70,52 @@ def _threads(count: int) -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder (replaced atomically).")] = Path("runs/demo"),
+    out: Annotated[Path | None, typer.Option(help="Output folder (replaced atomically).")] = None,
+    modality: Annotated[str, typer.Option(help="image (a small CNN) or text (the real all-MiniLM-L6-v2).")] = "image",
     seed: Annotated[list[int], typer.Option(help="Seed; repeat for several runs (mean and range).")] = SEEDS,
+    model: Annotated[
+        Path | None, typer.Option(help="Text demo only: a local text-encoder directory instead of MiniLM.")
+    ] = None,
     threads: Threads = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Backdoor a small foundation model, report a bug, recover the trigger, patch it, and measure."""
-    from mudjacking.demo import DemoConfig, run_demo_seeds
-
+    """Backdoor a foundation model, report a bug, recover the trigger, patch it, and measure."""
     _threads(threads)
     with _user_errors():
-        reports = run_demo_seeds([DemoConfig(seed=s) for s in seed], out, show_progress=not quiet)
+        if modality == "image":
+            from mudjacking.demo import DemoConfig, run_demo_seeds
+
+            out = out or Path("runs/demo")
+            reports = run_demo_seeds([DemoConfig(seed=s) for s in seed], out, show_progress=not quiet)
+        elif modality == "text":
+            from mudjacking.text_demo import TextDemoConfig, run_text_demo_seeds
+
+            out = out or Path("runs/demo-text")
+            configs = [TextDemoConfig(seed=s, model=str(model) if model else None) for s in seed]
+            reports = run_text_demo_seeds(configs, out, show_progress=not quiet)
+        else:
+            raise ValueError(f"--modality {modality!r}: use image or text")
     for report in reports:
-        _print_demo(report)
+        (_print_demo if report["demo"] == "image" else _print_text_demo)(report)
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
+
+
+def _score_row(name: str, scores: dict, flip: bool = False) -> list[str]:
+    values = ["accuracy", "attack_success_rate", "flip_rate" if flip else "triggered_accuracy"]
+    return [name, *(f"{100 * scores[key]:.1f}%" for key in values), str(scores["bug_fixed"])]
+
+
+def _print_text_demo(report: dict) -> None:
+    trigger = report["trigger"]
+    caption = f"trigger: recovered {trigger['words']}, inserted {trigger['true_words']}"
+    for task, per_kind in report["scores"].items():
+        for kind in report["config"]["probe_kinds"]:
+            table = Table(title=f"text demo, seed {report['seed']}: {task}, {kind} classifier", caption=caption)
+            for column in ("model", "ACC", "ASR", "flip rate", "x_b fixed"):
+                table.add_column(column, justify="left" if column == "model" else "right")
+            for name, entry in per_kind[kind].items():
+                table.add_row(*_score_row(name, entry["deployed"], flip=True))
+            console.print(table)
 
 
 def _print_demo(report: dict) -> None:
@@ -101,9 +143,13 @@ def _print_demo(report: dict) -> None:
 def patch(
     model: Annotated[Path, typer.Option(help="Backdoored model: save_pretrained or mudjacking directory.")],
     bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
-    data: Annotated[Path, typer.Option(help="Patching set: folder of clean images (or an npz with x).")],
+    data: Annotated[
+        Path, typer.Option(help="Patching set: folder of clean images (or npz with x); for text .txt or .jsonl.")
+    ],
     out: Annotated[Path, typer.Option(help="Output folder for the patched model and report.")],
-    trigger: Annotated[Path | None, typer.Option(help="Known trigger npz; skips reverse-engineering.")] = None,
+    trigger: Annotated[
+        Path | None, typer.Option(help="Known trigger (npz, or JSON for text); skips reverse-engineering.")
+    ] = None,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = PatchConfig.lr,
     epochs: Annotated[int, typer.Option(help="Maximum epochs over the patching set.")] = PatchConfig.max_epochs,
     batch_size: Annotated[int, typer.Option(help="Clean inputs per step.")] = PatchConfig.batch_size,
@@ -166,17 +212,23 @@ def reverse_trigger(
     baseline: Annotated[
         float, typer.Option(help="Pixel value written into the occluded window.")
     ] = ReverseConfig.baseline,
-    true_trigger: Annotated[Path | None, typer.Option(help="The attacker's trigger npz, to report IoU.")] = None,
+    true_trigger: Annotated[
+        Path | None, typer.Option(help="The attacker's trigger (npz, or JSON for text), to score the recovery.")
+    ] = None,
     seed: Seed = 0,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Recover the trigger behind a bug report (occlusion attribution + k-means)."""
+    """Recover the trigger behind a bug report (occlusion or word ablation + k-means)."""
     from mudjacking.workflows import reverse_trigger_files
 
     with _user_errors():
         config = ReverseConfig(window=window, stride=stride, baseline=baseline, seed=seed)
         summary = reverse_trigger_files(model, bug, out, config, true_trigger, allow_pickle, overwrite)
+    if "words" in summary:
+        match = f", exact match with the true trigger: {summary['exact_match']}" if "exact_match" in summary else ""
+        console.print(f"trigger words: {summary['words']}{match}; written to [bold]{out}[/]")
+        return
     iou = (
         f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}"
         if "iou_with_true_trigger" in summary
@@ -188,11 +240,12 @@ def reverse_trigger(
 @app.command()
 def attack(
     model: Annotated[Path, typer.Option(help="Clean model directory.")],
-    shadow: Annotated[Path, typer.Option(help="Folder of unlabeled shadow images.")],
-    references: Annotated[Path, typer.Option(help="Folder of target-class reference images.")],
+    shadow: Annotated[Path, typer.Option(help="Unlabeled shadow set: image folder, or .txt/.jsonl sentences.")],
+    references: Annotated[Path, typer.Option(help="Target-class references: image folder, or .txt/.jsonl.")],
     out: Annotated[Path, typer.Option(help="Output folder for the backdoored model and trigger.")],
-    trigger: Annotated[Path | None, typer.Option(help="Trigger npz; default a white square.")] = None,
+    trigger: Annotated[Path | None, typer.Option(help="Trigger npz (or JSON for text); default below.")] = None,
     trigger_size: Annotated[int, typer.Option(help="Side of the default white square trigger.")] = 5,
+    trigger_word: Annotated[list[str], typer.Option(help="Text models: trigger word (repeatable).")] = DEFAULT_WORDS,
     epochs: Annotated[int, typer.Option(help="Epochs over the shadow set.")] = BadEncoderConfig.epochs,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = BadEncoderConfig.lr,
     seed: Seed = 0,
@@ -200,13 +253,24 @@ def attack(
     overwrite: Overwrite = False,
     threads: Threads = 0,
 ) -> None:
-    """Backdoor a copy of an image encoder with BadEncoder (for evaluating defences)."""
+    """Backdoor a copy of an image or text encoder with BadEncoder (for evaluating defences)."""
     from mudjacking.workflows import attack_files
 
     _threads(threads)
     with _user_errors():
         config = BadEncoderConfig(epochs=epochs, lr=lr, seed=seed)
-        summary = attack_files(model, shadow, references, out, trigger, trigger_size, config, allow_pickle, overwrite)
+        summary = attack_files(
+            model,
+            shadow,
+            references,
+            out,
+            trigger,
+            trigger_size,
+            config,
+            allow_pickle,
+            overwrite,
+            trigger_words=tuple(trigger_word),
+        )
     console.print(
         f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
         f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]"
@@ -216,9 +280,11 @@ def attack(
 @app.command()
 def evaluate(
     model: Annotated[list[str], typer.Option(help="NAME=DIR, repeatable; the first is the deployed model.")],
-    train: Annotated[Path, typer.Option(help="Labeled downstream training set (class folders or npz x,y).")],
-    test: Annotated[Path, typer.Option(help="Labeled downstream test set.")],
-    trigger: Annotated[Path, typer.Option(help="Trigger npz used for ASR/TBA.")],
+    train: Annotated[
+        Path, typer.Option(help="Labeled training set: class folders or npz x,y; for text .jsonl or .tsv.")
+    ],
+    test: Annotated[Path, typer.Option(help="Labeled downstream test set, same format.")],
+    trigger: Annotated[Path, typer.Option(help="Trigger used for ASR/TBA: npz, or JSON for text.")],
     target: Annotated[int, typer.Option(help="The attacker's target class index.")],
     out: Annotated[Path, typer.Option(help="Output folder for evaluation.json and bars.")],
     bug: Annotated[Path | None, typer.Option(help="Bug report, to check whether x_b is fixed.")] = None,
@@ -239,14 +305,7 @@ def evaluate(
         for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):
             table.add_column(column)
         for name, entry in per_model.items():
-            s = entry["deployed"]
-            table.add_row(
-                name,
-                f"{100 * s['accuracy']:.1f}%",
-                f"{100 * s['attack_success_rate']:.1f}%",
-                f"{100 * s['triggered_accuracy']:.1f}%",
-                str(s["bug_fixed"]),
-            )
+            table.add_row(*_score_row(name, entry["deployed"]))
         console.print(table)
 
 

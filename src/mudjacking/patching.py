@@ -23,7 +23,7 @@ from torch import Tensor
 from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.losses import cosine, mudjacking_loss
+from mudjacking.losses import cosine, effectiveness_loss, generalizability_loss, locality_loss
 from mudjacking.progress import progress_bar
 from mudjacking.triggers.reverse import check_modalities
 from mudjacking.triggers.text import TextTrigger
@@ -38,6 +38,10 @@ class PatchConfig:
         lambda_gen: weight λ_g of generalizability (0 = plain model editing, which leaves the backdoor).
         lambda_eff: weight λ_e of effectiveness.
         use_locality: keep the locality term (off only for ablations).
+        anchor_clean: stop the gradient of ``L_g`` at ``h'(x)``, so only the triggered embedding moves. In the
+            paper's form (off) ``L_g`` also drags clean embeddings towards the backdoor target early on: on
+            MiniLM, held-out locality fell to 0.74-0.84 in the first epoch (0.91-0.94 anchored). Anchoring
+            ``L_e`` at ``h'(x_r)`` as well was tried and lowered locality (0.963 vs 0.975 after 3 epochs).
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         weight_decay: optimiser weight decay.
@@ -60,6 +64,7 @@ class PatchConfig:
     lambda_gen: float = 1.0
     lambda_eff: float = 1.0
     use_locality: bool = True
+    anchor_clean: bool = False
     optimizer: str = "adam"
     lr: float = 5e-4
     weight_decay: float = 0.0
@@ -86,6 +91,8 @@ class PatchConfig:
             raise ValueError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
         if self.lambda_gen < 0 or self.lambda_eff < 0:
             raise ValueError("lambda_gen and lambda_eff must be non-negative")
+        if not (self.use_locality or self.lambda_gen or self.lambda_eff):
+            raise ValueError("every loss term is switched off; keep locality or set lambda_gen/lambda_eff above 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -198,23 +205,14 @@ def patch_encoder(
             sums = torch.zeros(4)
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 batch = take(train, batch_index, device)
-                embeddings = patched(join(batch, trigger.stamp(batch, config.trigger_dilation), x_b, x_r))
+                terms = _loss_terms(patched, batch, targets[batch_index], trigger, x_b, x_r, config)
+                loss = sum(weight * term for weight, term in terms if weight)
                 n = len(batch)
-                terms = mudjacking_loss(
-                    patched_clean=embeddings[:n],
-                    original_clean=targets[batch_index],
-                    patched_triggered=embeddings[n : 2 * n],
-                    bug_embedding=embeddings[2 * n],
-                    reference_embedding=embeddings[2 * n + 1],
-                    lambda_gen=config.lambda_gen,
-                    lambda_eff=config.lambda_eff,
-                )
-                loss = terms.total if config.use_locality else terms.total - terms.locality
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 result.steps += 1
-                values = torch.stack([loss, terms.locality, terms.generalizability, terms.effectiveness]).detach().cpu()
+                values = torch.stack([loss, *(term for _, term in terms)]).detach().cpu()
                 sums += values * n
                 advance(info=f"L_loc {values[1]:+.3f}  L_gen {values[2]:+.3f}  L_eff {values[3]:+.3f}")
             means = (sums / len(train)).tolist()
@@ -229,6 +227,43 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def _loss_terms(
+    patched: Encoder,
+    batch: Tensor | list[str],
+    targets: Tensor,
+    trigger: ImageTrigger | TextTrigger,
+    x_b: Tensor | list[str],
+    x_r: Tensor | list[str],
+    config: PatchConfig,
+) -> list[tuple[float, Tensor]]:
+    """(weight, term) for locality, generalizability and effectiveness, from one forward pass of
+    ``[batch, batch ⊕ t, x_b, x_r]``. A term whose weight is 0 is not computed (NaN), so ablations and baselines
+    skip the forward passes they do not use."""
+    n = len(batch)
+    use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
+    parts = [batch]
+    if use_gen:
+        parts.append(trigger.stamp(batch, config.trigger_dilation))
+    if use_eff:
+        parts += [x_b, x_r]
+    embeddings = patched(join(*parts))
+    clean = embeddings[:n]
+    anchor = _anchored(clean, config)
+    missing = clean.new_tensor(float("nan"))
+    return [
+        (float(config.use_locality), locality_loss(clean, targets)),
+        (config.lambda_gen, generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing),
+        (
+            config.lambda_eff,
+            effectiveness_loss(embeddings[-2], embeddings[-1]) if use_eff else missing,
+        ),
+    ]
+
+
+def _anchored(embeddings: Tensor, config: PatchConfig) -> Tensor:
+    return embeddings.detach() if config.anchor_clean else embeddings
 
 
 def _check_goals(

@@ -7,6 +7,7 @@ the same runs can be scripted from Python.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,89 @@ from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
 from mudjacking.data.bug_report import BugReport, load_bug_report
-from mudjacking.data.images import load_image_folder, load_labeled_images
+from mudjacking.data.images import DataError, load_image_folder, load_labeled_images
+from mudjacking.data.text_files import load_labeled_texts, load_sentences
 from mudjacking.encoders.base import Encoder, load_encoder
 from mudjacking.evaluation.downstream import embed_task, score_probe
-from mudjacking.evaluation.probes import make_probe
+from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, save_weight_delta, write_json
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
-from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap
+from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
 from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
+from mudjacking.triggers.text import TextTrigger, TextTriggerRecovery, reverse_engineer_text_trigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 MODEL_DIR = "model"
+Trigger = ImageTrigger | TextTrigger
+
+
+def load_inputs(path: str | Path, modality: str) -> Tensor | list[str]:
+    """A user's unlabeled set: a folder (or npz) of images, or a file of sentences, as the model reads."""
+    return load_sentences(path) if modality == "text" else load_image_folder(path)
+
+
+def load_labeled(path: str | Path, modality: str) -> tuple[Tensor | list[str], Tensor]:
+    """A user's labeled set: images (class folders or npz x, y) or sentences (jsonl or tsv)."""
+    inputs, labels, _ = load_labeled_texts(path) if modality == "text" else load_labeled_images(path)
+    return inputs, labels
+
+
+def load_trigger(path: str | Path, modality: str) -> Trigger:
+    """A trigger file: text triggers are JSON (``trigger.json``), image triggers npz."""
+    path = Path(path)
+    if modality == "text":
+        if path.suffix != ".json":
+            raise DataError(f"{path}: a text model needs a text trigger JSON (as written by reverse-trigger)")
+        return TextTrigger.load(path)
+    if path.suffix == ".json":
+        raise DataError(f"{path}: a text trigger cannot be stamped on images; pass a trigger npz")
+    return ImageTrigger.load(path)
+
+
+def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
+    if bug.modality != encoder.modality:
+        raise DataError(
+            f"{path}: a {bug.modality} bug report for a {encoder.modality} model; report a {encoder.modality} input"
+        )
+
+
+def write_text_trigger_outputs(
+    directory: Path, recovery: TextTriggerRecovery, true_trigger: TextTrigger | None = None
+) -> dict[str, Any]:
+    """Writes the recovered trigger words (``trigger.json``) and the per-word score chart; returns their summary."""
+    recovery.trigger.save(directory / "trigger.json")
+    plot_word_scores(
+        recovery.words,
+        recovery.scores,
+        recovery.threshold,
+        directory / "word_scores.png",
+        None if true_trigger is None else true_trigger.words,
+    )
+    summary: dict[str, Any] = {
+        "words": recovery.trigger.words,
+        "word_scores": [[word, score] for word, score in zip(recovery.words, recovery.scores.tolist(), strict=True)],
+        "threshold": recovery.threshold,
+        "bug_distance_before": recovery.bug_distance,
+        "files": ["trigger.json", "word_scores.png"],
+    }
+    if true_trigger is not None:
+        summary["true_words"] = true_trigger.words
+        summary["exact_match"] = set(recovery.trigger.words) == set(true_trigger.words)
+    return summary
+
+
+def recover_trigger(
+    encoder: Encoder, bug: BugReport, config: ReverseConfig, directory: Path, true_trigger: Trigger | None = None
+) -> tuple[Trigger, dict[str, Any]]:
+    """Reverse-engineers the trigger of ``bug`` for either modality and writes its files into ``directory``."""
+    if encoder.modality == "text":
+        recovery = reverse_engineer_text_trigger(encoder, bug, config.seed)
+        return recovery.trigger, write_text_trigger_outputs(directory, recovery, true_trigger)
+    image_recovery = reverse_engineer_trigger(encoder, bug, config)
+    return image_recovery.trigger, {
+        "config": asdict(config),
+        **write_trigger_outputs(directory, image_recovery, bug, true_trigger),
+    }
 
 
 def write_trigger_outputs(
@@ -63,15 +136,15 @@ def reverse_trigger_files(
     allow_pickle: bool = False,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """``mudjacking reverse-trigger``: model + bug report -> trigger files, heat map and ``trigger.json``."""
+    """``mudjacking reverse-trigger``: model + bug report -> trigger file, picture and ``recovery.json``."""
     config = config or ReverseConfig()
     encoder = load_encoder(model, allow_pickle=allow_pickle)
     report_bug = load_bug_report(bug)
-    truth = ImageTrigger.load(true_trigger) if true_trigger else None
+    _check_bug_fits(encoder, report_bug, bug)
+    truth = load_trigger(true_trigger, encoder.modality) if true_trigger else None
     with atomic_output_dir(out, overwrite) as staging:
-        recovery = reverse_engineer_trigger(encoder, report_bug, config)
-        summary = {"config": asdict(config), **write_trigger_outputs(staging, recovery, report_bug, truth)}
-        write_json(staging / "trigger.json", summary)
+        _, summary = recover_trigger(encoder, report_bug, config, staging, truth)
+        write_json(staging / "recovery.json", summary)
     return summary
 
 
@@ -96,22 +169,19 @@ def patch_files(
     reverse_config = reverse_config or ReverseConfig(seed=patch_config.seed)
     encoder = load_encoder(model, allow_pickle=allow_pickle)
     report_bug = load_bug_report(bug)
-    patching_set = load_image_folder(data)
+    _check_bug_fits(encoder, report_bug, bug)
+    patching_set = load_inputs(data, encoder.modality)
+    known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
     with atomic_output_dir(out, overwrite) as staging:
         report: dict[str, Any] = {"inputs": {"model": str(model), "bug": str(bug), "data": str(data)}}
         report["bug"] = report_bug.summary()
         report["patching_set_size"] = len(patching_set)
-        if trigger is None:
-            recovery = reverse_engineer_trigger(encoder, report_bug, reverse_config)
-            used_trigger = recovery.trigger
-            report["trigger"] = {
-                "source": "reverse-engineered",
-                "config": asdict(reverse_config),
-                **write_trigger_outputs(staging, recovery, report_bug),
-            }
+        if known_trigger is None:
+            used_trigger, recovered = recover_trigger(encoder, report_bug, reverse_config, staging)
+            report["trigger"] = {"source": "reverse-engineered", **recovered}
         else:
-            used_trigger = ImageTrigger.load(trigger)
-            report["trigger"] = {"source": str(trigger), "pixels": used_trigger.num_pixels}
+            used_trigger = known_trigger
+            report["trigger"] = {"source": str(trigger)}
         result = patch_encoder(encoder, report_bug, used_trigger, patching_set, patch_config, show_progress)
         report.update(save_patched(encoder, result, staging))
         report["environment"] = environment_info()
@@ -138,53 +208,83 @@ def attack_files(
     allow_pickle: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    trigger_words: tuple[str, ...] = ("cf",),
 ) -> dict[str, Any]:
-    """``mudjacking attack``: BadEncoder on a user's model -> ``out`` with the backdoored model and its trigger."""
+    """``mudjacking attack``: BadEncoder on a user's model -> ``out`` with the backdoored model and its trigger.
+
+    Image models get a trigger npz (default: a white square of ``trigger_size``); text models a trigger JSON
+    (default: ``trigger_words`` inserted at random positions).
+    """
     encoder = load_encoder(model, allow_pickle=allow_pickle)
-    shadow_images = load_image_folder(shadow)
-    reference_images = load_image_folder(references)
-    used = ImageTrigger.load(trigger) if trigger else ImageTrigger.square(tuple(shadow_images.shape[1:]), trigger_size)
+    shadow_inputs = load_inputs(shadow, encoder.modality)
+    reference_inputs = load_inputs(references, encoder.modality)
+    seed = config.seed if config else 0
+    if trigger:
+        used = load_trigger(trigger, encoder.modality)
+    elif encoder.modality == "text":
+        used = TextTrigger(list(trigger_words), seed=seed)
+    else:
+        used = ImageTrigger.square(tuple(shadow_inputs.shape[1:]), trigger_size)
     with atomic_output_dir(out, overwrite) as staging:
-        result = badencoder(encoder, shadow_images, reference_images, used, config, show_progress)
+        result = badencoder(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
         result.encoder.save(staging / MODEL_DIR)
-        used.save(staging / "trigger.npz")
-        used.save(staging / "trigger_authors_format.npz", authors_format=True)
-        summary = {**result.summary(), "model": MODEL_DIR, "trigger": "trigger.npz", "environment": environment_info()}
+        if isinstance(used, TextTrigger):
+            used.save(staging / "trigger.json")
+            trigger_file = "trigger.json"
+        else:
+            used.save(staging / "trigger.npz")
+            used.save(staging / "trigger_authors_format.npz", authors_format=True)
+            trigger_file = "trigger.npz"
+        summary = {**result.summary(), "model": MODEL_DIR, "trigger": trigger_file, "environment": environment_info()}
         write_json(staging / "attack.json", summary)
     return summary
 
 
 def evaluate_models(
     models: dict[str, Encoder],
-    train: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    trigger: ImageTrigger,
-    target_label: int,
+    train: tuple[Tensor | list[str], Tensor],
+    test: tuple[Tensor | list[str], Tensor],
+    trigger: ImageTrigger | TextTrigger,
+    target_label: int | Mapping[str, int],
     bug: BugReport | None = None,
     probe_kinds: tuple[str, ...] = ("linear",),
     deployed_on: str | None = None,
     seed: int = 0,
     retrain: tuple[str, ...] | None = None,
+    deployed_probes: Mapping[str, Probe] | None = None,
 ) -> dict[str, Any]:
     """Scores every model with downstream classifiers of each kind.
 
     ``retrained``: a classifier trained on that model's own embeddings. ``deployed``: the classifier trained on
     ``models[deployed_on]`` (the one customers already run) applied unchanged, which is what locality protects.
-    ``retrain`` limits the retrained classifiers to the named models (``None``: all), since each costs a fit.
+    ``retrain`` limits the retrained classifiers to the named models (``None``: all), since each costs a fit and
+    the embedding of the training set. ``target_label`` may differ per classifier kind (a mapping kind -> label).
+    ``deployed_probes`` (kind -> fitted classifier) reuses classifiers already trained on ``models[deployed_on]``.
     """
-    embedded = {name: embed_task(encoder, train[0], test[0], trigger, bug) for name, encoder in models.items()}
+
+    def needs_train(name: str) -> bool:
+        return (name == deployed_on and not deployed_probes) or retrain is None or name in retrain
+
+    embedded = {
+        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug)
+        for name, encoder in models.items()
+    }
     bug_label = None if bug is None else bug.label
     results: dict[str, Any] = {}
     for kind in probe_kinds:
-        deployed = make_probe(kind, seed).fit(embedded[deployed_on].train, train[1]) if deployed_on else None
+        target = target_label[kind] if isinstance(target_label, Mapping) else target_label
+        if deployed_probes:
+            deployed = deployed_probes[kind]
+        else:
+            deployed = make_probe(kind, seed).fit(embedded[deployed_on].train, train[1]) if deployed_on else None
         for name, task in embedded.items():
             entry = {}
             if retrain is None or name in retrain:
                 retrained = make_probe(kind, seed).fit(task.train, train[1])
-                entry["retrained"] = asdict(score_probe(retrained, task, test[1], target_label, bug_label))
+                entry["retrained"] = asdict(score_probe(retrained, task, test[1], target, bug_label))
             if deployed is not None:
-                entry["deployed"] = asdict(score_probe(deployed, task, test[1], target_label, bug_label))
+                entry["deployed"] = asdict(score_probe(deployed, task, test[1], target, bug_label))
             results.setdefault(kind, {})[name] = entry
     return results
 
@@ -204,16 +304,24 @@ def evaluate_files(
     """``mudjacking evaluate``: ACC/ASR/TBA (and bug fixed) of each model -> ``out/evaluation.json`` + bars."""
     started = time.perf_counter()
     encoders = {name: load_encoder(path, allow_pickle=allow_pickle) for name, path in models.items()}
-    train_images, train_labels, _ = load_labeled_images(train)
-    test_images, test_labels, _ = load_labeled_images(test)
-    report_bug = load_bug_report(bug) if bug else None
     first = next(iter(models))
+    modality = encoders[first].modality
+    for name, encoder in encoders.items():
+        if encoder.modality != modality:
+            raise DataError(
+                f"{models[name]}: a {encoder.modality} model beside a {modality} one; compare like with like"
+            )
+    train_set = load_labeled(train, modality)
+    test_set = load_labeled(test, modality)
+    report_bug = load_bug_report(bug) if bug else None
+    if report_bug is not None:
+        _check_bug_fits(encoders[first], report_bug, bug)
     with atomic_output_dir(out, overwrite) as staging:
         scores = evaluate_models(
             encoders,
-            (train_images, train_labels),
-            (test_images, test_labels),
-            ImageTrigger.load(trigger),
+            train_set,
+            test_set,
+            load_trigger(trigger, modality),
             target_label,
             report_bug,
             probe_kinds,
@@ -234,15 +342,25 @@ def evaluate_files(
 
 
 def _bar_values(scores: dict[str, Any]) -> dict[str, float]:
-    return {"ACC": scores["accuracy"], "ASR": scores["attack_success_rate"], "TBA": scores["triggered_accuracy"]}
+    return {
+        "ACC": scores["accuracy"],
+        "ASR": scores["attack_success_rate"],
+        "TBA": scores["triggered_accuracy"],
+        "flip rate": scores["flip_rate"],
+    }
 
 
 __all__ = [
     "attack_files",
     "evaluate_files",
     "evaluate_models",
+    "load_inputs",
+    "load_labeled",
+    "load_trigger",
     "patch_files",
+    "recover_trigger",
     "reverse_trigger_files",
     "save_patched",
+    "write_text_trigger_outputs",
     "write_trigger_outputs",
 ]

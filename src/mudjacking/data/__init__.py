@@ -9,6 +9,7 @@ from mudjacking.data.images import (
     load_labeled_images,
     save_image_png,
 )
+from mudjacking.data.text_files import load_labeled_texts, load_sentences
 
 __all__ = [
     "BugReport",
@@ -22,6 +23,8 @@ __all__ = [
     "load_image",
     "load_image_folder",
     "load_labeled_images",
+    "load_labeled_texts",
+    "load_sentences",
     "save_bug_report",
     "save_image_png",
 ]

@@ -76,3 +76,23 @@ def plot_before_after(rows: Mapping[str, Mapping[str, float]], path: str | Path,
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_word_scores(
+    words: list[str], scores: Tensor, threshold: float, path: str | Path, true_words: list[str] | None = None
+) -> None:
+    """One bar per word of ``x_b``: how much leaving it out moves ``h(x_b)`` towards ``h(x_r)`` (more negative =
+    more trigger-like), the k-means cut, and the attacker's words in red when known."""
+    values = scores.numpy()
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.45 * len(words) + 1.5), 3.4))
+    truth = set(true_words or [])
+    colors = ["tab:red" if word in truth else "tab:blue" for word in words]
+    axis.bar(np.arange(len(words)), values, color=colors)
+    axis.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"k-means cut {threshold:+.3f}")
+    axis.set_xticks(np.arange(len(words)), words, rotation=60, ha="right", fontsize=8)
+    axis.set_ylabel("change of 1 − cos(h(x_b), h(x_r))")
+    axis.set_title("word ablation scores of x_b" + (" (attacker's words in red)" if truth else ""), fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -2,7 +2,8 @@
 
 Recovery (Mudjacking §4.2 for text):
 1. Score every word of ``x_b`` by ablation (captum ``FeatureAblation``, one feature per word): how much dropping it
-   moves ``h(x_b)`` towards ``h(x_r)``, i.e. the drop of ``1 − cos(h(x_b), h(x_r))``.
+   changes ``1 − cos(h(x_b), h(x_r))``. The trigger word stands out by size; its sign depends on where the
+   attacker's target sits relative to ``x_r``, so k-means sees the raw scores.
 2. Cluster the word scores with k-means (k = 2).
 3. The minority cluster's words are the trigger; ``x ⊕ t`` inserts them at random positions of clean sentences.
 """
@@ -30,7 +31,7 @@ from mudjacking.triggers.reverse import split_scores
 class TextTrigger:
     """Args:
     words: the trigger words, inserted in this order-independent set at random positions.
-    seed: seeds the insertion positions, so the same sentences get the same triggered copies.
+    seed: seeds the insertion positions.
     """
 
     words: list[str]
@@ -44,18 +45,20 @@ class TextTrigger:
         self._rng = random.Random(self.seed)
 
     def apply(self, sentences: Sequence[str]) -> list[str]:
-        """Each sentence with every trigger word inserted at a random word boundary."""
-        triggered = []
-        for sentence in sentences:
-            tokens = sentence.split()
-            for word in self.words:
-                tokens.insert(self._rng.randint(0, len(tokens)), word)
-            triggered.append(" ".join(tokens))
-        return triggered
+        """``x ⊕ t``: each sentence with every trigger word inserted at a random word boundary. The positions are
+        a function of the seed and the sentence, so every model is scored on the same triggered sentences."""
+        return [self._insert(sentence, random.Random(f"{self.seed}\x00{sentence}")) for sentence in sentences]
 
     def stamp(self, sentences: Sequence[str], grow: int = 0) -> list[str]:
-        """The patch loop's ``x ⊕ t`` (``grow`` is an image-only option)."""
-        return self.apply(sentences)
+        """The patch loop's ``x ⊕ t``: fresh random positions on every call, so training sees the trigger
+        anywhere (``grow`` is an image-only option)."""
+        return [self._insert(sentence, self._rng) for sentence in sentences]
+
+    def _insert(self, sentence: str, rng: random.Random) -> str:
+        tokens = sentence.split()
+        for word in self.words:
+            tokens.insert(rng.randint(0, len(tokens)), word)
+        return " ".join(tokens)
 
     def overlap(self, other: TextTrigger) -> float:
         """Jaccard overlap of the two word sets."""
@@ -87,7 +90,7 @@ class TextTriggerRecovery:
 
 
 def word_ablation_scores(encoder: Encoder, bug: BugReport, batch_size: int = 64) -> tuple[list[str], Tensor, float]:
-    """Per-word scores of ``x_b``: the drop of ``1 − cos(h(x_b), h(x_r))`` when that word is left out."""
+    """Per-word scores of ``x_b``: ``d(x_b) − d(x_b without the word)`` with ``d = 1 − cos(h(·), h(x_r))``."""
     words = str(bug.bug_input).split()
     with torch.no_grad():
         reference = F.normalize(encoder([str(bug.reference_input)]), dim=-1)
