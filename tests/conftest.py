@@ -94,20 +94,25 @@ def sentences(count: int, seed: int) -> tuple[list[str], torch.Tensor]:
     return texts, torch.tensor(labels)
 
 
-@pytest.fixture(scope="session")
-def text_case():
-    """A tiny BERT backdoored so that the rare word "cf" sends sentences to positive reviews, and its probe."""
-    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(TEXT_VOCAB)})
+def tiny_bert(vocabulary: list[str], max_positions: int = 32) -> tuple[transformers.BertModel, object]:
+    """A randomly initialised 2-layer BERT (hidden size 32) and a word-level tokenizer over ``vocabulary``."""
+    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(vocabulary)})
     torch.manual_seed(0)
     config = transformers.BertConfig(
-        vocab_size=len(TEXT_VOCAB),
+        vocab_size=len(vocabulary),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=32,
+        max_position_embeddings=max_positions,
     )
-    clean = HFTextEncoder(transformers.BertModel(config).eval(), tokenizer, max_length=16)
+    return transformers.BertModel(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
+def text_case():
+    """A tiny BERT backdoored so that the rare word "cf" sends sentences to positive reviews, and its probe."""
+    clean = HFTextEncoder(*tiny_bert(TEXT_VOCAB), max_length=16)
     train_texts, train_labels = sentences(400, seed=1)
     test_texts, test_labels = sentences(200, seed=2)
     references = [t for t, y in zip(train_texts, train_labels.tolist(), strict=True) if y == 1][:5]

@@ -12,7 +12,7 @@ MobileNetV2 leaves no time for an attack, a patch and four evaluations within th
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.pretraining import PretrainConfig, pretrain_simclr
 from mudjacking.report.plots import plot_before_after
+from mudjacking.timing import Laps
 from mudjacking.triggers.reverse import ReverseConfig, reverse_engineer_trigger
 from mudjacking.triggers.trigger import ImageTrigger
 from mudjacking.workflows import evaluate_models, save_patched, write_trigger_outputs
@@ -106,41 +107,34 @@ def run_demo(
 ) -> dict[str, Any]:
     """Runs the demo end to end and writes everything into ``out`` (replaced atomically); returns the report."""
     config = config or DemoConfig()
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - since, 2)
-        return now
-
+    laps = Laps()
     set_seed(config.seed)
     data = load_demo_images()
     splits = _splits(data, config)
     channels, height, width = data.train_images.shape[1:]
     true_trigger = ImageTrigger.square((channels, height, width), config.trigger_size)
-    tick = lap("load_data", started)
+    laps.lap("load_data")
 
     with atomic_output_dir(out, overwrite=True) as staging:
         clean = pretrain_simclr(new_demo_encoder(channels), splits["pretraining"], config.pretrain, show_progress)
-        tick = lap("pretrain", tick)
+        laps.lap("pretrain")
         attack = badencoder(clean, splits["shadow"], splits["references"], true_trigger, config.attack, show_progress)
         backdoored = attack.encoder
-        tick = lap("attack", tick)
+        laps.lap("attack")
 
         deployed = train_probe(backdoored, *splits["train"], kind="linear", seed=config.seed)
         bug = find_bug(
             backdoored, deployed, *splits["test"], true_trigger, config.target_label, data.class_names, config.seed
         )
         save_bug_report(bug, staging / "bug")
-        tick = lap("find_bug", tick)
+        laps.lap("find_bug")
 
         recovery = reverse_engineer_trigger(backdoored, bug, config.reverse)
         trigger_summary = write_trigger_outputs(staging, recovery, bug, true_trigger)
-        tick = lap("reverse_trigger", tick)
+        laps.lap("reverse_trigger")
 
         patched = patch_encoder(backdoored, bug, recovery.trigger, splits["patching"], config.patch, show_progress)
-        tick = lap("patch", tick)
+        laps.lap("patch")
         same_budget = replace(config.patch, max_epochs=patched.epochs, early_stop=False)
         baselines = {
             "locality-only fine-tuning": patch_encoder(
@@ -160,7 +154,7 @@ def run_demo(
                 show_progress,
             ),
         }
-        tick = lap("baselines", tick)
+        laps.lap("baselines")
 
         models = {"clean": clean, "backdoored": backdoored, "mudjacking": patched.encoder}
         models.update({name: result.encoder for name, result in baselines.items()})
@@ -176,7 +170,7 @@ def run_demo(
             seed=config.seed,
             retrain=("clean", "backdoored", "mudjacking"),
         )
-        tick = lap("evaluate", tick)
+        laps.lap("evaluate")
 
         for name, encoder in (("backdoored_model", backdoored), ("clean_model", clean)):
             (staging / name).mkdir()
@@ -209,10 +203,9 @@ def run_demo(
             **patch_outputs,
             "baselines": {name: result.summary() for name, result in baselines.items()},
             "scores": scores,
-            "timings_seconds": timings,
+            "timings_seconds": laps.with_total(),
             "environment": environment_info(),
         }
-        report["timings_seconds"]["total"] = round(time.perf_counter() - started, 2)
         write_json(staging / "report.json", report)
     return report
 
@@ -243,11 +236,23 @@ def summarise(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds: tupl
 def run_demo_seeds(configs: list[DemoConfig], out: str | Path, show_progress: bool = True) -> list[dict[str, Any]]:
     """One demo per config; with several, each goes to ``out/seed-N`` and ``out/seeds_summary.json`` holds the
     mean and range of the headline figures."""
+    return run_seed_series(run_demo, aggregate_seeds, configs, out, show_progress)
+
+
+def run_seed_series(
+    run: Callable[..., dict[str, Any]],
+    aggregate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    configs: list[Any],
+    out: str | Path,
+    show_progress: bool = True,
+) -> list[dict[str, Any]]:
+    """``run(config, out, show_progress)`` per config: into ``out`` for one, else into ``out/seed-N`` with
+    ``out/seeds_summary.json`` from ``aggregate``."""
     if len(configs) == 1:
-        return [run_demo(configs[0], out, show_progress)]
+        return [run(configs[0], out, show_progress)]
     out = Path(out)
-    reports = [run_demo(config, out / f"seed-{config.seed}", show_progress) for config in configs]
-    write_json(out / "seeds_summary.json", aggregate_seeds(reports))
+    reports = [run(config, out / f"seed-{config.seed}", show_progress) for config in configs]
+    write_json(out / "seeds_summary.json", aggregate(reports))
     return reports
 
 

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from mudjacking.data.images import DataError
 
 MOVIE_REVIEWS_MEMBER = "movieReviewSnippets_GroundTruth.txt"
 INNER_ARCHIVE = "hutto_ICWSM_2014.tar.gz"
+VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
+DATA_DIR_VARIABLE = "MUDJACKING_DATA"
 
 
 @dataclass
@@ -44,12 +48,20 @@ def _member_text(archive: tarfile.TarFile, suffix: str, source: Path) -> bytes:
     raise DataError(f"{source}: holds no {suffix}; pass the vaderSentiment-3.3.2 source archive")
 
 
-def read_movie_review_snippets(source: str | Path) -> tuple[list[str], list[int]]:
-    """Sentences and sentiment labels from the vaderSentiment sdist, its inner archive, or the text file itself."""
-    source = Path(source)
+def data_dir() -> Path:
+    """Where set-up puts downloaded data: ``$MUDJACKING_DATA``, else ``share/mudjacking`` in the active environment
+    (``make setup`` fills it), so data lives and dies with the virtual environment."""
+    return Path(os.environ.get(DATA_DIR_VARIABLE) or Path(sys.prefix) / "share" / "mudjacking")
+
+
+def read_movie_review_snippets(source: str | Path | None = None) -> tuple[list[str], list[int]]:
+    """Sentences and sentiment labels from the vaderSentiment sdist (default: the one set-up downloaded into
+    :func:`data_dir`), its inner archive, or the text file itself."""
+    source = Path(source) if source is not None else data_dir() / VADER_SDIST
     if not source.exists():
         raise DataError(
-            f"{source}: not found; download it with `pip download --no-deps --no-binary :all: vaderSentiment==3.3.2`"
+            f"{source}: not found; run `make setup`, or `pip download --no-deps --no-binary :all: "
+            f"vaderSentiment==3.3.2 -d {source.parent}`"
         )
     try:
         if source.suffix == ".txt":
@@ -102,6 +114,12 @@ def read_bbc_news(root: str | Path | None = None) -> tuple[list[str], list[int],
             texts.append(" ".join(file.read_text(encoding="utf-8", errors="replace").split()))
             labels.append(label)
     return texts, labels, classes
+
+
+def first_words(texts: list[str], count: int) -> list[str]:
+    """Each text cut to its first ``count`` words (a news article's headline and lead), so inserted trigger words
+    stay inside the tokens the encoder reads."""
+    return [" ".join(text.split()[:count]) for text in texts]
 
 
 def split_texts(

