@@ -136,3 +136,29 @@ def test_sentence_files_are_validated(tmp_path):
     unlabeled.write_text('{"text": "no label"}\n', encoding="utf-8")
     with pytest.raises(DataError, match="line 1 has no integer label"):
         load_labeled_texts(unlabeled)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"bug_input": "", "reference_input": "dull film"},
+        {"bug_input": "dull film", "reference_input": "dull film"},
+        {"bug_input": "dull " * 1200, "reference_input": "dull film"},
+        None,  # not UTF-8
+    ],
+)
+def test_bad_text_bug_report_is_one_line_and_writes_nothing(text_files, spec):
+    bad = text_files / "bad_bug.json"
+    if spec is None:
+        bad.write_bytes(
+            '{"modality": "text", "bug_input": "caf\xe9 cf", "reference_input": "x", "label": 0}'.encode("latin-1")
+        )
+    else:
+        bad.write_text(json.dumps({"modality": "text", "label": 0, **spec}), encoding="utf-8")
+    out = text_files / "never"
+    arguments = ["patch", "--model", str(text_files / "model"), "--bug", str(bad)]
+    result = runner.invoke(app, [*arguments, "--data", str(text_files / "patching.txt"), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and str(bad) in lines[0]
+    assert not out.exists()
