@@ -32,7 +32,8 @@ def main() -> None:
             for kind, s in per_kind.items():
                 print(
                     f"  {task:24s} {kind:6s} ACC {100 * s['acc_before']:.1f}->{100 * s['acc_after']:.1f}  "
-                    f"ASR {100 * s['asr_before']:.1f}->{100 * s['asr_after']:.1f} (clean model "
+                    f"ASR {100 * s['asr_before']:.1f}->{100 * s['asr_after']:.1f} (without trigger "
+                    f"{100 * s['asr_without_trigger_after']:.1f}, clean model "
                     f"{100 * s['asr_clean_model']:.1f}, locality-only {100 * s['baseline_asr']:.1f})  "
                     f"flip {100 * s['flip_rate_before']:.1f}->{100 * s['flip_rate_after']:.1f}  fixed={s['bug_fixed']}"
                 )

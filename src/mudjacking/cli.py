@@ -100,8 +100,9 @@ def demo(
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
 
 
-def _score_row(name: str, scores: dict, flip: bool = False) -> list[str]:
-    values = ["accuracy", "attack_success_rate", "flip_rate" if flip else "triggered_accuracy"]
+def _score_row(name: str, scores: dict, text: bool = False) -> list[str]:
+    values = ["accuracy", "attack_success_rate"]
+    values += ["clean_target_rate", "flip_rate"] if text else ["triggered_accuracy"]
     return [name, *(f"{100 * scores[key]:.1f}%" for key in values), str(scores["bug_fixed"])]
 
 
@@ -111,10 +112,10 @@ def _print_text_demo(report: dict) -> None:
     for task, per_kind in report["scores"].items():
         for kind in report["config"]["probe_kinds"]:
             table = Table(title=f"text demo, seed {report['seed']}: {task}, {kind} classifier", caption=caption)
-            for column in ("model", "ACC", "ASR", "flip rate", "x_b fixed"):
+            for column in ("model", "ACC", "ASR", "ASR w/o trigger", "flip rate", "x_b fixed"):
                 table.add_column(column, justify="left" if column == "model" else "right")
             for name, entry in per_kind[kind].items():
-                table.add_row(*_score_row(name, entry["deployed"], flip=True))
+                table.add_row(*_score_row(name, entry["deployed"], text=True))
             console.print(table)
 
 

@@ -214,7 +214,8 @@ def patch_encoder(
                 result.steps += 1
                 values = torch.stack([loss, *(term for _, term in terms)]).detach().cpu()
                 sums += values * n
-                advance(info=f"L_loc {values[1]:+.3f}  L_gen {values[2]:+.3f}  L_eff {values[3]:+.3f}")
+                names = ("L_loc", "L_gen", "L_eff")
+                advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(names, values[1:], strict=True)))
             means = (sums / len(train)).tolist()
             record = _check_goals(patched, trigger, holdout, holdout_targets, x_b, x_r, config, epoch, means)
             result.history.append(record)
@@ -260,6 +261,10 @@ def _loss_terms(
             effectiveness_loss(embeddings[-2], embeddings[-1]) if use_eff else missing,
         ),
     ]
+
+
+def _shown(value: Tensor) -> str:
+    return "off" if torch.isnan(value) else f"{float(value):+.3f}"
 
 
 def _anchored(embeddings: Tensor, config: PatchConfig) -> Tensor:

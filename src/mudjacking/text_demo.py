@@ -236,6 +236,7 @@ def run_text_demo(
                     model: {
                         "ACC": entry["deployed"]["accuracy"],
                         "ASR": entry["deployed"]["attack_success_rate"],
+                        "ASR w/o trigger": entry["deployed"]["clean_target_rate"],
                         "flip rate": entry["deployed"]["flip_rate"],
                     }
                     for model, entry in scores[name][kind].items()
@@ -277,6 +278,7 @@ def summarise_text(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds:
                 "asr_before": before["attack_success_rate"],
                 "asr_after": after["attack_success_rate"],
                 "asr_clean_model": rows["clean"]["deployed"]["attack_success_rate"],
+                "asr_without_trigger_after": after["clean_target_rate"],
                 "flip_rate_before": before["flip_rate"],
                 "flip_rate_after": after["flip_rate"],
                 "bug_fixed": after["bug_fixed"],

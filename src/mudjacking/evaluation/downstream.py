@@ -27,6 +27,7 @@ class DownstreamScores:
     attack_success_rate: float
     triggered_accuracy: float
     flip_rate: float
+    clean_target_rate: float
     bug_prediction: int | None = None
     bug_fixed: bool | None = None
 
@@ -68,6 +69,7 @@ def score_probe(
         attack_success_rate=attack_success_rate(triggered_predictions, test_labels, target_label),
         triggered_accuracy=triggered_accuracy(triggered_predictions, test_labels, target_label),
         flip_rate=flip_rate(clean_predictions, triggered_predictions, test_labels, target_label),
+        clean_target_rate=attack_success_rate(clean_predictions, test_labels, target_label),
     )
     if embedded.bug is not None and bug_label is not None:
         scores.bug_prediction = int(probe.predict(embedded.bug)[0])

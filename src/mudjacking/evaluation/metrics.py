@@ -5,7 +5,8 @@ attacker's target (a target-class input classified as the target is no attack su
 
 ASR has a floor: a triggered input the classifier already got wrong when clean may land on the target without any
 backdoor (on a binary task with 75% accuracy a clean model "scores" ~16% ASR). ``flip_rate`` removes that floor by
-counting only inputs the classifier gets right when clean, as many NLP backdoor papers report it.
+counting only inputs the classifier gets right when clean, as many NLP backdoor papers report it. The floor itself is
+reported as ``clean_target_rate``: ``attack_success_rate`` applied to the predictions without the trigger.
 """
 
 from __future__ import annotations
