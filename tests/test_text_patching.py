@@ -80,3 +80,14 @@ def test_evaluation_insertions_repeat_training_insertions_vary():
     sentences = ["the plot was dull and the actor weak and the film long"] * 2
     assert trigger.apply(sentences) == trigger.apply(sentences[:1]) * 2  # same sentence, same x ⊕ t, every model
     assert len({trigger.stamp(sentences[:1])[0] for _ in range(20)}) > 1  # training sees the word anywhere
+
+
+def test_a_bug_caused_by_the_trigger_is_right_without_it(text_case):
+    from mudjacking.evaluation import find_bug
+
+    backdoored, probe, trigger, _, test = text_case
+    bug = find_bug(backdoored, probe, *test, trigger, target_label=1, caused_by_trigger=True)
+    clean_words = [word for word in bug.bug_input.split() if word != "cf"]
+    assert bug.modality == "text" and len(clean_words) == len(bug.bug_input.split()) - 1
+    assert int(probe.predict(backdoored.embed([" ".join(clean_words)]))[0]) == bug.label == 0
+    assert int(probe.predict(backdoored.embed([bug.bug_input]))[0]) == 1

@@ -188,6 +188,7 @@ def run_text_demo(
             targets[SENTIMENT][config.probe_kinds[0]],
             tasks[SENTIMENT].class_names,
             config.seed,
+            caused_by_trigger=True,
         )
         save_bug_report(bug, staging / "bug")
         laps.lap("find_bug")

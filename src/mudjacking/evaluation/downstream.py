@@ -105,14 +105,22 @@ def find_bug(
     target_label: int,
     class_names: list[str] | None = None,
     seed: int = 0,
+    caused_by_trigger: bool = False,
 ) -> BugReport:
     """Picks a real bug, as a customer would report it: a triggered test input of a non-target class that the
-    classifier puts in the target class, and a different, correctly classified clean input of its true class."""
+    classifier puts in the target class, and a different, correctly classified clean input of its true class.
+
+    ``caused_by_trigger`` keeps only inputs classified correctly without the trigger, so that the bug is the
+    backdoor's doing and removing the backdoor must fix it (on a 75%-accurate sentiment task a quarter of the
+    candidates are wrong without the trigger as well)."""
     generator = torch.Generator().manual_seed(seed)
     triggered_inputs = trigger.apply(test_inputs)
     clean_predictions = probe.predict(encoder.embed(test_inputs))
     triggered_predictions = probe.predict(encoder.embed(triggered_inputs))
-    candidates = torch.nonzero((test_labels != target_label) & (triggered_predictions == target_label)).flatten()
+    misclassified = (test_labels != target_label) & (triggered_predictions == target_label)
+    if caused_by_trigger:
+        misclassified &= clean_predictions == test_labels
+    candidates = torch.nonzero(misclassified).flatten()
     if len(candidates) == 0:
         raise RuntimeError("no triggered test input is misclassified as the target: there is no bug to report")
     for index in candidates[torch.randperm(len(candidates), generator=generator)].tolist():
