@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from mudjacking.losses import effectiveness_loss, generalizability_loss, locality_loss, mudjacking_loss
+from mudjacking.losses import (
+    effectiveness_loss,
+    generalizability_loss,
+    locality_loss,
+    mudjacking_loss,
+    weighted_total,
+)
 
 
 def test_effectiveness_is_minus_cosine_of_bug_and_reference():
@@ -44,3 +50,10 @@ def test_gradients_reach_both_sides_of_generalizability():
     clean = torch.tensor([[1.0, 1.0]], requires_grad=True)
     generalizability_loss(triggered, clean).backward()
     assert triggered.grad.abs().sum() > 0 and clean.grad.abs().sum() > 0
+
+
+def test_weighted_total_leaves_out_terms_of_weight_zero():
+    nan = torch.tensor(float("nan"))
+    total = weighted_total(torch.tensor(-0.9), nan, torch.tensor(-0.5), lambda_gen=0.0, lambda_eff=2.0)
+    assert float(total) == pytest.approx(-1.9)
+    assert float(weighted_total(nan, torch.tensor(-1.0), nan, lambda_eff=0.0, use_locality=False)) == -1.0

@@ -256,24 +256,25 @@ def run_seed_series(
     return reports
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, min and max of one figure over seeds."""
+    return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
+
+
 def aggregate_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, min and max over seeds of every numeric headline figure."""
-
-    def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
     aggregate: dict[str, Any] = {
         "seeds": [r["seed"] for r in reports],
-        "trigger_iou": stats([r["summary"]["trigger_iou"] for r in reports]),
-        "total_seconds": stats([r["timings_seconds"]["total"] for r in reports]),
+        "trigger_iou": spread([r["summary"]["trigger_iou"] for r in reports]),
+        "total_seconds": spread([r["timings_seconds"]["total"] for r in reports]),
     }
     for kind in reports[0]["config"]["probe_kinds"]:
         rows = [r["summary"][kind] for r in reports]
         aggregate[kind] = {
-            key: stats([float(row[key]) for row in rows])
+            key: spread([float(row[key]) for row in rows])
             for key in ("acc_before", "acc_after", "acc_drop_points", "asr_before", "asr_after", "bug_fixed")
         }
         aggregate[kind]["baseline_asr"] = {
-            name: stats([row["baseline_asr"][name] for row in rows]) for name in rows[0]["baseline_asr"]
+            name: spread([row["baseline_asr"][name] for row in rows]) for name in rows[0]["baseline_asr"]
         }
     return aggregate

@@ -46,6 +46,19 @@ class LossTerms:
     effectiveness: Tensor
 
 
+def weighted_total(
+    locality: Tensor,
+    generalizability: Tensor,
+    effectiveness: Tensor,
+    lambda_gen: float = 1.0,
+    lambda_eff: float = 1.0,
+    use_locality: bool = True,
+) -> Tensor:
+    """``L = L_l + λ_g·L_g + λ_e·L_e``; a term of weight 0 is left out, so it may be NaN (not computed)."""
+    weighted = [(float(use_locality), locality), (lambda_gen, generalizability), (lambda_eff, effectiveness)]
+    return sum(weight * term for weight, term in weighted if weight)
+
+
 def mudjacking_loss(
     patched_clean: Tensor,
     original_clean: Tensor,
@@ -67,5 +80,5 @@ def mudjacking_loss(
     locality = locality_loss(patched_clean, original_clean)
     generalizability = generalizability_loss(patched_triggered, patched_clean)
     effectiveness = effectiveness_loss(bug_embedding, reference_embedding)
-    total = locality + lambda_gen * generalizability + lambda_eff * effectiveness
+    total = weighted_total(locality, generalizability, effectiveness, lambda_gen, lambda_eff)
     return LossTerms(total, locality, generalizability, effectiveness)

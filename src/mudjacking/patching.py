@@ -23,11 +23,10 @@ from torch import Tensor
 from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.losses import cosine, effectiveness_loss, generalizability_loss, locality_loss
+from mudjacking.losses import cosine, effectiveness_loss, generalizability_loss, locality_loss, weighted_total
 from mudjacking.progress import progress_bar
+from mudjacking.triggers import Trigger
 from mudjacking.triggers.reverse import check_modalities
-from mudjacking.triggers.text import TextTrigger
-from mudjacking.triggers.trigger import ImageTrigger
 
 
 @dataclass
@@ -161,7 +160,7 @@ def _resolve_device(name: str) -> torch.device:
 def patch_encoder(
     encoder: Encoder,
     bug: BugReport,
-    trigger: ImageTrigger | TextTrigger,
+    trigger: Trigger,
     patching_set: Tensor | list[str],
     config: PatchConfig | None = None,
     show_progress: bool = True,
@@ -206,16 +205,15 @@ def patch_encoder(
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 batch = take(train, batch_index, device)
                 terms = _loss_terms(patched, batch, targets[batch_index], trigger, x_b, x_r, config)
-                loss = sum(weight * term for weight, term in terms if weight)
+                loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
                 n = len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 result.steps += 1
-                values = torch.stack([loss, *(term for _, term in terms)]).detach().cpu()
+                values = torch.stack([loss, *terms]).detach().cpu()
                 sums += values * n
-                names = ("L_loc", "L_gen", "L_eff")
-                advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(names, values[1:], strict=True)))
+                advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / len(train)).tolist()
             record = _check_goals(patched, trigger, holdout, holdout_targets, x_b, x_r, config, epoch, means)
             result.history.append(record)
@@ -230,18 +228,20 @@ def patch_encoder(
     return result
 
 
+TERM_NAMES = ("L_loc", "L_gen", "L_eff")
+
+
 def _loss_terms(
     patched: Encoder,
     batch: Tensor | list[str],
     targets: Tensor,
-    trigger: ImageTrigger | TextTrigger,
+    trigger: Trigger,
     x_b: Tensor | list[str],
     x_r: Tensor | list[str],
     config: PatchConfig,
-) -> list[tuple[float, Tensor]]:
-    """(weight, term) for locality, generalizability and effectiveness, from one forward pass of
-    ``[batch, batch ⊕ t, x_b, x_r]``. A term whose weight is 0 is not computed (NaN), so ablations and baselines
-    skip the forward passes they do not use."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``.
+    A term whose weight is 0 is not computed (NaN), so ablations and baselines skip the passes they do not use."""
     n = len(batch)
     use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
     parts = [batch]
@@ -253,14 +253,11 @@ def _loss_terms(
     clean = embeddings[:n]
     anchor = _anchored(clean, config)
     missing = clean.new_tensor(float("nan"))
-    return [
-        (float(config.use_locality), locality_loss(clean, targets)),
-        (config.lambda_gen, generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing),
-        (
-            config.lambda_eff,
-            effectiveness_loss(embeddings[-2], embeddings[-1]) if use_eff else missing,
-        ),
-    ]
+    return (
+        locality_loss(clean, targets),
+        generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing,
+        effectiveness_loss(embeddings[-2], embeddings[-1]) if use_eff else missing,
+    )
 
 
 def _shown(value: Tensor) -> str:
@@ -273,7 +270,7 @@ def _anchored(embeddings: Tensor, config: PatchConfig) -> Tensor:
 
 def _check_goals(
     patched: Encoder,
-    trigger: ImageTrigger | TextTrigger,
+    trigger: Trigger,
     holdout: Tensor | list[str],
     holdout_targets: Tensor | None,
     x_b: Tensor | list[str],

@@ -25,7 +25,7 @@ from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
 from mudjacking.data.bug_report import save_bug_report
 from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
-from mudjacking.demo import run_seed_series
+from mudjacking.demo import run_seed_series, spread
 from mudjacking.encoders.base import Encoder, load_encoder
 from mudjacking.evaluation.downstream import find_bug
 from mudjacking.evaluation.probes import Probe, make_probe
@@ -299,22 +299,18 @@ def run_text_demo_seeds(
 
 def aggregate_text_seeds(reports: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean, min and max over seeds of every numeric headline figure, per task and classifier."""
-
-    def stats(values: list[float]) -> dict[str, float]:
-        return {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}
-
     first = reports[0]["summary"]
     aggregate: dict[str, Any] = {
         "seeds": [r["seed"] for r in reports],
         "trigger_exact_match": [r["summary"]["trigger_exact_match"] for r in reports],
-        "total_seconds": stats([r["timings_seconds"]["total"] for r in reports]),
+        "total_seconds": spread([r["timings_seconds"]["total"] for r in reports]),
     }
     for task, per_kind in first.items():
         if not isinstance(per_kind, dict):
             continue
         for kind, row in per_kind.items():
             aggregate.setdefault(task, {})[kind] = {
-                key: stats([float(r["summary"][task][kind][key] or 0) for r in reports])
+                key: spread([float(r["summary"][task][kind][key] or 0) for r in reports])
                 for key, value in row.items()
                 if value is not None
             }

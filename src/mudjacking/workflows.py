@@ -24,12 +24,12 @@ from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, save_weight_delta, write_json
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
 from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
+from mudjacking.triggers import Trigger
 from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
 from mudjacking.triggers.text import TextTrigger, TextTriggerRecovery, reverse_engineer_text_trigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 MODEL_DIR = "model"
-Trigger = ImageTrigger | TextTrigger
 
 
 def load_inputs(path: str | Path, modality: str) -> Tensor | list[str]:
@@ -245,7 +245,7 @@ def evaluate_models(
     models: dict[str, Encoder],
     train: tuple[Tensor | list[str], Tensor],
     test: tuple[Tensor | list[str], Tensor],
-    trigger: ImageTrigger | TextTrigger,
+    trigger: Trigger,
     target_label: int | Mapping[str, int],
     bug: BugReport | None = None,
     probe_kinds: tuple[str, ...] = ("linear",),

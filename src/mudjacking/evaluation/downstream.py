@@ -12,11 +12,9 @@ from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.evaluation.metrics import accuracy, attack_success_rate, flip_rate, triggered_accuracy
 from mudjacking.evaluation.probes import Probe, make_probe
-from mudjacking.triggers.text import TextTrigger
-from mudjacking.triggers.trigger import ImageTrigger
+from mudjacking.triggers import Trigger
 
 Inputs = Tensor | list[str]
-Trigger = ImageTrigger | TextTrigger
 
 
 @dataclass

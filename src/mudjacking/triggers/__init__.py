@@ -4,11 +4,15 @@ from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_
 from mudjacking.triggers.text import TextTrigger, TextTriggerRecovery, reverse_engineer_text_trigger
 from mudjacking.triggers.trigger import ImageTrigger
 
+Trigger = ImageTrigger | TextTrigger
+"""What ``x ⊕ t`` means for either modality: both have ``apply`` (evaluation) and ``stamp`` (training)."""
+
 __all__ = [
     "ImageTrigger",
     "ReverseConfig",
     "TextTrigger",
     "TextTriggerRecovery",
+    "Trigger",
     "TriggerRecovery",
     "reverse_engineer_text_trigger",
     "reverse_engineer_trigger",
