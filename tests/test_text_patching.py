@@ -91,3 +91,39 @@ def test_a_bug_caused_by_the_trigger_is_right_without_it(text_case):
     assert bug.modality == "text" and len(clean_words) == len(bug.bug_input.split()) - 1
     assert int(probe.predict(backdoored.embed([" ".join(clean_words)]))[0]) == bug.label == 0
     assert int(probe.predict(backdoored.embed([bug.bug_input]))[0]) == 1
+
+
+def _bug(trigger, test) -> BugReport:
+    negatives = [t for t, y in zip(test[0], test[1].tolist(), strict=True) if y == 0]
+    return BugReport(bug_input=trigger.apply(negatives[:1])[0], reference_input=negatives[1], label=0, modality="text")
+
+
+def test_trigger_token_patch_changes_only_the_trigger_rows(text_case):
+    """The option's contract: only the trigger's embedding row moves, so trigger-free sentences embed exactly as
+    before, and the patched model trains normally afterwards."""
+    backdoored, _, trigger, train, test = text_case
+    config = PatchConfig(
+        lr=3e-2, max_epochs=6, trigger_tokens_only=True, effectiveness_target="clean_bug", anchor_clean=True
+    )
+    result = patch_encoder(backdoored, _bug(trigger, test), trigger, train[0], config, show_progress=False)
+
+    # (its effect on ASR is measured on MiniLM by the text demo: a random 2-layer BERT moves every sentence by
+    # cos ~0.03 for any inserted word, whatever the word, so there is nothing for one row to neutralise)
+    # sentences without the trigger embed exactly as before: locality is perfect by construction
+    assert torch.equal(result.encoder.embed(test[0]), backdoored.embed(test[0]))
+    before, after = backdoored.model.get_input_embeddings().weight, result.encoder.model.get_input_embeddings().weight
+    changed = torch.nonzero((before != after).any(dim=1)).flatten().tolist()
+    assert changed == [backdoored.tokenizer.convert_tokens_to_ids("cf")]
+    assert not after._backward_hooks  # the gradient mask is removed
+    assert all(p.requires_grad for p in result.encoder.parameters())
+
+
+def test_clean_bug_target_is_the_bug_without_its_trigger_words(text_case):
+    backdoored, _, trigger, train, test = text_case
+    bug = _bug(trigger, test)
+    assert trigger.remove([bug.bug_input]) == [" ".join(w for w in bug.bug_input.split() if w != "cf")]
+    config = PatchConfig(lr=1e-3, max_epochs=1, effectiveness_target="clean_bug", goal_effectiveness=-1.0)
+    result = patch_encoder(backdoored, bug, trigger, train[0][:64], config, show_progress=False)
+    clean_bug = backdoored.embed(trigger.remove([bug.bug_input]))
+    expected = torch.nn.functional.cosine_similarity(result.encoder.embed([bug.bug_input]), clean_bug).item()
+    assert abs(result.history[-1].bug_similarity - expected) < 1e-4  # the goal check measures what L_e aims at

@@ -100,6 +100,39 @@ def demo(
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
 
 
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment file (.toml or .yaml); see configs/.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (replaced atomically); default runs/<file name>.")
+    ] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seeds to run instead of the file's; repeatable.")] = None,
+    threads: Threads = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Attack, report a bug, recover the trigger and run every defence over several seeds; one table and report."""
+    _threads(threads)
+    with _user_errors():
+        from mudjacking.experiments.config import load_experiment_config
+        from mudjacking.experiments.runner import run_experiment
+
+        settings = load_experiment_config(config)
+        if seed:
+            settings = settings.model_copy(update={"seeds": list(seed)})
+        out = out or Path("runs") / config.stem
+        report = run_experiment(settings, out, show_progress=not quiet)
+    from mudjacking.report.experiment_report import table_lines
+
+    lines = table_lines(report)
+    table = Table(title=f"experiment {report['experiment']}: mean ± std over seeds {settings.seeds}")
+    for index, column in enumerate(lines[0]):
+        table.add_column(column, justify="left" if index < 3 else "right")
+    for row in lines[1:]:
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"report.json, report.md and report.html written to [bold]{out}[/] ({report['total_seconds']:.0f} s)")
+
+
 def _score_row(name: str, scores: dict, text: bool = False) -> list[str]:
     values = ["accuracy", "attack_success_rate"]
     values += ["clean_target_rate", "flip_rate"] if text else ["triggered_accuracy"]
@@ -159,6 +192,14 @@ def patch(
     optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = PatchConfig.optimizer,
     train: Annotated[list[str], typer.Option(help="Parameter-name patterns to train (repeatable).")] = ALL_PARAMETERS,
     early_stop: Annotated[bool, typer.Option(help="Stop once the goals are met on held-out data.")] = True,
+    trigger_tokens_only: Annotated[
+        bool,
+        typer.Option(help="Text: train only the trigger words' embedding rows (other sentences embed as before)."),
+    ] = False,
+    effectiveness_target: Annotated[
+        str,
+        typer.Option(help="L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b minus the trigger words)."),
+    ] = PatchConfig.effectiveness_target,
     window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -180,6 +221,8 @@ def patch(
             max_epochs=epochs,
             early_stop=early_stop,
             trainable=tuple(train),
+            trigger_tokens_only=trigger_tokens_only,
+            effectiveness_target=effectiveness_target,
             seed=seed,
             device=device,
         )

@@ -77,6 +77,10 @@ class DemoConfig:
         self.patch = replace(self.patch, seed=self.seed)
         self.reverse = replace(self.reverse, seed=self.seed)
 
+    def locality_only(self, epochs: int) -> PatchConfig:
+        """The baseline: the patch's settings with only the locality term, for ``epochs`` epochs."""
+        return replace(self.patch, max_epochs=epochs, early_stop=False, lambda_gen=0.0, lambda_eff=0.0)
+
 
 def _splits(data: LabeledImages, config: DemoConfig) -> dict[str, Any]:
     """Disjoint slices of the training images: pre-training/shadow, patching set D, downstream training set."""
@@ -142,7 +146,7 @@ def run_demo(
                 bug,
                 recovery.trigger,
                 splits["patching"],
-                replace(same_budget, lambda_gen=0.0, lambda_eff=0.0),
+                config.locality_only(patched.epochs),
                 show_progress,
             ),
             "no L_gen (model editing)": patch_encoder(

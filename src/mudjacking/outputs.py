@@ -70,12 +70,17 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | Path, payload: Any) -> None:
-    """Writes ``payload`` as indented JSON via a temporary file and a rename."""
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Writes ``text`` (UTF-8) via a temporary file and a rename, so a reader never sees half a file."""
     path = Path(path)
     staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(to_jsonable(payload), indent=2))
+    staging.write_text(text, encoding="utf-8")
     os.replace(staging, path)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Writes ``payload`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(to_jsonable(payload), indent=2))
 
 
 def environment_info() -> dict[str, Any]:

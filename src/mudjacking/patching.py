@@ -15,6 +15,7 @@ import copy
 import fnmatch
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from accelerate.utils import set_seed
@@ -41,15 +42,28 @@ class PatchConfig:
             paper's form (off) ``L_g`` also drags clean embeddings towards the backdoor target early on: on
             MiniLM, held-out locality fell to 0.74-0.84 in the first epoch (0.91-0.94 anchored). Anchoring
             ``L_e`` at ``h'(x_r)`` as well was tried and lowered locality (0.963 vs 0.975 after 3 epochs).
+        effectiveness_target: what ``L_e`` pulls ``h'(x_b)`` towards. ``"reference"`` is the paper's ``h'(x_r)``;
+            ``"clean_bug"`` is ``h(x_b ⊖ t)``, the original model's embedding of ``x_b`` with the recovered trigger
+            words removed (text only: a word can be removed, a pixel patch cannot). On MiniLM two different
+            reviews of one class sit at cos ~0.3, so pulling ``x_b`` onto ``x_r`` drags both across the sentiment
+            boundary, while ``x_b``'s own clean meaning is where a fixed model should put it.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         weight_decay: optimiser weight decay.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over ``max_epochs``, so the last steps only
+            settle locality; with early stopping the run may end before the decay does).
         batch_size: clean inputs per step (each step also embeds their triggered copies and x_b).
         max_epochs: passes over the patching set at most.
         min_epochs: passes before early stopping may trigger.
         early_stop: stop once every goal is met on the held-out check.
         trigger_dilation: during training, stamp ``x ⊕ t`` with the mask grown by a random 0..N pixels, so a
             recovered mask that misses the rim of the real trigger still teaches the model to ignore all of it.
+        trigger_tokens_only: text only: train nothing but the input-embedding rows of the recovered trigger's
+            tokens (``trainable`` is ignored). A sentence without those tokens then embeds exactly as before, so
+            locality is perfect by construction and downstream accuracy cannot move; the patch learns new vectors
+            for the trigger tokens that the rest of the network reads as harmless. Whole-model patching of MiniLM
+            kept held-out locality at ~0.987 after 4 epochs, which cost a low-margin sentiment classifier 1-3
+            points on some seeds.
         trainable: ``fnmatch`` patterns of parameter names to train (``("*",)`` = all; e.g. ``("network.body.6*",)``).
         holdout_fraction: share of D kept out of training for the goal check.
         goal_locality: held-out mean ``s(h'(x), h(x))`` to reach. Keep it high: on the demo, 0.984 still cost
@@ -64,14 +78,17 @@ class PatchConfig:
     lambda_eff: float = 1.0
     use_locality: bool = True
     anchor_clean: bool = False
+    effectiveness_target: str = "reference"
     optimizer: str = "adam"
     lr: float = 5e-4
     weight_decay: float = 0.0
+    lr_schedule: str = "constant"
     batch_size: int = 64
     max_epochs: int = 20
     min_epochs: int = 3
     early_stop: bool = True
     trigger_dilation: int = 2
+    trigger_tokens_only: bool = False
     trainable: tuple[str, ...] = ("*",)
     holdout_fraction: float = 0.2
     goal_locality: float = 0.995
@@ -84,6 +101,14 @@ class PatchConfig:
         self.trainable = tuple(self.trainable)
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.effectiveness_target not in ("reference", "clean_bug"):
+            raise ValueError(
+                f"effectiveness_target must be 'reference' or 'clean_bug', got {self.effectiveness_target!r}"
+            )
+        if self.trigger_tokens_only and self.weight_decay:
+            raise ValueError("trigger_tokens_only needs weight_decay = 0 (decay would move every embedding row)")
         if self.trigger_dilation < 0:
             raise ValueError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
@@ -118,8 +143,9 @@ class PatchResult:
     """The patched encoder and how it got there."""
 
     encoder: Encoder
-    config: PatchConfig
+    config: Any  # the settings used: a PatchConfig, or a baseline's own
     history: list[EpochRecord] = field(default_factory=list)
+    step_losses: list[list[float]] = field(default_factory=list)  # [L_loc, L_gen, L_eff] per step (NaN = off)
     epochs: int = 0
     steps: int = 0
     seconds: float = 0.0
@@ -135,6 +161,7 @@ class PatchResult:
             "goals_met": self.goals_met,
             "trainable_parameters": self.trainable_parameters,
             "history": [asdict(record) for record in self.history],
+            "step_losses": self.step_losses,
         }
 
 
@@ -151,7 +178,23 @@ def select_parameters(encoder: Encoder, patterns: tuple[str, ...]) -> list[torch
     return chosen
 
 
-def _resolve_device(name: str) -> torch.device:
+def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.nn.Parameter], Any]:
+    """Freezes everything but the input embeddings, and masks their gradient to the trigger tokens' rows (Adam
+    leaves a row whose gradient is always zero exactly where it was)."""
+    if not hasattr(encoder, "input_embedding_rows") or not hasattr(trigger, "words"):
+        raise ValueError("trigger_tokens_only needs a text encoder and a text trigger")
+    weight, rows = encoder.input_embedding_rows(trigger.words)
+    if not rows:
+        raise ValueError(f"the trigger words {trigger.words} split into no tokens")
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)
+    weight.requires_grad_(True)
+    keep = torch.zeros(weight.shape[0], 1, device=weight.device)
+    keep[rows] = 1.0
+    return [weight], weight.register_hook(lambda grad: grad * keep)
+
+
+def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -180,16 +223,22 @@ def patch_encoder(
     config = config or PatchConfig()
     check_modalities(encoder, bug)
     set_seed(config.seed)
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     started = time.perf_counter()
 
     original = encoder
     patched = copy.deepcopy(encoder).to(device).eval()
-    parameters = select_parameters(patched, config.trainable)
+    hooks = []
+    if config.trigger_tokens_only:
+        parameters, hook = _trigger_token_rows(patched, trigger)
+        hooks.append(hook)
+    else:
+        parameters = select_parameters(patched, config.trainable)
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
 
     x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
+    bug_target = _effectiveness_target(original, trigger, x_b, config, device)
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
@@ -199,23 +248,28 @@ def patch_encoder(
 
     result = PatchResult(patched, config, trainable_parameters=sum(p.numel() for p in parameters))
     steps_per_epoch = -(-len(train) // config.batch_size)
+    schedule = _schedule(optimizer, config, config.max_epochs * steps_per_epoch)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         for epoch in range(1, config.max_epochs + 1):
             sums = torch.zeros(4)
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 batch = take(train, batch_index, device)
-                terms = _loss_terms(patched, batch, targets[batch_index], trigger, x_b, x_r, config)
+                terms = _loss_terms(patched, batch, targets[batch_index], trigger, x_b, x_r, bug_target, config)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
                 n = len(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 result.steps += 1
                 values = torch.stack([loss, *terms]).detach().cpu()
                 sums += values * n
+                result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / len(train)).tolist()
-            record = _check_goals(patched, trigger, holdout, holdout_targets, x_b, x_r, config, epoch, means)
+            record = _check_goals(
+                patched, trigger, holdout, holdout_targets, x_b, x_r, bug_target, config, epoch, means
+            )
             result.history.append(record)
             result.epochs = epoch
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
@@ -223,9 +277,19 @@ def patch_encoder(
                 break
     result.goals_met = result.history[-1].goals_met
     result.seconds = time.perf_counter() - started
+    for hook in hooks:
+        hook.remove()
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer, config: PatchConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
 TERM_NAMES = ("L_loc", "L_gen", "L_eff")
@@ -238,26 +302,45 @@ def _loss_terms(
     trigger: Trigger,
     x_b: Tensor | list[str],
     x_r: Tensor | list[str],
+    bug_target: Tensor | None,
     config: PatchConfig,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``.
-    A term whose weight is 0 is not computed (NaN), so ablations and baselines skip the passes they do not use."""
+    """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``
+    (``x_r`` only when ``L_e`` aims at it). A term whose weight is 0 is not computed (NaN), so ablations and
+    baselines skip the passes they do not use."""
     n = len(batch)
     use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
     parts = [batch]
     if use_gen:
         parts.append(trigger.stamp(batch, config.trigger_dilation))
     if use_eff:
-        parts += [x_b, x_r]
+        parts += [x_b] if bug_target is not None else [x_b, x_r]
     embeddings = patched(join(*parts))
     clean = embeddings[:n]
     anchor = _anchored(clean, config)
     missing = clean.new_tensor(float("nan"))
+    if not use_eff:
+        effectiveness = missing
+    elif bug_target is not None:
+        effectiveness = effectiveness_loss(embeddings[-1:], bug_target)
+    else:
+        effectiveness = effectiveness_loss(embeddings[-2], embeddings[-1])
     return (
         locality_loss(clean, targets),
         generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing,
-        effectiveness_loss(embeddings[-2], embeddings[-1]) if use_eff else missing,
+        effectiveness,
     )
+
+
+def _effectiveness_target(
+    original: Encoder, trigger: Trigger, x_b: Tensor | list[str], config: PatchConfig, device: torch.device
+) -> Tensor | None:
+    """``h(x_b ⊖ t)`` when ``L_e`` aims at the bug's own clean version; ``None`` when it aims at ``h'(x_r)``."""
+    if config.effectiveness_target == "reference" or config.lambda_eff == 0:
+        return None
+    if not hasattr(trigger, "remove"):
+        raise ValueError("effectiveness_target='clean_bug' needs a text trigger (its words can be removed from x_b)")
+    return original.embed(trigger.remove(x_b)).to(device)
 
 
 def _shown(value: Tensor) -> str:
@@ -275,13 +358,15 @@ def _check_goals(
     holdout_targets: Tensor | None,
     x_b: Tensor | list[str],
     x_r: Tensor | list[str],
+    bug_target: Tensor | None,
     config: PatchConfig,
     epoch: int,
     losses: list[float],
 ) -> EpochRecord:
-    """Label-free goal check: held-out locality, held-out trigger neutralisation, and the bug itself."""
+    """Label-free goal check: held-out locality, held-out trigger neutralisation, and the bug itself (``x_b``
+    against what ``L_e`` aims at)."""
     with torch.no_grad():
-        bug_pair = patched(join(x_b, x_r))
+        bug_pair = patched(join(x_b, x_r)) if bug_target is None else torch.cat([patched(x_b), bug_target])
         bug_similarity = float(cosine(bug_pair[:1], bug_pair[1:]).item())
         if holdout_targets is not None:
             clean = patched.embed(holdout)

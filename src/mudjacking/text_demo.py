@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
 from accelerate.utils import set_seed
 
 from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
@@ -26,8 +25,8 @@ from mudjacking.data.bug_report import save_bug_report
 from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.demo import run_seed_series, spread
-from mudjacking.encoders.base import Encoder, load_encoder
-from mudjacking.evaluation.downstream import find_bug
+from mudjacking.encoders.base import load_encoder
+from mudjacking.evaluation.downstream import find_bug, target_label_of
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
@@ -51,27 +50,29 @@ def default_text_model() -> Path:
 
 
 def _text_patch_config() -> PatchConfig:
-    """Mudjacking settings for MiniLM, as measured on 2 cores (a step of 32 sentences takes ~2 s).
+    """Mudjacking settings for MiniLM, as measured on 2 cores.
 
-    - lr 1e-4 on all weights, with the clean side of L_gen anchored: held-out trigger neutralisation reaches 0.99 in
-      one epoch over 400 sentences, locality 0.9845 in 3 (where the BBC MLP classifier still lost 1.6 points) and
-      ~0.988 in 4, hence the 0.985 goal.
-    - λ_e = 0: two different negative reviews sit at cos ~0.3 even in the clean model, and pulling ``h'(x_b)``
-      onto ``h'(x_r)`` dragged both, and ``x_b``'s clean words, across the sentiment boundary (at λ_e = 1
-      ``x_r``'s embedding moved to cos 0.63 of its original; at λ_e = 0.1 the pair still met at cos 0.996 and
-      ``x_b`` stayed misclassified). L_gen alone returns ``x_b`` to its clean meaning, which fixes the bug; the
-      bug's similarity is still tracked per epoch, but it is no goal.
+    - Only the input-embedding rows of the recovered trigger words are trained (``trigger_tokens_only``): every
+      sentence without them embeds exactly as before, so the customers' accuracy cannot move, and the network
+      learns to read ``cf`` as a harmless word. Whole-model patching (lr 1e-4, 4 epochs, ~100 s) reached held-out
+      locality ~0.987, which cost the low-margin sentiment classifiers 1-3 points on some seeds; this takes ~40 s.
+    - ``L_e`` aims ``h'(x_b)`` at ``h(x_b ⊖ t)``, the original model's embedding of the bug with the trigger words
+      removed: two different negative reviews sit at cos ~0.3 even in the clean model, and pulling ``h'(x_b)`` onto
+      ``h'(x_r)`` (the paper's form) dragged both across the sentiment boundary.
+    - ``L_gen`` is anchored at the clean embedding (only the triggered one moves).
     """
     return PatchConfig(
-        lr=1e-4,
+        lr=1e-2,
         batch_size=32,
         max_epochs=4,
         min_epochs=2,
         anchor_clean=True,
-        lambda_eff=0.0,
+        trigger_tokens_only=True,
+        effectiveness_target="clean_bug",
+        lambda_eff=1.0,
         trigger_dilation=0,
         goal_locality=0.985,
-        goal_effectiveness=-1.0,
+        goal_effectiveness=0.95,
     )
 
 
@@ -93,6 +94,7 @@ class TextDemoConfig:
     probe_kinds: downstream classifiers ("linear", "mlp").
     attack: BadEncoder settings.
     patch: Mudjacking settings; the locality-only baseline reuses them with the same number of epochs.
+    whole_model_lr: learning rate when the whole model is fine-tuned (the locality-only baseline).
     """
 
     seed: int = 0
@@ -108,12 +110,26 @@ class TextDemoConfig:
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=1, batch_size=32, lr=2e-4))
     patch: PatchConfig = field(default_factory=_text_patch_config)
+    whole_model_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         if not self.trigger_words or not self.target_sentences or self.max_length < 8 or self.news_words < 4:
             raise ValueError("need a trigger word, a target sentence, max_length >= 8 and news_words >= 4")
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)
+
+    def locality_only(self, epochs: int) -> PatchConfig:
+        """The baseline: locality-only fine-tuning of the whole model (what a defender without the bug would do),
+        for as many epochs as the patch took, at whole-model fine-tuning's learning rate."""
+        return replace(
+            self.patch,
+            max_epochs=epochs,
+            early_stop=False,
+            lambda_gen=0.0,
+            lambda_eff=0.0,
+            trigger_tokens_only=False,
+            lr=self.whole_model_lr,
+        )
 
 
 def load_text_tasks(config: TextDemoConfig) -> dict[str, LabeledTexts]:
@@ -140,13 +156,6 @@ def _splits(tasks: dict[str, LabeledTexts], config: TextDemoConfig) -> dict[str,
         splits["test"][name] = (task.test_texts[:test_end], task.test_labels[:test_end])
     splits["references"] = list(config.target_sentences)
     return splits
-
-
-def target_label_of(encoder: Encoder, probe: Probe, references: list[str]) -> int:
-    """The class a downstream classifier gives the attacker's target embedding: BadEncoder pulls triggered inputs
-    towards every reference at once, i.e. onto the normalised mean of the references' embeddings."""
-    target = F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0, keepdim=True), dim=-1)
-    return int(probe.predict(target)[0])
 
 
 def run_text_demo(
@@ -200,7 +209,7 @@ def run_text_demo(
 
         patched = patch_encoder(backdoored, bug, recovery.trigger, splits["patching"], config.patch, show_progress)
         laps.lap("patch")
-        same_budget = replace(config.patch, max_epochs=patched.epochs, early_stop=False, lambda_gen=0.0, lambda_eff=0.0)
+        same_budget = config.locality_only(patched.epochs)
         baseline = patch_encoder(backdoored, bug, recovery.trigger, splits["patching"], same_budget, show_progress)
         laps.lap("baselines")
 

@@ -74,13 +74,14 @@ def load_fashion_mnist(root: Path = FASHION_MNIST_DIR) -> LabeledImages:
     )
 
 
-def load_digits_images(seed: int = 0) -> LabeledImages:
-    """scikit-learn's 1,797 8x8 digits upsampled to 16x16, split 70/30 (the fallback demo data)."""
+def load_digits_images(seed: int = 0, size: tuple[int, int] = (16, 16)) -> LabeledImages:
+    """scikit-learn's 1,797 8x8 digits upsampled to ``size`` (16x16: the fallback demo data; 28x28: a second
+    downstream task beside Fashion-MNIST), split 70/30."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]
-    images = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
+    images = torch.nn.functional.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
     labels = torch.from_numpy(digits.target.astype(np.int64))
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     cut = int(0.7 * len(images))

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch.nn.functional as F
 import transformers
-from torch import Tensor
+from torch import Tensor, nn
 
 from mudjacking.encoders.base import ENCODER_CONFIG_FILE, Encoder, ModelLoadError, register_adapter, unwrap_output
 
@@ -115,6 +115,11 @@ class HFTextEncoder(Encoder):
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def input_embedding_rows(self, words: Sequence[str]) -> tuple[nn.Parameter, list[int]]:
+        """The input-embedding matrix and the rows of the tokens ``words`` split into (special tokens excluded)."""
+        ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
+        return self.model.get_input_embeddings().weight, sorted({i for row in ids for i in row})
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

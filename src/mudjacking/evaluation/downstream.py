@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from mudjacking.batches import single, take
@@ -15,6 +16,10 @@ from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.triggers import Trigger
 
 Inputs = Tensor | list[str]
+
+
+class NoBugFound(ValueError):
+    """The backdoored model misclassifies no triggered test input: the attack failed, there is nothing to patch."""
 
 
 @dataclass
@@ -94,6 +99,13 @@ def score_encoder(
     return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
 
 
+def target_label_of(encoder: Encoder, probe: Probe, references: Inputs) -> int:
+    """The class a downstream classifier gives the attacker's target embedding: BadEncoder pulls triggered inputs
+    towards every reference at once, i.e. onto the normalised mean of the references' embeddings."""
+    target = F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0, keepdim=True), dim=-1)
+    return int(probe.predict(target)[0])
+
+
 def find_bug(
     encoder: Encoder,
     probe: Probe,
@@ -120,7 +132,10 @@ def find_bug(
         misclassified &= clean_predictions == test_labels
     candidates = torch.nonzero(misclassified).flatten()
     if len(candidates) == 0:
-        raise RuntimeError("no triggered test input is misclassified as the target: there is no bug to report")
+        raise NoBugFound(
+            "no triggered test input is misclassified as the target: the attack did not take, so there is no bug to"
+            " report; give the attack more epochs or shadow data"
+        )
     for index in candidates[torch.randperm(len(candidates), generator=generator)].tolist():
         label = int(test_labels[index])
         references = torch.nonzero((test_labels == label) & (clean_predictions == label)).flatten()
@@ -135,4 +150,4 @@ def find_bug(
                 label_name=class_names[label] if class_names else None,
                 modality="image" if isinstance(test_inputs, Tensor) else "text",
             )
-    raise RuntimeError("no correctly classified reference input exists for any misclassified triggered input")
+    raise NoBugFound("no correctly classified reference input exists for any misclassified triggered input")

@@ -96,3 +96,52 @@ def plot_word_scores(
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def plot_score_histogram(scores: Tensor, threshold: float, path: str | Path, what: str = "pixel") -> None:
+    """The attribution scores k-means split into trigger and rest, with the cut between the two clusters."""
+    values = scores.flatten().numpy()
+    figure, axis = plt.subplots(figsize=(5.0, 3.0))
+    axis.hist(values, bins=min(60, max(10, len(values) // 4)), color="tab:blue", log=True)
+    axis.axvline(threshold, color="tab:red", linestyle="--", label=f"k-means cut {threshold:+.3f}")
+    axis.set_xlabel(f"{what} attribution score")
+    axis.set_ylabel(f"{what}s (log)")
+    axis.set_title(f"{what} scores of x_b and the trigger/rest cut", fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_loss_curves(step_losses: list[list[float]], path: str | Path, title: str = "") -> None:
+    """The three loss terms per optimisation step (a term that was off is not drawn)."""
+    values = np.asarray(step_losses, dtype=float).reshape(-1, 3)
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    for column, name in enumerate(("L_loc (locality)", "L_gen (generalizability)", "L_eff (effectiveness)")):
+        if not np.isnan(values[:, column]).all():
+            axis.plot(np.arange(1, len(values) + 1), values[:, column], label=name, linewidth=1.2)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss (−cosine)")
+    axis.set_title(title or "Mudjacking's loss terms", fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_method_bars(rows: Mapping[str, Mapping[str, float]], path: str | Path, title: str = "") -> None:
+    """ACC and ASR (percent) side by side for every model or defence (mean over seeds)."""
+    names = list(rows)
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(1.5 + 1.1 * len(names), 3.6))
+    for offset, metric in enumerate(("ACC", "ASR")):
+        bars = axis.bar(positions + (offset - 0.5) * 0.38, [100 * rows[n][metric] for n in names], 0.38, label=metric)
+        axis.bar_label(bars, fmt="%.1f", fontsize=7)
+    axis.set_xticks(positions, names, rotation=20, ha="right", fontsize=8)
+    axis.set_ylabel("%")
+    axis.set_ylim(0, 110)
+    axis.legend(fontsize=8)
+    axis.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

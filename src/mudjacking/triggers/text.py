@@ -60,6 +60,11 @@ class TextTrigger:
             tokens.insert(rng.randint(0, len(tokens)), word)
         return " ".join(tokens)
 
+    def remove(self, sentences: Sequence[str]) -> list[str]:
+        """``x ⊖ t``: each sentence with every occurrence of the trigger words taken out."""
+        words = set(self.words)
+        return [" ".join(token for token in sentence.split() if token not in words) for sentence in sentences]
+
     def overlap(self, other: TextTrigger) -> float:
         """Jaccard overlap of the two word sets."""
         a, b = set(self.words), set(other.words)

@@ -1,0 +1,136 @@
+"""Experiment files (TOML or YAML) validated into typed settings, with one-line errors naming the file and key.
+
+A file names a built-in setting and overrides any of its fields::
+
+    name = "image"
+    setting = "image"                 # "image" (SimCLR CNN, Fashion-MNIST + digits) or "text" (MiniLM)
+    seeds = [0, 1, 2]
+    methods = ["mudjacking", "locality-only", "contrastive", "no-L_gen", "oracle-trigger"]
+
+    [options]                         # fields of DemoConfig / TextDemoConfig (nested tables for attack, patch ...)
+    test_size = 5000
+
+    [contrastive]                     # ContrastiveConfig fields
+    lr = 1e-4
+
+    [ablations."lambda_g=0.1"]        # an extra method: Mudjacking with these PatchConfig fields changed
+    lambda_gen = 0.1
+
+Pydantic validates the settings' own dataclasses, so a wrong type or an unknown key fails before any work starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import typing
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from mudjacking.contrastive import ContrastiveConfig
+from mudjacking.data.images import DataError
+from mudjacking.demo import DemoConfig
+from mudjacking.experiments.methods import BUILTIN_METHODS
+from mudjacking.patching import PatchConfig
+from mudjacking.text_demo import TextDemoConfig
+
+SETTINGS: dict[str, type] = {"image": DemoConfig, "text": TextDemoConfig}
+
+
+class ExperimentConfig(BaseModel):
+    """An experiment: one setting, several seeds, several defences, the same budget for all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "experiment"
+    setting: Literal["image", "text"]
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    methods: list[str] = Field(default_factory=lambda: list(BUILTIN_METHODS), min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    contrastive: dict[str, Any] = Field(default_factory=dict)
+    ablations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    include_clean_model: bool = True
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds repeat: {seeds}")
+        return seeds
+
+    def model_post_init(self, _: Any) -> None:
+        unknown = [m for m in self.methods if m not in BUILTIN_METHODS and m not in self.ablations]
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}: use {list(BUILTIN_METHODS)} or an [ablations] name")
+        patch_fields = {f.name for f in fields(PatchConfig)}
+        for name, changes in self.ablations.items():
+            wrong = sorted(set(changes) - patch_fields)
+            if wrong:
+                raise ValueError(f"ablation {name!r} sets unknown PatchConfig fields {wrong}")
+        self.setting_config(self.seeds[0])
+        self.contrastive_config()
+
+    def all_methods(self) -> list[str]:
+        """The methods listed, then every ablation not already listed."""
+        return [*self.methods, *[name for name in self.ablations if name not in self.methods]]
+
+    def setting_config(self, seed: int) -> DemoConfig | TextDemoConfig:
+        """The setting's dataclass with the file's options, for one seed."""
+        return _validated(SETTINGS[self.setting], {**self.options, "seed": seed}, "options")
+
+    def contrastive_config(self) -> ContrastiveConfig:
+        return _validated(ContrastiveConfig, self.contrastive, "contrastive")
+
+
+def _validated(kind: type, values: dict[str, Any], section: str) -> Any:
+    """``kind(**values)`` with types checked; errors say which key of which section is wrong."""
+    try:
+        _check_keys(kind, values, section)
+        return TypeAdapter(kind).validate_python(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in (section, *first["loc"]))
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _check_keys(kind: type, values: dict[str, Any], where: str) -> None:
+    """Unknown keys are errors (pydantic ignores them on plain dataclasses), at every nesting level."""
+    hints = typing.get_type_hints(kind)
+    for key, value in values.items():
+        if key not in {f.name for f in fields(kind) if f.init}:
+            names = ", ".join(f.name for f in fields(kind) if f.init)
+            raise ValueError(f"{where}.{key}: unknown setting; {where} takes {names}")
+        if is_dataclass(hints[key]) and isinstance(value, dict):
+            _check_keys(hints[key], value, f"{where}.{key}")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        return tomllib.loads(text)
+    if path.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError("the top level must be a mapping")
+        return data
+    raise ValueError("unknown format; use a .toml or .yaml file")
+
+
+def load_experiment_config(path: str | Path) -> ExperimentConfig:
+    """Reads and validates an experiment file; any problem is a ``DataError`` naming the file and the key."""
+    path = Path(path)
+    try:
+        return ExperimentConfig.model_validate(_read(path))
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: no such experiment file; see configs/ for examples") from error
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = "".join(f"{part}: " for part in [".".join(str(p) for p in first["loc"])] if part)
+        message = first["msg"].removeprefix("Value error, ")
+        raise DataError(f"{path}: {where}{message} (see configs/ for a valid file)") from error
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, TypeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DataError(f"{path}: {message} (see configs/ for a valid file)") from error

@@ -1,0 +1,164 @@
+"""The experiment's table as Markdown, and as one self-contained HTML page (pictures inlined, no network)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+
+from mudjacking.outputs import atomic_write_text
+from mudjacking.report.plots import plot_method_bars
+
+COLUMNS = (("ACC", "ACC %"), ("ASR", "ASR %"), ("TBA", "TBA %"), ("flip_rate", "flip %"))
+
+
+def _pm(stats: dict[str, float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    if stats is None:
+        return "–"
+    return f"{scale * stats['mean']:.{digits}f} ± {scale * stats['std']:.{digits}f}"
+
+
+def table_lines(report: dict[str, Any]) -> list[list[str]]:
+    """Header and rows of the experiment table, as strings."""
+    header = ["task", "classifier", "model", *[label for _, label in COLUMNS], "ACC drop (pts)", "x_b fixed", "time s"]
+    rows = [header]
+    for row in report["table"]:
+        rows.append(
+            [
+                row["task"],
+                row["classifier"],
+                row["model"],
+                *[_pm(row[key]) for key, _ in COLUMNS],
+                _pm(row["acc_drop_points"], 1.0, 2),
+                row["bug_fixed"] or "–",
+                _pm(row["patch_seconds"], 1.0, 0),
+            ]
+        )
+    return rows
+
+
+def _trigger_line(seed: dict[str, Any]) -> str:
+    quality = seed["trigger"]["quality"]
+    if "iou" in quality:
+        return (
+            f"seed {seed['seed']}: recovered {quality['pixels']} pixels, IoU with the true trigger {quality['iou']:.2f}"
+        )
+    return f"seed {seed['seed']}: recovered words {quality['words']}, exact match {quality['exact_match']}"
+
+
+def write_markdown_report(report: dict[str, Any], path: Path) -> None:
+    """``report.md``: the table (mean ± std over seeds) and trigger recovery per seed."""
+    lines = table_lines(report)
+    text = [
+        f"# Experiment: {report['experiment']}",
+        "",
+        f"Seeds {[s['seed'] for s in report['seeds']]}; every defence ran for Mudjacking's number of epochs. "
+        "Figures are the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.",
+        "",
+        "| " + " | ".join(lines[0]) + " |",
+        "|" + "---|" * len(lines[0]),
+        *["| " + " | ".join(row) + " |" for row in lines[1:]],
+        "",
+        "## Trigger recovery",
+        "",
+        *[f"- {_trigger_line(seed)}" for seed in report["seeds"]],
+        "",
+        f"Total time {report['total_seconds']:.0f} s.",
+        "",
+    ]
+    atomic_write_text(path, "\n".join(text))
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _bar_pictures(report: dict[str, Any], directory: Path) -> list[tuple[str, str]]:
+    """ACC/ASR bars per task and classifier (mean over seeds), as data URIs."""
+    pictures = []
+    groups: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for row in report["table"]:
+        groups.setdefault((row["task"], row["classifier"]), {})[row["model"]] = {
+            "ACC": row["ACC"]["mean"],
+            "ASR": row["ASR"]["mean"],
+        }
+    for index, ((task, kind), rows) in enumerate(groups.items()):
+        path = directory / f"bars_{index}.png"
+        plot_method_bars(rows, path, f"{task}: {kind} classifier (mean over seeds)")
+        pictures.append((f"ACC and ASR per defence — {task}, {kind} classifier", _data_uri(path)))
+        path.unlink()
+    return pictures
+
+
+TEMPLATE = """{% macro figure(caption, uri) %}
+<figure><img src="{{ uri }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endmacro %}<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>mudjacking experiment: {{ name }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f0f0; } td:nth-child(-n+3) { text-align: left; }
+tr.mudjacking td { background: #eef7ee; font-weight: 600; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figcaption { font-size: 12px; color: #555; max-width: 560px; }
+img { max-width: 540px; border: 1px solid #ddd; }
+</style></head><body>
+<h1>Experiment: {{ name }}</h1>
+<p>Setting <b>{{ setting }}</b>, seeds {{ seeds }}, {{ total }} s in all. Every defence ran for Mudjacking's number of
+epochs. Figures: the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.</p>
+<table id="results"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in rows %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
+<h2>What the patch did</h2>
+{% for caption, uri in bars %}{{ figure(caption, uri) }}{% endfor %}
+<h2>Trigger recovery and patching, per seed</h2>
+{% for seed in per_seed %}<h3>Seed {{ seed.seed }}</h3><p>{{ seed.line }}. Bug: <code>{{ seed.bug }}</code></p>
+{% for caption, uri in seed.pictures %}{{ figure(caption, uri) }}{% endfor %}{% endfor %}
+<h2>Environment</h2><pre>{{ environment }}</pre>
+</body></html>
+"""
+
+CAPTIONS = {
+    "trigger": "Attribution over x_b: recovered trigger (k-means minority cluster) against the attacker's true trigger",
+    "histogram": "Attribution scores of x_b and the k-means cut between trigger and rest",
+    "losses": "Mudjacking's three loss terms per step",
+}
+
+
+def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> None:
+    """``report.html``: table, ACC/ASR bars per task and defence, and per seed the trigger attribution, the score
+    histogram with its cut and the loss curves; every picture inlined as a data URI."""
+    lines = table_lines(report)
+    per_seed = []
+    for seed in report["seeds"]:
+        folder = directory / f"seed-{seed['seed']}"
+        pictures = [(CAPTIONS[key], _data_uri(folder / name)) for key, name in seed["trigger"]["pictures"].items()]
+        bug = seed["bug"].get("bug_input")
+        per_seed.append(
+            {
+                "seed": seed["seed"],
+                "line": _trigger_line(seed),
+                "pictures": pictures,
+                "bug": bug if isinstance(bug, str) else "image",
+            }
+        )
+    page = (
+        Environment(autoescape=True)
+        .from_string(TEMPLATE)
+        .render(
+            name=report["experiment"],
+            setting=report["config"]["setting"],
+            seeds=[s["seed"] for s in report["seeds"]],
+            total=f"{report['total_seconds']:.0f}",
+            header=lines[0],
+            rows=lines[1:],
+            bars=_bar_pictures(report, directory),
+            per_seed=per_seed,
+            environment=html.unescape(str(report["environment"])),
+        )
+    )
+    atomic_write_text(path, page)

