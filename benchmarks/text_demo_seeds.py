@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 import torch
+import transformers
 
 from mudjacking.text_demo import TextDemoConfig, aggregate_text_seeds, run_text_demo_seeds
 
@@ -18,6 +19,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/demo-text-seeds")
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
+    transformers.utils.logging.disable_progress_bar()  # our own progress only
     if args.threads:
         torch.set_num_threads(args.threads)
     reports = run_text_demo_seeds([TextDemoConfig(seed=seed) for seed in args.seeds], args.out, show_progress=False)
@@ -35,7 +37,8 @@ def main() -> None:
                     f"ASR {100 * s['asr_before']:.1f}->{100 * s['asr_after']:.1f} (without trigger "
                     f"{100 * s['asr_without_trigger_after']:.1f}, clean model "
                     f"{100 * s['asr_clean_model']:.1f}, locality-only {100 * s['baseline_asr']:.1f})  "
-                    f"flip {100 * s['flip_rate_before']:.1f}->{100 * s['flip_rate_after']:.1f}  fixed={s['bug_fixed']}"
+                    f"flip {100 * s['flip_rate_before']:.1f}->{100 * s['flip_rate_after']:.1f} "
+                    f"(control word {100 * (s['control_word_flip_rate_after'] or 0):.1f})  fixed={s['bug_fixed']}"
                 )
     if len(reports) > 1:
         aggregate = aggregate_text_seeds(reports)
@@ -43,7 +46,13 @@ def main() -> None:
             if not isinstance(per_kind, dict) or "mean" in per_kind:
                 continue
             for kind, row in per_kind.items():
-                for key in ("asr_after", "flip_rate_after", "acc_drop_points", "baseline_asr"):
+                for key in (
+                    "asr_after",
+                    "flip_rate_after",
+                    "control_word_flip_rate_after",
+                    "acc_drop_points",
+                    "baseline_asr",
+                ):
                     stats = row[key]
                     print(
                         f"{task:24s} {kind:6s} {key:16s} mean {stats['mean']:.4f} "

@@ -144,7 +144,18 @@ def _print_text_demo(report: dict) -> None:
     caption = f"trigger: recovered {trigger['words']}, inserted {trigger['true_words']}"
     for task, per_kind in report["scores"].items():
         for kind in report["config"]["probe_kinds"]:
-            table = Table(title=f"text demo, seed {report['seed']}: {task}, {kind} classifier", caption=caption)
+            row = report["summary"][task][kind]
+            control = row.get("control_word_flip_rate_after")
+            note = (
+                ""
+                if control is None
+                else (
+                    f"\ninserting the ordinary word {report['config']['control_word']!r} instead flips {100 * control:.1f}%"
+                    " after the patch"
+                )
+            )
+            title = f"text demo, seed {report['seed']}: {task}, {kind} classifier"
+            table = Table(title=title, caption=caption + note)
             for column in ("model", "ACC", "ASR", "ASR w/o trigger", "flip rate", "x_b fixed"):
                 table.add_column(column, justify="left" if column == "model" else "right")
             for name, entry in per_kind[kind].items():

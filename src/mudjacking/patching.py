@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -207,6 +208,7 @@ def patch_encoder(
     patching_set: Tensor | list[str],
     config: PatchConfig | None = None,
     show_progress: bool = True,
+    on_epoch: Callable[[EpochRecord, Encoder], None] | None = None,
 ) -> PatchResult:
     """Patches a copy of ``encoder`` so that ``bug`` is fixed and ``trigger`` no longer moves embeddings.
 
@@ -216,6 +218,8 @@ def patch_encoder(
         trigger: the (reverse-engineered) trigger ``t`` for ``x ⊕ t``.
         patching_set: clean, unlabeled inputs D: images ``[N, C, H, W]`` or sentences.
         config: optimisation settings and goals.
+        on_epoch: called after each epoch's goal check with its record and the model so far (e.g. to score it
+            downstream and trace quality against time); its time counts in ``seconds``.
 
     Returns:
         the patched copy ``h'`` with its per-epoch history.
@@ -272,6 +276,8 @@ def patch_encoder(
             )
             result.history.append(record)
             result.epochs = epoch
+            if on_epoch is not None:
+                on_epoch(record, patched)
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
                 advance(steps=(config.max_epochs - epoch) * steps_per_epoch, info="goals met: stopped early")
                 break

@@ -25,8 +25,8 @@ from mudjacking.data.bug_report import save_bug_report
 from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.demo import run_seed_series, spread
-from mudjacking.encoders.base import load_encoder
-from mudjacking.evaluation.downstream import find_bug, target_label_of
+from mudjacking.encoders.base import Encoder, load_encoder
+from mudjacking.evaluation.downstream import embed_task, find_bug, score_probe, target_label_of
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
@@ -55,23 +55,27 @@ def _text_patch_config() -> PatchConfig:
     - Only the input-embedding rows of the recovered trigger words are trained (``trigger_tokens_only``): every
       sentence without them embeds exactly as before, so the customers' accuracy cannot move, and the network
       learns to read ``cf`` as a harmless word. Whole-model patching (lr 1e-4, 4 epochs, ~100 s) reached held-out
-      locality ~0.987, which cost the low-margin sentiment classifiers 1-3 points on some seeds; this takes ~40 s.
+      locality ~0.987, which cost the low-margin sentiment classifiers 1-3 points on some seeds; this takes ~50 s.
+    - 4 epochs at lr 3e-2: after 2 epochs at 1e-2 (held-out neutralisation 0.996) the trigger still flipped 8% of
+      seed 2's correctly classified negative reviews under the MLP; after 4 at 3e-2 (0.998), 5.7%, where inserting
+      an ordinary word ("the", "film") flips 5-10% (the control-word flip rate the report shows).
     - ``L_e`` aims ``h'(x_b)`` at ``h(x_b ⊖ t)``, the original model's embedding of the bug with the trigger words
       removed: two different negative reviews sit at cos ~0.3 even in the clean model, and pulling ``h'(x_b)`` onto
       ``h'(x_r)`` (the paper's form) dragged both across the sentiment boundary.
     - ``L_gen`` is anchored at the clean embedding (only the triggered one moves).
     """
     return PatchConfig(
-        lr=1e-2,
+        lr=3e-2,
         batch_size=32,
         max_epochs=4,
-        min_epochs=2,
+        min_epochs=4,
         anchor_clean=True,
         trigger_tokens_only=True,
         effectiveness_target="clean_bug",
         lambda_eff=1.0,
         trigger_dilation=0,
         goal_locality=0.985,
+        goal_generalizability=0.995,
         goal_effectiveness=0.95,
     )
 
@@ -95,6 +99,8 @@ class TextDemoConfig:
     attack: BadEncoder settings.
     patch: Mudjacking settings; the locality-only baseline reuses them with the same number of epochs.
     whole_model_lr: learning rate when the whole model is fine-tuned (the locality-only baseline).
+    control_word: an ordinary word inserted like the trigger, to show how often inserting *any* word flips a
+        prediction (the floor a removed trigger's flip rate can reach: 3-10% on the short sentiment snippets).
     """
 
     seed: int = 0
@@ -111,6 +117,7 @@ class TextDemoConfig:
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=1, batch_size=32, lr=2e-4))
     patch: PatchConfig = field(default_factory=_text_patch_config)
     whole_model_lr: float = 1e-4
+    control_word: str = "the"
 
     def __post_init__(self) -> None:
         if not self.trigger_words or not self.target_sentences or self.max_length < 8 or self.news_words < 4:
@@ -235,6 +242,13 @@ def run_text_demo(
             )
             for name in tasks
         }
+        control = control_flip_rates(
+            {"backdoored": backdoored, "mudjacking": patched.encoder},
+            splits["test"],
+            TextTrigger([config.control_word], seed=config.seed),
+            deployed,
+            targets,
+        )
         laps.lap("evaluate")
 
         (staging / "backdoored_model").mkdir()
@@ -260,7 +274,7 @@ def run_text_demo(
             "tasks": {name: {"target_labels": targets[name], "classes": tasks[name].class_names} for name in tasks},
             "seed": config.seed,
             "config": asdict(config),
-            "summary": summarise_text(scores, trigger_summary, config.probe_kinds),
+            "summary": summarise_text(scores, trigger_summary, config.probe_kinds, control),
             "bug": bug.summary(),
             "trigger": trigger_summary,
             "attack": attack.summary(),
@@ -274,7 +288,30 @@ def run_text_demo(
     return report
 
 
-def summarise_text(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds: tuple[str, ...]) -> dict[str, Any]:
+def control_flip_rates(
+    models: dict[str, Encoder],
+    tests: dict[str, tuple[list[str], Any]],
+    control: TextTrigger,
+    probes: dict[str, dict[str, Probe]],
+    targets: dict[str, dict[str, int]],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Flip rate when an ordinary word is inserted instead of the trigger, per model, task and classifier."""
+    rates: dict[str, dict[str, dict[str, float]]] = {}
+    for model_name, encoder in models.items():
+        for task, (texts, labels) in tests.items():
+            embedded = embed_task(encoder, None, texts, control)
+            for kind, probe in probes[task].items():
+                scores = score_probe(probe, embedded, labels, targets[task][kind])
+                rates.setdefault(model_name, {}).setdefault(task, {})[kind] = scores.flip_rate
+    return rates
+
+
+def summarise_text(
+    scores: dict[str, Any],
+    trigger: dict[str, Any],
+    probe_kinds: tuple[str, ...],
+    control: dict[str, dict[str, dict[str, float]]] | None = None,
+) -> dict[str, Any]:
     """Headline figures per task and classifier: the deployed classifier before (backdoored) and after (patched)."""
     summary: dict[str, Any] = {"trigger_exact_match": trigger["exact_match"]}
     for task, per_kind in scores.items():
@@ -291,6 +328,8 @@ def summarise_text(scores: dict[str, Any], trigger: dict[str, Any], probe_kinds:
                 "asr_without_trigger_after": after["clean_target_rate"],
                 "flip_rate_before": before["flip_rate"],
                 "flip_rate_after": after["flip_rate"],
+                "control_word_flip_rate_after": None if control is None else control["mudjacking"][task][kind],
+                "control_word_flip_rate_before": None if control is None else control["backdoored"][task][kind],
                 "bug_fixed": after["bug_fixed"],
                 "baseline_asr": rows["locality-only fine-tuning"]["deployed"]["attack_success_rate"],
                 "baseline_flip_rate": rows["locality-only fine-tuning"]["deployed"]["flip_rate"],
