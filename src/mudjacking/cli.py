@@ -150,8 +150,8 @@ def _print_text_demo(report: dict) -> None:
                 ""
                 if control is None
                 else (
-                    f"\ninserting the ordinary word {report['config']['control_word']!r} instead flips {100 * control:.1f}%"
-                    " after the patch"
+                    f"\ninserting the ordinary word {report['config']['control_word']!r} instead flips"
+                    f" {100 * control:.1f}% after the patch"
                 )
             )
             title = f"text demo, seed {report['seed']}: {task}, {kind} classifier"
