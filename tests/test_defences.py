@@ -59,3 +59,11 @@ def test_trigger_tokens_only_needs_a_text_model(backdoored):
 def test_bad_patch_options_are_refused(options):
     with pytest.raises(ValueError):
         PatchConfig(**options)
+
+
+def test_a_spent_time_budget_stops_the_patch(backdoored):
+    config = PatchConfig(max_epochs=5, max_seconds=1e-9)
+    result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:64], config)
+    assert result.steps == 0 and result.epochs == 1
+    tuned = contrastive_finetune(backdoored.encoder, backdoored.patching_set[:64], ContrastiveConfig(max_seconds=1e-9))
+    assert tuned.steps == 0

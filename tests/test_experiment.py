@@ -118,8 +118,11 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     assert backdoored["acc_drop_points"] == {"mean": 0.0, "std": 0.0}
     for seed in report["seeds"]:
         defences = seed["defences"]
-        epochs = defences["mudjacking"]["epochs"]
-        assert all(d["epochs"] == epochs for d in defences.values())  # the same budget for every defence
+        epochs, seconds = defences["mudjacking"]["epochs"], defences["mudjacking"]["seconds"]
+        for name, defence in defences.items():  # Mudjacking's budget for every defence: its epochs and seconds
+            assert defence["epochs"] <= epochs
+            if name != "mudjacking":
+                assert defence["config"]["max_seconds"] == pytest.approx(seconds, abs=1e-3)
         assert seed["trigger"]["quality"]["words"]
         assert {"trigger_heatmap.png", "word_scores.png"} & {p.name for p in (out / f"seed-{seed['seed']}").iterdir()}
     assert report["config"]["setting"] == "text" and "python" in report["environment"]

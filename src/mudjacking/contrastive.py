@@ -28,6 +28,7 @@ from mudjacking.progress import progress_bar
 class ContrastiveConfig:
     """Args:
     epochs: passes over the patching set (the experiments give it Mudjacking's epoch count).
+    max_seconds: wall-clock budget (0 = none); no step starts after it is spent (experiments: Mudjacking's time).
     batch_size: inputs per step (two views each).
     lr: Adam learning rate.
     temperature: NT-Xent temperature.
@@ -38,6 +39,7 @@ class ContrastiveConfig:
     """
 
     epochs: int = 3
+    max_seconds: float = 0.0
     batch_size: int = 64
     lr: float = 1e-4
     temperature: float = 0.2
@@ -83,6 +85,8 @@ def contrastive_finetune(
     with progress_bar(config.epochs * steps_per_epoch, "contrastive fine-tuning", enabled=show_progress) as advance:
         for epoch in range(1, config.epochs + 1):
             for index in torch.randperm(len(patching_set), generator=generator).split(config.batch_size):
+                if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+                    break
                 if len(index) < 2:
                     continue
                 batch = take(patching_set, index, torch.device("cpu"))
@@ -98,5 +102,7 @@ def contrastive_finetune(
                 result.steps += 1
                 advance(info=f"NT-Xent {loss.item():.3f}")
             result.epochs = epoch
+            if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+                break
     result.seconds = time.perf_counter() - started
     return result

@@ -55,6 +55,9 @@ class PatchConfig:
             settle locality; with early stopping the run may end before the decay does).
         batch_size: clean inputs per step (each step also embeds their triggered copies and x_b).
         max_epochs: passes over the patching set at most.
+        max_seconds: wall-clock budget (0 = none): no step starts after it is spent; the epoch under way is
+            checked and the patch ends. Experiments give baselines Mudjacking's time, so a slower method
+            (whole-model fine-tuning beside a patch of a few embedding rows) gets fewer steps, not more time.
         min_epochs: passes before early stopping may trigger.
         early_stop: stop once every goal is met on the held-out check.
         trigger_dilation: during training, stamp ``x ⊕ t`` with the mask grown by a random 0..N pixels, so a
@@ -86,6 +89,7 @@ class PatchConfig:
     lr_schedule: str = "constant"
     batch_size: int = 64
     max_epochs: int = 20
+    max_seconds: float = 0.0
     min_epochs: int = 3
     early_stop: bool = True
     trigger_dilation: int = 2
@@ -255,8 +259,10 @@ def patch_encoder(
     schedule = _schedule(optimizer, config, config.max_epochs * steps_per_epoch)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         for epoch in range(1, config.max_epochs + 1):
-            sums = torch.zeros(4)
+            sums, seen = torch.zeros(4), 0
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
+                if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+                    break
                 batch = take(train, batch_index, device)
                 terms = _loss_terms(patched, batch, targets[batch_index], trigger, x_b, x_r, bug_target, config)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
@@ -268,9 +274,10 @@ def patch_encoder(
                 result.steps += 1
                 values = torch.stack([loss, *terms]).detach().cpu()
                 sums += values * n
+                seen += n
                 result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
-            means = (sums / len(train)).tolist()
+            means = (sums / max(seen, 1)).tolist()
             record = _check_goals(
                 patched, trigger, holdout, holdout_targets, x_b, x_r, bug_target, config, epoch, means
             )
@@ -280,6 +287,9 @@ def patch_encoder(
                 on_epoch(record, patched)
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
                 advance(steps=(config.max_epochs - epoch) * steps_per_epoch, info="goals met: stopped early")
+                break
+            if seen < len(train):
+                advance(steps=(config.max_epochs - epoch + 1) * steps_per_epoch, info="time budget spent")
                 break
     result.goals_met = result.history[-1].goals_met
     result.seconds = time.perf_counter() - started

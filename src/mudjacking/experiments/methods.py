@@ -7,7 +7,8 @@
 - ``oracle-trigger``: Mudjacking given the attacker's true trigger (an upper bound on trigger recovery).
 - any ablation named in the config: Mudjacking with some settings changed (a loss term off, another λ).
 
-Every baseline runs for Mudjacking's number of epochs with early stopping off: the same budget.
+Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
+(early stopping off). A whole-model baseline beside a patch of a few embedding rows thus gets the same seconds.
 """
 
 from __future__ import annotations
@@ -44,18 +45,19 @@ def run_methods(
     results = {"mudjacking": _patch(scenario, recovered, patch, show_progress)}
     if on_done:
         on_done("mudjacking", results["mudjacking"])
-    budget = replace(patch, max_epochs=results["mudjacking"].epochs, early_stop=False)
+    epochs, seconds = results["mudjacking"].epochs, results["mudjacking"].seconds
+    budget = replace(patch, max_epochs=epochs, early_stop=False, max_seconds=seconds)
     for name in methods:
         if name == "mudjacking":
             continue
         if name == "locality-only":
-            result = _patch(scenario, recovered, locality_only(budget.max_epochs), show_progress)
+            result = _patch(scenario, recovered, replace(locality_only(epochs), max_seconds=seconds), show_progress)
         elif name == "no-L_gen":
             result = _patch(scenario, recovered, replace(budget, lambda_gen=0.0), show_progress)
         elif name == "oracle-trigger":
             result = _patch(scenario, scenario.true_trigger, budget, show_progress)
         elif name == "contrastive":
-            settings = replace(contrastive, epochs=budget.max_epochs, seed=patch.seed, device=patch.device)
+            settings = replace(contrastive, epochs=epochs, max_seconds=seconds, seed=patch.seed, device=patch.device)
             result = contrastive_finetune(scenario.backdoored, scenario.patching_set, settings, show_progress)
         else:
             result = _patch(scenario, recovered, replace(budget, **ablations[name]), show_progress)

@@ -55,7 +55,8 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
     text = [
         f"# Experiment: {report['experiment']}",
         "",
-        f"Seeds {[s['seed'] for s in report['seeds']]}; every defence ran for Mudjacking's number of epochs. "
+        f"Seeds {[s['seed'] for s in report['seeds']]}; every defence had Mudjacking's budget (its epochs and seconds, "
+        "whichever ended first). "
         "Figures are the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.",
         "",
         "| " + " | ".join(lines[0]) + " |",
@@ -108,8 +109,9 @@ figcaption { font-size: 12px; color: #555; max-width: 560px; }
 img { max-width: 540px; border: 1px solid #ddd; }
 </style></head><body>
 <h1>Experiment: {{ name }}</h1>
-<p>Setting <b>{{ setting }}</b>, seeds {{ seeds }}, {{ total }} s in all. Every defence ran for Mudjacking's number of
-epochs. Figures: the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.</p>
+<p>Setting <b>{{ setting }}</b>, seeds {{ seeds }}, {{ total }} s in all. Every defence had Mudjacking's budget
+(its epochs and seconds, whichever ended first). Figures: the customers' deployed classifiers (trained on the
+backdoored model), mean ± std over seeds.</p>
 <table id="results"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in rows %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
