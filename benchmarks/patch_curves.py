@@ -66,11 +66,13 @@ def main() -> None:
     for recipe, (config, every) in recipes.items():
         print(f"\n{recipe}:")
         print(f"{'epoch':>5} {'seconds':>8} {'ACC':>6} {'ASR':>6} {'locality':>8} goals")
-        scoring = [0.0]
+        scoring, first_met = [0.0], [True]
         started = time.perf_counter()
 
-        def trace(record, model, every=every, config=config, scoring=scoring, started=started) -> None:
-            if record.epoch % every and record.epoch != config.max_epochs and not record.goals_met:
+        def trace(record, model, every=every, config=config, scoring=scoring, started=started, first=first_met) -> None:
+            newly_met = record.goals_met and first[0]
+            first[0] = first[0] and not record.goals_met
+            if record.epoch % every and record.epoch != config.max_epochs and not newly_met:
                 return
             scoring_started = time.perf_counter()
             acc, asr = score(model)
