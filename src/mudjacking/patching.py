@@ -236,10 +236,9 @@ def patch_encoder(
 
     original = encoder
     patched = copy.deepcopy(encoder).to(device).eval()
-    hooks = []
+    mask_hook = None
     if config.trigger_tokens_only:
-        parameters, hook = _trigger_token_rows(patched, trigger)
-        hooks.append(hook)
+        parameters, mask_hook = _trigger_token_rows(patched, trigger)
     else:
         parameters = select_parameters(patched, config.trainable)
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
@@ -293,8 +292,8 @@ def patch_encoder(
                 break
     result.goals_met = result.history[-1].goals_met
     result.seconds = time.perf_counter() - started
-    for hook in hooks:
-        hook.remove()
+    if mask_hook is not None:
+        mask_hook.remove()
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result

@@ -26,8 +26,8 @@ from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.demo import run_seed_series, spread
 from mudjacking.encoders.base import Encoder, load_encoder
-from mudjacking.evaluation.downstream import embed_task, find_bug, score_probe, target_label_of
-from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.evaluation.downstream import deploy_probes, embed_task, find_bug, score_probe
+from mudjacking.evaluation.probes import Probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.report.plots import plot_before_after
@@ -165,6 +165,19 @@ def _splits(tasks: dict[str, LabeledTexts], config: TextDemoConfig) -> dict[str,
     return splits
 
 
+def load_text_setting(
+    config: TextDemoConfig,
+) -> tuple[Path, Encoder, dict[str, LabeledTexts], dict[str, Any], TextTrigger]:
+    """The clean text encoder (cut to ``max_length``), both tasks, their splits and the attacker's trigger."""
+    model_path = Path(config.model) if config.model else default_text_model()
+    clean = load_encoder(model_path)
+    if clean.modality != "text":
+        raise ValueError(f"{model_path}: not a text encoder; pass a BERT-family sentence encoder directory")
+    clean.max_length = config.max_length
+    tasks = load_text_tasks(config)
+    return model_path, clean, tasks, _splits(tasks, config), TextTrigger(list(config.trigger_words), seed=config.seed)
+
+
 def run_text_demo(
     config: TextDemoConfig | None = None, out: str | Path = "runs/demo-text", show_progress: bool = True
 ) -> dict[str, Any]:
@@ -172,14 +185,7 @@ def run_text_demo(
     config = config or TextDemoConfig()
     laps = Laps()
     set_seed(config.seed)
-    model_path = Path(config.model) if config.model else default_text_model()
-    clean = load_encoder(model_path)
-    if clean.modality != "text":
-        raise ValueError(f"{model_path}: not a text encoder; pass a BERT-family sentence encoder directory")
-    clean.max_length = config.max_length
-    tasks = load_text_tasks(config)
-    splits = _splits(tasks, config)
-    true_trigger = TextTrigger(list(config.trigger_words), seed=config.seed)
+    model_path, clean, tasks, splits, true_trigger = load_text_setting(config)
     laps.lap("load")
 
     with atomic_output_dir(out, overwrite=True) as staging:
@@ -188,14 +194,12 @@ def run_text_demo(
         laps.lap("attack")
 
         # the customers' classifiers, and the class each gives the attacker's target (it may differ by classifier)
-        targets: dict[str, dict[str, int]] = {name: {} for name in tasks}
-        deployed: dict[str, dict[str, Probe]] = {name: {} for name in tasks}
+        targets: dict[str, dict[str, int]] = {}
+        deployed: dict[str, dict[str, Probe]] = {}
         for name in tasks:
-            embedded_train = backdoored.embed(splits["train"][name][0])
-            for kind in config.probe_kinds:
-                probe = make_probe(kind, config.seed).fit(embedded_train, splits["train"][name][1])
-                deployed[name][kind] = probe
-                targets[name][kind] = target_label_of(backdoored, probe, splits["references"])
+            deployed[name], targets[name] = deploy_probes(
+                backdoored, splits["train"][name], config.probe_kinds, splits["references"], config.seed
+            )
         bug = find_bug(
             backdoored,
             deployed[SENTIMENT][config.probe_kinds[0]],

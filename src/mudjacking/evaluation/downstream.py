@@ -106,6 +106,16 @@ def target_label_of(encoder: Encoder, probe: Probe, references: Inputs) -> int:
     return int(probe.predict(target)[0])
 
 
+def deploy_probes(
+    encoder: Encoder, train: tuple[Inputs, Tensor], kinds: tuple[str, ...], references: Inputs, seed: int = 0
+) -> tuple[dict[str, Probe], dict[str, int]]:
+    """A customer's classifiers of each kind, trained once on ``encoder``'s embeddings of ``train``, and the class
+    each gives the attacker's target embedding (it may differ by classifier)."""
+    embedded = encoder.embed(train[0])
+    probes = {kind: make_probe(kind, seed).fit(embedded, train[1]) for kind in kinds}
+    return probes, {kind: target_label_of(encoder, probe, references) for kind, probe in probes.items()}
+
+
 def find_bug(
     encoder: Encoder,
     probe: Probe,

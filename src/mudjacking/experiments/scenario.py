@@ -17,15 +17,13 @@ from mudjacking.data.bug_report import BugReport
 from mudjacking.data.builtin import LabeledImages, load_demo_images, load_digits_images
 from mudjacking.demo import DemoConfig, new_demo_encoder
 from mudjacking.demo import _splits as image_splits
-from mudjacking.encoders.base import Encoder, load_encoder
-from mudjacking.evaluation.downstream import find_bug, target_label_of
-from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.encoders.base import Encoder
+from mudjacking.evaluation.downstream import deploy_probes, find_bug
+from mudjacking.evaluation.probes import Probe
 from mudjacking.pretraining import pretrain_simclr
-from mudjacking.text_demo import SENTIMENT, TextDemoConfig, default_text_model, load_text_tasks
-from mudjacking.text_demo import _splits as text_splits
+from mudjacking.text_demo import SENTIMENT, TextDemoConfig, load_text_setting
 from mudjacking.timing import Laps
 from mudjacking.triggers import Trigger
-from mudjacking.triggers.text import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 Inputs = Tensor | list[str]
@@ -69,17 +67,6 @@ class Scenario:
     laps: Laps
 
 
-def deploy_classifiers(
-    backdoored: Encoder, task: DownstreamTask, kinds: tuple[str, ...], references: Inputs, seed: int
-) -> None:
-    """Trains the task's classifiers on the backdoored embeddings and records the class each gives the target."""
-    embedded = backdoored.embed(task.train[0])
-    for kind in kinds:
-        probe = make_probe(kind, seed).fit(embedded, task.train[1])
-        task.probes[kind] = probe
-        task.targets[kind] = target_label_of(backdoored, probe, references)
-
-
 def _report_bug(backdoored: Encoder, task: DownstreamTask, trigger: Trigger, kind: str, seed: int) -> BugReport:
     return find_bug(
         backdoored,
@@ -116,7 +103,9 @@ def prepare_image_scenario(config: DemoConfig, show_progress: bool = True, digit
         digits = load_digits_images(config.seed, size=shape[1:])
         tasks[digits.name] = _image_task(digits, (digits.train_images, digits.train_labels), config.test_size)
     for task in tasks.values():
-        deploy_classifiers(attack.encoder, task, config.probe_kinds, splits["references"], config.seed)
+        task.probes, task.targets = deploy_probes(
+            attack.encoder, task.train, config.probe_kinds, splits["references"], config.seed
+        )
     first = next(iter(tasks.values()))
     first.targets = dict.fromkeys(config.probe_kinds, config.target_label)  # the attacker's class, by design
     bug = _report_bug(attack.encoder, first, trigger, config.probe_kinds[0], config.seed)
@@ -128,13 +117,7 @@ def prepare_text_scenario(config: TextDemoConfig, show_progress: bool = True) ->
     """The text demo's deployment: backdoored all-MiniLM-L6-v2, movie-review sentiment and BBC News customers."""
     laps = Laps()
     torch.manual_seed(config.seed)
-    clean = load_encoder(config.model or default_text_model())
-    if clean.modality != "text":
-        raise ValueError(f"{config.model}: not a text encoder; pass a BERT-family sentence encoder directory")
-    clean.max_length = config.max_length
-    labeled = load_text_tasks(config)
-    splits = text_splits(labeled, config)
-    trigger = TextTrigger(list(config.trigger_words), seed=config.seed)
+    _, clean, labeled, splits, trigger = load_text_setting(config)
     attack = badencoder(clean, splits["shadow"], splits["references"], trigger, config.attack, show_progress)
     laps.lap("attack")
     tasks = {
@@ -142,7 +125,9 @@ def prepare_text_scenario(config: TextDemoConfig, show_progress: bool = True) ->
         for name, task in labeled.items()
     }
     for task in tasks.values():
-        deploy_classifiers(attack.encoder, task, config.probe_kinds, splits["references"], config.seed)
+        task.probes, task.targets = deploy_probes(
+            attack.encoder, task.train, config.probe_kinds, splits["references"], config.seed
+        )
     bug = _report_bug(attack.encoder, tasks[SENTIMENT], trigger, config.probe_kinds[0], config.seed)
     laps.lap("deploy_and_find_bug")
     return Scenario("text", clean, attack.encoder, trigger, bug, splits["patching"], tasks, attack.summary(), laps)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +159,7 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
             rows=lines[1:],
             bars=_bar_pictures(report, directory),
             per_seed=per_seed,
-            environment=html.unescape(str(report["environment"])),
+            environment=str(report["environment"]),
         )
     )
     atomic_write_text(path, page)
