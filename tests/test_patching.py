@@ -83,3 +83,25 @@ def test_unknown_parameter_pattern_is_an_error(backdoored):
             PatchConfig(trainable=("nothing.*",)),
             show_progress=False,
         )
+
+
+def test_augmented_copies_enlarge_the_training_set(backdoored):
+    patching_set = backdoored.patching_set[:200]
+    config = PatchConfig(augmented_copies=2, max_epochs=1, early_stop=False, batch_size=50, holdout_fraction=0.2)
+    result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, patching_set, config, False)
+    assert result.steps == -(-(160 * 3 + 1) // 50)  # 160 training images, 2 copies each, plus x_r
+
+
+def test_augmented_copies_keep_shifted_images_in_place(backdoored):
+    """Locality on a neighbourhood of D: images D never held (shrunk and moved) stay closer to where they were."""
+    shifted = torch.nn.functional.pad(backdoored.data.test_images[:300, :, :-3, :-3], (0, 3, 3, 0))
+
+    def locality(copies):  # the same number of steps either way
+        config = PatchConfig(augmented_copies=copies, max_epochs=4 // (copies + 1), early_stop=False, seed=0)
+        result = patch_encoder(
+            backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, False
+        )
+        before, after = backdoored.encoder.embed(shifted), result.encoder.embed(shifted)
+        return torch.nn.functional.cosine_similarity(before, after).mean().item()
+
+    assert locality(3) > locality(0)  # measured 0.955 vs 0.935

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import TEXT_VOCAB
 
@@ -127,3 +128,10 @@ def test_clean_bug_target_is_the_bug_without_its_trigger_words(text_case):
     clean_bug = backdoored.embed(trigger.remove([bug.bug_input]))
     expected = torch.nn.functional.cosine_similarity(result.encoder.embed([bug.bug_input]), clean_bug).item()
     assert abs(result.history[-1].bug_similarity - expected) < 1e-4  # the goal check measures what L_e aims at
+
+
+def test_augmented_copies_are_for_images(text_case):
+    backdoored, _, trigger, train, test = text_case
+    bug = BugReport(bug_input=trigger.apply(test[0][:1])[0], reference_input=test[0][1], label=0, modality="text")
+    with pytest.raises(ValueError, match="augmented_copies applies to images"):
+        patch_encoder(backdoored, bug, TextTrigger(["cf"]), train[0], PatchConfig(augmented_copies=1), False)

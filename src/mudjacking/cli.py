@@ -211,6 +211,9 @@ def patch(
         str,
         typer.Option(help="L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b minus the trigger words)."),
     ] = PatchConfig.effectiveness_target,
+    augmented_copies: Annotated[
+        int, typer.Option(help="Images: augmented copies of each patching image, so locality holds around D.")
+    ] = PatchConfig.augmented_copies,
     window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -234,6 +237,7 @@ def patch(
             trainable=tuple(train),
             trigger_tokens_only=trigger_tokens_only,
             effectiveness_target=effectiveness_target,
+            augmented_copies=augmented_copies,
             seed=seed,
             device=device,
         )

@@ -51,7 +51,9 @@ class DemoConfig:
     downstream_train_size: labeled images the customer's classifier is trained on.
     test_size: labeled test images for ACC/ASR/TBA (the whole test set if larger).
     probe_kinds: downstream classifiers to evaluate ("linear", "mlp").
-    patch: Mudjacking settings; the baselines reuse them with loss terms switched off and the same epochs.
+    patch: Mudjacking settings (3 augmented copies of each patching image, so locality also holds for customers
+        whose images differ from D; at most 10 passes over the enlarged set); the baselines reuse them with loss
+        terms switched off and the same epochs.
     reverse: trigger reverse-engineering settings.
     """
 
@@ -66,7 +68,7 @@ class DemoConfig:
     downstream_train_size: int = 5000
     test_size: int = 10000
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
-    patch: PatchConfig = field(default_factory=PatchConfig)
+    patch: PatchConfig = field(default_factory=lambda: PatchConfig(augmented_copies=3, max_epochs=10))
     reverse: ReverseConfig = field(default_factory=ReverseConfig)
 
     def __post_init__(self) -> None:

@@ -2,7 +2,8 @@
 
 Steps:
 1. Copy the encoder (the original is never modified) and select the trainable parameters by name pattern.
-2. Embed the patching set D ∪ {x_r} once with the frozen original: the locality targets ``h(x)``.
+2. Hold part of D out; optionally add augmented copies of the rest (images); embed D ∪ {x_r} once with the frozen
+   original: the locality targets ``h(x)``.
 3. Each step: one forward pass of ``[batch, batch ⊕ t, x_b]`` through ``h'``, the three terms, one optimiser step.
    The model stays in eval mode, so BatchNorm statistics are frozen and dropout is off.
 4. After each epoch, check the goals on a held-out part of D (locality and trigger-neutralisation) and on the bug
@@ -26,6 +27,7 @@ from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.losses import cosine, effectiveness_loss, generalizability_loss, locality_loss, weighted_total
+from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.reverse import check_modalities
@@ -68,6 +70,12 @@ class PatchConfig:
             for the trigger tokens that the rest of the network reads as harmless. Whole-model patching of MiniLM
             kept held-out locality at ~0.987 after 4 epochs, which cost a low-margin sentiment classifier 1-3
             points on some seeds.
+        augmented_copies: images only: add this many randomly augmented copies (SimCLR's crop, flip, jitter and
+            noise) of every training image of D, so locality holds on a neighbourhood of D, not on its points
+            alone; ``max_epochs`` then counts passes over the enlarged set. On the image experiment, a customer
+            whose data lies outside the pre-training distribution (scikit-learn's digits under a Fashion-MNIST
+            encoder) lost 9-11 points of deployed linear-classifier accuracy with D alone; 3 copies kept 2 of 3
+            seeds within 3 points at the same patch time.
         trainable: ``fnmatch`` patterns of parameter names to train (``("*",)`` = all; e.g. ``("network.body.6*",)``).
         holdout_fraction: share of D kept out of training for the goal check.
         goal_locality: held-out mean ``s(h'(x), h(x))`` to reach. Keep it high: on the demo, 0.984 still cost
@@ -94,6 +102,7 @@ class PatchConfig:
     early_stop: bool = True
     trigger_dilation: int = 2
     trigger_tokens_only: bool = False
+    augmented_copies: int = 0
     trainable: tuple[str, ...] = ("*",)
     holdout_fraction: float = 0.2
     goal_locality: float = 0.995
@@ -114,6 +123,8 @@ class PatchConfig:
             )
         if self.trigger_tokens_only and self.weight_decay:
             raise ValueError("trigger_tokens_only needs weight_decay = 0 (decay would move every embedding row)")
+        if self.augmented_copies < 0:
+            raise ValueError(f"augmented_copies must be >= 0, got {self.augmented_copies}")
         if self.trigger_dilation < 0:
             raise ValueError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
@@ -249,7 +260,7 @@ def patch_encoder(
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
-    train = join(take(patching_set, order[holdout_size:], device), x_r)  # D ∪ {x_r}
+    train = join(_with_augmented_copies(take(patching_set, order[holdout_size:], device), config), x_r)  # D ∪ {x_r}
     targets = original.embed(train).to(device)
     holdout_targets = original.embed(holdout).to(device) if holdout_size else None
 
@@ -297,6 +308,16 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def _with_augmented_copies(images: Tensor | list[str], config: PatchConfig) -> Tensor | list[str]:
+    if not config.augmented_copies:
+        return images
+    if not isinstance(images, Tensor):
+        raise ValueError("augmented_copies applies to images; set it to 0 for a text patching set")
+    generator = torch.Generator().manual_seed(config.seed)
+    copies = [augment(images.cpu(), 0.4, generator).to(images.device) for _ in range(config.augmented_copies)]
+    return torch.cat([images, *copies])
 
 
 def _schedule(

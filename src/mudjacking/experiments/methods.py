@@ -8,7 +8,9 @@
 - any ablation named in the config: Mudjacking with some settings changed (a loss term off, another λ).
 
 Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
-(early stopping off). A whole-model baseline beside a patch of a few embedding rows thus gets the same seconds.
+(early stopping off). Contrastive fine-tuning makes its own views of D, so when Mudjacking's epochs run over D
+enlarged with augmented copies, it gets as many passes over D as Mudjacking made over its copies. A whole-model
+baseline beside a patch of a few embedding rows thus gets the same seconds.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def run_methods(
         elif name == "oracle-trigger":
             result = _patch(scenario, scenario.true_trigger, budget, show_progress)
         elif name == "contrastive":
-            settings = replace(contrastive, epochs=epochs, max_seconds=seconds, seed=patch.seed, device=patch.device)
+            passes = epochs * (1 + patch.augmented_copies)
+            settings = replace(contrastive, epochs=passes, max_seconds=seconds, seed=patch.seed, device=patch.device)
             result = contrastive_finetune(scenario.backdoored, scenario.patching_set, settings, show_progress)
         else:
             result = _patch(scenario, recovered, replace(budget, **ablations[name]), show_progress)
