@@ -55,6 +55,19 @@ def test_yaml_and_toml_read_alike(tmp_path):
     assert load_experiment_config(yaml).setting_config(3).patch.lr == 0.001
 
 
+def test_a_nested_section_changes_only_the_fields_it_names(tmp_path):
+    from mudjacking.text_demo import TextDemoConfig
+
+    path = _write(tmp_path / "a.toml", 'setting = "text"\n[options.patch]\nmax_epochs = 3\nmin_epochs = 3\n')
+    patch, recipe = load_experiment_config(path).setting_config(5).patch, TextDemoConfig().patch
+    assert (patch.max_epochs, patch.seed) == (3, 5)
+    assert (patch.lr, patch.trigger_tokens_only, patch.effectiveness_target) == (
+        recipe.lr,
+        recipe.trigger_tokens_only,
+        recipe.effectiveness_target,
+    )
+
+
 def test_bad_file_through_the_cli_is_one_line_and_writes_nothing(tmp_path):
     path = _write(tmp_path / "bad.toml", 'setting = "image"\n[options]\nsize = 3\n')
     result = CliRunner().invoke(app, ["experiment", str(path), "--out", str(tmp_path / "out")])

@@ -78,8 +78,11 @@ class ExperimentConfig(BaseModel):
         return [*self.methods, *[name for name in self.ablations if name not in self.methods]]
 
     def setting_config(self, seed: int) -> DemoConfig | TextDemoConfig:
-        """The setting's dataclass with the file's options, for one seed."""
-        return _validated(SETTINGS[self.setting], {**self.options, "seed": seed}, "options")
+        """The setting's dataclass with the file's options, for one seed. A nested section such as
+        ``[options.patch]`` changes only the fields it names; the rest keep the setting's own recipe."""
+        kind = SETTINGS[self.setting]
+        _check_keys(kind, self.options, "options")
+        return _validated(kind, {**_over_defaults(kind(), self.options), "seed": seed}, "options")
 
     def contrastive_config(self) -> ContrastiveConfig:
         return _validated(ContrastiveConfig, self.contrastive, "contrastive")
@@ -94,6 +97,17 @@ def _validated(kind: type, values: dict[str, Any], section: str) -> Any:
         first = error.errors()[0]
         where = ".".join(str(part) for part in (section, *first["loc"]))
         raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _over_defaults(defaults: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every nested dataclass section filled in from ``defaults``' own value of that section."""
+    merged = dict(values)
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if is_dataclass(default) and isinstance(value, dict):
+            own = {f.name: getattr(default, f.name) for f in fields(default) if f.init}
+            merged[key] = {**own, **_over_defaults(default, value)}
+    return merged
 
 
 def _check_keys(kind: type, values: dict[str, Any], where: str) -> None:
