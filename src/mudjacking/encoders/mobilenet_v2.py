@@ -101,13 +101,25 @@ def _keras_names() -> list[tuple[str, str, str]]:
     return names
 
 
-def _find_group(weights, layer: str, path: Path):  # h5py groups; typed loosely as h5py is optional
-    """The h5 group holding ``layer``'s weights, wherever the nesting (Keras 2 and 3 differ) puts it."""
-    found = []
-    weights.visit(lambda name: found.append(name) if name.rsplit("/", 1)[-1] == layer else None)
-    if not found:
+def _layer_paths(weights) -> dict[str, str]:  # h5py groups; typed loosely as h5py is optional
+    """Each Keras layer name → the shortest path in the file that ends in it (Keras 2 and 3 nest differently).
+    One walk of the file, not one per layer."""
+    paths: dict[str, str] = {}
+
+    def note(name: str) -> None:
+        layer = name.rsplit("/", 1)[-1]
+        if layer not in paths or len(name) < len(paths[layer]):
+            paths[layer] = name
+
+    weights.visit(note)
+    return paths
+
+
+def _find_group(weights, paths: dict[str, str], layer: str, path: Path):
+    """The h5 group holding ``layer``'s weights."""
+    if layer not in paths:
         raise ModelLoadError(f"{path}: no weights for Keras layer {layer!r}; is this a MobileNetV2 (width 1.0) .h5?")
-    group = weights[min(found, key=len)]
+    group = weights[paths[layer]]
     while len(group.keys()) == 1 and not hasattr(group[next(iter(group.keys()))], "shape"):
         group = group[next(iter(group.keys()))]  # Keras 2 nests layer/layer/kernel:0
     return group
@@ -142,11 +154,12 @@ def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64) -> ModuleEnc
     state = network.state_dict()
     with handle:
         weights = handle["model_weights"] if "model_weights" in handle else handle
+        paths = _layer_paths(weights)
         for prefix, conv, norm in _keras_names():
-            kernel = _dataset(_find_group(weights, conv, path), "kernel", "depthwise_kernel", path=path)
+            kernel = _dataset(_find_group(weights, paths, conv, path), "kernel", "depthwise_kernel", path=path)
             # Keras: [kh, kw, in, out] (depthwise: [kh, kw, channels, 1]); torch: [out, in / groups, kh, kw]
             kernel = kernel.permute(2, 3, 0, 1) if "depthwise" in conv else kernel.permute(3, 2, 0, 1)
-            bn = _find_group(weights, norm, path)
+            bn = _find_group(weights, paths, norm, path)
             values = {
                 f"{prefix}.0.weight": kernel,
                 f"{prefix}.1.weight": _dataset(bn, "gamma", path=path),

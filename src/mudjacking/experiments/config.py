@@ -81,7 +81,6 @@ class ExperimentConfig(BaseModel):
         """The setting's dataclass with the file's options, for one seed. A nested section such as
         ``[options.patch]`` changes only the fields it names; the rest keep the setting's own recipe."""
         kind = SETTINGS[self.setting]
-        _check_keys(kind, self.options, "options")
         return _validated(kind, {**_over_defaults(kind(), self.options), "seed": seed}, "options")
 
     def contrastive_config(self) -> ContrastiveConfig:
@@ -100,10 +99,11 @@ def _validated(kind: type, values: dict[str, Any], section: str) -> Any:
 
 
 def _over_defaults(defaults: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every nested dataclass section filled in from ``defaults``' own value of that section."""
+    """``values`` with every nested dataclass section filled in from ``defaults``' own value of that section
+    (unknown keys pass through unchanged, for ``_check_keys`` to name)."""
     merged = dict(values)
     for key, value in values.items():
-        default = getattr(defaults, key)
+        default = getattr(defaults, key, None)
         if is_dataclass(default) and isinstance(value, dict):
             own = {f.name: getattr(default, f.name) for f in fields(default) if f.init}
             merged[key] = {**own, **_over_defaults(default, value)}
