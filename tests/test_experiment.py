@@ -38,6 +38,7 @@ def test_shipped_configs_validate(config):
         ('setting = "text"\nmethods = ["magic"]\n', "unknown methods ['magic']"),
         ('setting = "text"\nseeds = [1, 1]\n', "seeds repeat"),
         ('setting = "text"\n[ablations.x]\nlambda_gem = 0.1\n', "unknown PatchConfig fields ['lambda_gem']"),
+        ('setting = "text"\nretrained = ["oracle"]\n', "retrained names models not in this experiment ['oracle']"),
         ("setting = \n", "Invalid value"),
     ],
 )
@@ -129,6 +130,13 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     assert all(row["seeds"] == 2 for row in report["table"])
     backdoored = next(row for row in report["table"] if row["model"] == "backdoored")
     assert backdoored["acc_drop_points"] == {"mean": 0.0, "std": 0.0}
+    retrained = {row["model"] for row in report["table"] if row["retrained_ACC"] is not None}
+    assert retrained == {"clean", "mudjacking"}  # the default: a fresh classifier only where it tells something
+    for row in report["table"]:
+        if row["model"] in retrained:
+            drop = row["retrained_acc_drop_points"]["mean"]
+            before = next(r for r in report["table"] if r["model"] == "backdoored" and r["task"] == row["task"])
+            assert drop == pytest.approx(100 * (before["ACC"]["mean"] - row["retrained_ACC"]["mean"]), abs=0.01)
     for seed in report["seeds"]:
         defences = seed["defences"]
         epochs, seconds = defences["mudjacking"]["epochs"], defences["mudjacking"]["seconds"]
@@ -141,6 +149,7 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     assert report["config"]["setting"] == "text" and "python" in report["environment"]
     markdown = (out / "report.md").read_text()
     assert "| movie-review sentiment | linear | oracle-trigger |" in markdown
+    assert markdown.count("| movie-review sentiment | linear | mudjacking |") == 2  # deployed and retrained
     assert "mean ± std over seeds [0, 1]" in output and "report.html" in output
 
 
@@ -168,9 +177,11 @@ def test_html_report_renders_in_headless_chromium(text_experiment, tmp_path):
         page.goto((text_experiment[0] / "report.html").as_uri(), wait_until="load")
         widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
         rows = page.eval_on_selector_all("#results tbody tr", "rows => rows.length")
+        retrained = page.eval_on_selector_all("#retrained tbody tr", "rows => rows.length")
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert problems == []
     assert len(widths) >= 8 and all(width > 100 for width in widths)
     assert rows == 8 * 2  # 8 models × 2 tasks × 1 classifier
+    assert retrained == 2 * 2  # clean and mudjacking × 2 tasks
     assert (tmp_path / "report.png").stat().st_size > 10_000

@@ -53,6 +53,9 @@ class ExperimentConfig(BaseModel):
     contrastive: dict[str, Any] = Field(default_factory=dict)
     ablations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     include_clean_model: bool = True
+    # Models also scored with a classifier retrained on their own embeddings (what a customer who retrains gets);
+    # each costs one embedding of every task's training set per seed.
+    retrained: list[str] = Field(default_factory=lambda: ["clean", "mudjacking"])
 
     @field_validator("seeds")
     @classmethod
@@ -70,6 +73,10 @@ class ExperimentConfig(BaseModel):
             wrong = sorted(set(changes) - patch_fields)
             if wrong:
                 raise ValueError(f"ablation {name!r} sets unknown PatchConfig fields {wrong}")
+        scored = {"backdoored", *self.all_methods()} | ({"clean"} if self.include_clean_model else set())
+        wrong = [m for m in self.retrained if m not in scored]
+        if wrong:
+            raise ValueError(f"retrained names models not in this experiment {wrong}: use {sorted(scored)}")
         self.setting_config(self.seeds[0])
         self.contrastive_config()
 

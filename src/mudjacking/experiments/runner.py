@@ -110,7 +110,7 @@ def _run_seed(config: ExperimentConfig, seed: int, directory: Path, show_progres
             tuple(task.probes),
             deployed_on="backdoored",
             seed=seed,
-            retrain=(),
+            retrain=tuple(config.retrained),
             deployed_probes=task.probes,
         )
         for name, task in scenario.tasks.items()

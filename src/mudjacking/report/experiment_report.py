@@ -39,6 +39,39 @@ def table_lines(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
+    """Header and rows of the second table: models also scored with a classifier retrained on their own
+    embeddings (empty when none were)."""
+    header = ["task", "classifier", "model", "ACC %", "ASR %", "ACC drop (pts)"]
+    rows = [
+        [
+            row["task"],
+            row["classifier"],
+            row["model"],
+            _pm(row["retrained_ACC"]),
+            _pm(row["retrained_ASR"]),
+            _pm(row["retrained_acc_drop_points"], 1.0, 2),
+        ]
+        for row in report["table"]
+        if row.get("retrained_ACC")
+    ]
+    return [header, *rows] if rows else []
+
+
+RETRAINED_NOTE = (
+    "A customer who retrains its classifier on the model's own embeddings (same training set and recipe) gets "
+    "these figures; the drop is against the backdoored model's deployed classifier, mean ± std over seeds."
+)
+
+
+def _markdown_table(lines: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(lines[0]) + " |",
+        "|" + "---|" * len(lines[0]),
+        *["| " + " | ".join(row) + " |" for row in lines[1:]],
+    ]
+
+
 def _trigger_line(seed: dict[str, Any]) -> str:
     quality = seed["trigger"]["quality"]
     if "iou" in quality:
@@ -51,6 +84,8 @@ def _trigger_line(seed: dict[str, Any]) -> str:
 def write_markdown_report(report: dict[str, Any], path: Path) -> None:
     """``report.md``: the table (mean ± std over seeds) and trigger recovery per seed."""
     lines = table_lines(report)
+    retrained = retrained_lines(report)
+    extra = ["## Customers who retrain their classifier", "", RETRAINED_NOTE, "", *_markdown_table(retrained), ""]
     text = [
         f"# Experiment: {report['experiment']}",
         "",
@@ -58,10 +93,9 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
         "whichever ended first). "
         "Figures are the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.",
         "",
-        "| " + " | ".join(lines[0]) + " |",
-        "|" + "---|" * len(lines[0]),
-        *["| " + " | ".join(row) + " |" for row in lines[1:]],
+        *_markdown_table(lines),
         "",
+        *(extra if retrained else []),
         "## Trigger recovery",
         "",
         *[f"- {_trigger_line(seed)}" for seed in report["seeds"]],
@@ -114,6 +148,10 @@ backdoored model), mean ± std over seeds.</p>
 <table id="results"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in rows %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
+{% if retrained %}<h2>Customers who retrain their classifier</h2><p>{{ retrained_note }}</p>
+<table id="retrained"><thead><tr>{% for h in retrained[0] %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in retrained[1:] %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>{% endif %}
 <h2>What the patch did</h2>
 {% for caption, uri in bars %}{{ figure(caption, uri) }}{% endfor %}
 <h2>Trigger recovery and patching, per seed</h2>
@@ -157,6 +195,8 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
             total=f"{report['total_seconds']:.0f}",
             header=lines[0],
             rows=lines[1:],
+            retrained=retrained_lines(report),
+            retrained_note=RETRAINED_NOTE,
             bars=_bar_pictures(report, directory),
             per_seed=per_seed,
             environment=str(report["environment"]),
