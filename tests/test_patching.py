@@ -67,7 +67,10 @@ def test_early_stop_ends_once_goals_are_met(backdoored):
     assert result.goals_met and result.epochs < 40
 
 
-@pytest.mark.parametrize("bad", [{"optimizer": "rmsprop"}, {"lr": 0}, {"holdout_fraction": 1.0}, {"lambda_gen": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"optimizer": "rmsprop"}, {"lr": 0}, {"holdout_fraction": 1.0}, {"lambda_gen": -1}, {"whitened_locality": -1}],
+)
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         PatchConfig(**bad)
@@ -105,3 +108,21 @@ def test_augmented_copies_keep_shifted_images_in_place(backdoored):
         return torch.nn.functional.cosine_similarity(before, after).mean().item()
 
     assert locality(3) > locality(0)  # measured 0.955 vs 0.935
+
+
+def test_whitened_locality_keeps_held_out_images_in_place_in_d_s_whitened_space(backdoored):
+    """Images D never held move less where D hardly varies: the change the cosine alone lets through."""
+    from mudjacking.losses import whitened_locality_loss, whitening
+
+    held_out = backdoored.data.test_images[:300]
+    whitener = whitening(backdoored.encoder.embed(backdoored.patching_set))
+
+    def change(weight):  # the same steps either way
+        config = PatchConfig(whitened_locality=weight, max_epochs=2, early_stop=False, seed=0)
+        result = patch_encoder(
+            backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, False
+        )
+        before, after = backdoored.encoder.embed(held_out), result.encoder.embed(held_out)
+        return whitened_locality_loss(after, before, whitener).item()
+
+    assert change(1.0) < 0.8 * change(0.0)

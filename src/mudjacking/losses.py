@@ -6,12 +6,17 @@
 - locality         ``L_l = −mean_x s(h'(x), h(x))``, x ∈ D ∪ {x_r}      — nothing else changes;
 - generalizability ``L_g = −mean_x s(h'(x ⊕ t), h'(x))``, x ∈ D ∪ {x_r} — every input with the trigger is fixed;
 - total            ``L = L_l + λ_g·L_g + λ_e·L_e``.
+
+Optionally ``L_l`` also carries ``w · mean_x ‖(ĥ'(x) − ĥ(x))·W‖² / d`` (``ĥ`` the normalised embedding, ``W`` the
+whitening of D's original normalised embeddings, ``d`` their dimension): the same change measured per direction
+against how much D itself varies there, so a move along a direction D hardly spans is not free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,6 +34,21 @@ def effectiveness_loss(bug_embedding: Tensor, reference_embedding: Tensor) -> Te
 def locality_loss(patched: Tensor, original: Tensor) -> Tensor:
     """``−mean s(h'(x), h(x))`` over the rows of ``[N, D]``; ``original`` should carry no gradient."""
     return -cosine(patched, original).mean()
+
+
+def whitening(original: Tensor, ridge: float = 1e-4) -> Tensor:
+    """``[d, d]`` ``W`` with ``cov(ĥ(D))·W`` whitened: ``ĥ(D)·W`` has (nearly) identity covariance. ``ridge`` is
+    added to every eigenvalue, so directions D never spans are weighted by ``1/sqrt(ridge)``, not infinity."""
+    normalised = F.normalize(original.detach().float(), dim=-1)
+    covariance = torch.cov(normalised.T) + ridge * torch.eye(normalised.shape[1], device=normalised.device)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    return eigenvectors / eigenvalues.clamp_min(ridge).sqrt()
+
+
+def whitened_locality_loss(patched: Tensor, original: Tensor, whitener: Tensor) -> Tensor:
+    """``mean ‖(ĥ'(x) − ĥ(x))·W‖² / d`` over the rows of ``[N, d]`` (0 when nothing moved)."""
+    change = F.normalize(patched, dim=-1) - F.normalize(original, dim=-1)
+    return (change @ whitener).pow(2).sum(-1).mean() / whitener.shape[1]
 
 
 def generalizability_loss(patched_triggered: Tensor, patched_clean: Tensor) -> Tensor:

@@ -91,6 +91,46 @@ def load_digits_images(seed: int = 0, size: tuple[int, int] = (16, 16)) -> Label
     )
 
 
+# scikit-image's sample photos that ship inside its wheel (others are downloaded on first use: not these)
+SAMPLE_PHOTOS = (
+    "astronaut", "brick", "camera", "cat", "clock", "coffee", "coins", "grass", "gravel", "horse",
+    "hubble_deep_field", "immunohistochemistry", "microaneurysms", "moon", "page", "retina", "rocket", "text",
+)  # fmt: skip
+
+
+def load_photo_crops(count: int, size: tuple[int, int], seed: int = 0) -> Tensor:
+    """``count`` grayscale crops ``[count, 1, H, W]`` in [0, 1] of scikit-image's bundled sample photos: each a
+    random square (from ``max(size)`` pixels to half the photo's shorter side) resized to ``size``, half of them
+    inverted. Images a provider owns that lie outside a small model's pre-training distribution, for the patching
+    set, so locality is also held where no customer data was seen."""
+    from skimage import color, data
+
+    photos = []
+    for name in SAMPLE_PHOTOS:
+        photo = np.asarray(getattr(data, name)(), dtype=np.float32)
+        if photo.ndim == 3:
+            photo = color.rgb2gray(photo[..., :3] / 255.0)
+        elif photo.max() > 1.5:
+            photo = photo / 255.0
+        photos.append(torch.from_numpy(photo.astype(np.float32)))
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(high: int, low: int = 0) -> int:
+        return int(torch.randint(low, high, (1,), generator=generator))
+
+    crops = []
+    for _ in range(count):
+        photo = photos[draw(len(photos))]
+        height, width = photo.shape
+        side = draw(min(height, width) // 2 + 1, max(size))
+        top, left = draw(height - side + 1), draw(width - side + 1)
+        crop = torch.nn.functional.interpolate(
+            photo[None, None, top : top + side, left : left + side], size, mode="area"
+        )
+        crops.append(1 - crop[0] if draw(2) else crop[0])
+    return torch.stack(crops).clamp(0, 1) if crops else torch.empty(0, 1, *size)
+
+
 def load_demo_images() -> LabeledImages:
     """Fashion-MNIST when installed, else the bundled digits."""
     return load_fashion_mnist() if fashion_mnist_available() else load_digits_images()
