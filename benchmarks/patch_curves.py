@@ -1,6 +1,7 @@
 """Patch quality against patch time, and the paper's fixed long recipe against the early-stopped one, side by side.
 
-The fixed recipe is the paper's: passes over D itself (no augmented copies), no early stop.
+The fixed recipe is the paper's: passes over D's own images (no photo crops, no augmented copies), plain cosine
+locality, no early stop.
 For one attacked deployment (the image experiment's setting; ``--setting text`` for MiniLM), each recipe patches
 the same backdoored model from the same recovered trigger, and after every epoch the customers' deployed
 classifiers score the model so far. Prints one line per epoch: seconds, ACC, ASR, held-out locality, and whether
@@ -57,14 +58,16 @@ def main() -> None:
     acc0, asr0 = score(scenario.backdoored)
     print(f"{args.setting} setting, seed {args.seed}, task {name}, deployed {kind} classifier")
     print(f"backdoored: ACC {100 * acc0:.2f}  ASR {100 * asr0:.2f}")
+    # the paper's recipe: D's own images only (no photo crops, no augmented copies), plain cosine locality
+    own_images = scenario.patching_set[: setting.patching_size] if args.setting == "image" else scenario.patching_set
+    paper = replace(
+        setting.patch, max_epochs=args.long_epochs, early_stop=False, augmented_copies=0, whitened_locality=0.0
+    )
     recipes = {
-        "early-stopped": (setting.patch, 1),
-        f"fixed {args.long_epochs} epochs": (
-            replace(setting.patch, max_epochs=args.long_epochs, early_stop=False, augmented_copies=0),
-            args.every,
-        ),
+        "early-stopped": (setting.patch, 1, scenario.patching_set),
+        f"fixed {args.long_epochs} epochs": (paper, args.every, own_images),
     }
-    for recipe, (config, every) in recipes.items():
+    for recipe, (config, every, patching_set) in recipes.items():
         print(f"\n{recipe}:")
         print(f"{'epoch':>5} {'seconds':>8} {'ACC':>6} {'ASR':>6} {'locality':>8} goals")
         scoring, first_met = [0.0], [True]
@@ -85,9 +88,7 @@ def main() -> None:
                 flush=True,
             )
 
-        result = patch_encoder(
-            scenario.backdoored, scenario.bug, recovered, scenario.patching_set, config, False, trace
-        )
+        result = patch_encoder(scenario.backdoored, scenario.bug, recovered, patching_set, config, False, trace)
         print(f"{recipe}: {result.epochs} epochs, {result.seconds - scoring[0]:.1f} s of patching")
 
 

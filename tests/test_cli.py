@@ -49,7 +49,7 @@ def _patch(case, out, *extra: str):
 def test_patch_writes_model_delta_trigger_and_report(saved_case):
     out = saved_case / "out"
     before = (saved_case / "model" / "model.safetensors").read_bytes()
-    result = _patch(saved_case, out, "--epochs", "2", "--seed", "3")
+    result = _patch(saved_case, out, "--epochs", "2", "--seed", "3", "--whitened-locality", "0.05")
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
     assert {
@@ -62,6 +62,7 @@ def test_patch_writes_model_delta_trigger_and_report(saved_case):
     } <= names
     report = json.loads((out / "report.json").read_text())
     assert report["patch"]["epochs"] <= 2 and report["patch"]["config"]["seed"] == 3
+    assert report["patch"]["config"]["whitened_locality"] == 0.05
     assert report["patching_set_size"] == 120
     assert (saved_case / "model" / "model.safetensors").read_bytes() == before, "input model modified"
     again = _patch(saved_case, out)

@@ -185,3 +185,18 @@ def test_html_report_renders_in_headless_chromium(text_experiment, tmp_path):
     assert rows == 8 * 2  # 8 models × 2 tasks × 1 classifier
     assert retrained == 2 * 2  # clean and mudjacking × 2 tasks
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_markdown_report_without_retrained_classifiers_has_one_table(tmp_path):
+    """``retrained = []`` (the text config's choice): no second table, and no crash writing the first."""
+    from mudjacking.report.experiment_report import write_markdown_report
+
+    stats = {"mean": 0.5, "std": 0.0}
+    row = {"task": "t", "classifier": "linear", "model": "mudjacking", "bug_fixed": "1/1", "patch_seconds": stats}
+    row |= {key: stats for key in ("ACC", "ASR", "TBA", "flip_rate", "acc_drop_points")}
+    row |= {"retrained_ACC": None, "retrained_ASR": None, "retrained_acc_drop_points": None}
+    seed = {"seed": 0, "trigger": {"quality": {"words": ["cf"], "exact_match": True}}}
+    report = {"experiment": "x", "seeds": [seed], "table": [row], "total_seconds": 1.0}
+    write_markdown_report(report, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "| t | linear | mudjacking | 50.0 ± 0.0 |" in text and "retrain their classifier" not in text

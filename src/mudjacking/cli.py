@@ -214,6 +214,10 @@ def patch(
     augmented_copies: Annotated[
         int, typer.Option(help="Images: augmented copies of each patching image, so locality holds around D.")
     ] = PatchConfig.augmented_copies,
+    whitened_locality: Annotated[
+        float,
+        typer.Option(help="Weight of locality measured in D's whitened embedding space (the image demo uses 0.05)."),
+    ] = PatchConfig.whitened_locality,
     window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -238,6 +242,7 @@ def patch(
             trigger_tokens_only=trigger_tokens_only,
             effectiveness_target=effectiveness_target,
             augmented_copies=augmented_copies,
+            whitened_locality=whitened_locality,
             seed=seed,
             device=device,
         )

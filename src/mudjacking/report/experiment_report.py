@@ -85,7 +85,9 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
     """``report.md``: the table (mean ± std over seeds) and trigger recovery per seed."""
     lines = table_lines(report)
     retrained = retrained_lines(report)
-    extra = ["## Customers who retrain their classifier", "", RETRAINED_NOTE, "", *_markdown_table(retrained), ""]
+    extra = []
+    if retrained:
+        extra = ["## Customers who retrain their classifier", "", RETRAINED_NOTE, "", *_markdown_table(retrained), ""]
     text = [
         f"# Experiment: {report['experiment']}",
         "",
@@ -95,7 +97,7 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
         "",
         *_markdown_table(lines),
         "",
-        *(extra if retrained else []),
+        *extra,
         "## Trigger recovery",
         "",
         *[f"- {_trigger_line(seed)}" for seed in report["seeds"]],
