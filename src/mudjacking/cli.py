@@ -216,7 +216,9 @@ def patch(
     ] = PatchConfig.augmented_copies,
     whitened_locality: Annotated[
         float,
-        typer.Option(help="Weight of locality measured in D's whitened embedding space (the image demo uses 0.05)."),
+        typer.Option(
+            help="Weight of locality measured in D's whitened embedding space (the image experiment uses 0.05)."
+        ),
     ] = PatchConfig.whitened_locality,
     window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
     seed: Seed = 0,

@@ -59,8 +59,8 @@ class DemoConfig:
     test_size: labeled test images for ACC/ASR/TBA (the whole test set if larger).
     probe_kinds: downstream classifiers to evaluate ("linear", "mlp").
     patch: Mudjacking settings (3 augmented copies of each patching image, so locality also holds for customers
-        whose images differ from D; at most 10 passes over the enlarged set);
-        the baselines reuse them with loss terms switched off and the same epochs.
+        whose images differ from D; at most 10 passes over the enlarged set); the baselines reuse them with loss
+        terms switched off and the same epochs.
     reverse: trigger reverse-engineering settings.
     """
 

@@ -131,6 +131,10 @@ def _bar_pictures(report: dict[str, Any], directory: Path) -> list[tuple[str, st
 
 TEMPLATE = """{% macro figure(caption, uri) %}
 <figure><img src="{{ uri }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endmacro %}{% macro table(id, lines) %}
+<table id="{{ id }}"><thead><tr>{% for h in lines[0] %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in lines[1:] %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% endfor %}</tbody></table>
 {% endmacro %}<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mudjacking experiment: {{ name }}</title>
 <style>
@@ -147,13 +151,9 @@ img { max-width: 540px; border: 1px solid #ddd; }
 <p>Setting <b>{{ setting }}</b>, seeds {{ seeds }}, {{ total }} s in all. Every defence had Mudjacking's budget
 (its epochs and seconds, whichever ended first). Figures: the customers' deployed classifiers (trained on the
 backdoored model), mean ± std over seeds.</p>
-<table id="results"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for row in rows %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>
+{{ table("results", lines) }}
 {% if retrained %}<h2>Customers who retrain their classifier</h2><p>{{ retrained_note }}</p>
-<table id="retrained"><thead><tr>{% for h in retrained[0] %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for row in retrained[1:] %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
-{% endfor %}</tbody></table>{% endif %}
+{{ table("retrained", retrained) }}{% endif %}
 <h2>What the patch did</h2>
 {% for caption, uri in bars %}{{ figure(caption, uri) }}{% endfor %}
 <h2>Trigger recovery and patching, per seed</h2>
@@ -195,8 +195,7 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
             setting=report["config"]["setting"],
             seeds=[s["seed"] for s in report["seeds"]],
             total=f"{report['total_seconds']:.0f}",
-            header=lines[0],
-            rows=lines[1:],
+            lines=lines,
             retrained=retrained_lines(report),
             retrained_note=RETRAINED_NOTE,
             bars=_bar_pictures(report, directory),
