@@ -42,11 +42,13 @@ def main() -> None:
     if args.setting == "image":
         setting = DemoConfig(seed=args.seed)
         scenario = prepare_image_scenario(setting, show_progress=False)
-        recovered = reverse_engineer_trigger(scenario.backdoored, scenario.bug, setting.reverse).trigger
+        recovered = reverse_engineer_trigger(
+            scenario.backdoored, scenario.bug, scenario.patching_set, setting.reverse
+        ).trigger
     else:
         setting = TextDemoConfig(seed=args.seed, probe_kinds=("linear",))
         scenario = prepare_text_scenario(setting, show_progress=False)
-        recovered = reverse_engineer_text_trigger(scenario.backdoored, scenario.bug, args.seed).trigger
+        recovered = reverse_engineer_text_trigger(scenario.backdoored, scenario.bug, scenario.patching_set).trigger
     name, task = next(iter(scenario.tasks.items()))
     kind = next(iter(task.probes))
 

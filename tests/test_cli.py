@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from mudjacking.cli import app
-from mudjacking.data import save_bug_report
+from mudjacking.data import BugReport, save_bug_report
 from mudjacking.data.images import save_image_png
 
 runner = CliRunner()
@@ -49,8 +49,8 @@ def _patch(case, out, *extra: str):
 def test_patch_writes_model_delta_trigger_and_report(saved_case):
     out = saved_case / "out"
     before = (saved_case / "model" / "model.safetensors").read_bytes()
-    result = _patch(saved_case, out, "--epochs", "2", "--seed", "3", "--whitened-locality", "0.05")
-    assert result.exit_code == 0, result.output
+    result = _patch(saved_case, out, "--epochs", "2", "--seed", "3", "--whitened-locality", "0.1")
+    assert result.exit_code in (0, 3), result.output  # 3: written, but 2 epochs may not reach the goals
     names = {p.name for p in out.iterdir()}
     assert {
         "model",
@@ -62,7 +62,9 @@ def test_patch_writes_model_delta_trigger_and_report(saved_case):
     } <= names
     report = json.loads((out / "report.json").read_text())
     assert report["patch"]["epochs"] <= 2 and report["patch"]["config"]["seed"] == 3
-    assert report["patch"]["config"]["whitened_locality"] == 0.05
+    assert report["patch"]["config"]["whitened_locality"] == 0.1  # the option given
+    assert report["patch"]["config"]["augmented_copies"] == 3  # the image recipe's, not PatchConfig's bare default
+    assert report["recipe"] == "image defaults + options"
     assert report["patching_set_size"] == 120
     assert (saved_case / "model" / "model.safetensors").read_bytes() == before, "input model modified"
     again = _patch(saved_case, out)
@@ -91,6 +93,8 @@ def test_pickled_model_is_refused_without_opt_in(saved_case):
             str(saved_case / "model.pt"),
             "--bug",
             str(saved_case / "bug"),
+            "--data",
+            str(saved_case / "data"),
             "--out",
             str(saved_case / "out"),
         ],
@@ -109,17 +113,23 @@ def test_reverse_trigger_reports_iou_against_a_known_trigger(saved_case, backdoo
             str(saved_case / "model"),
             "--bug",
             str(saved_case / "bug"),
+            "--data",
+            str(saved_case / "data"),
             "--out",
             str(out),
             "--window",
             "2",
+            "--window",
+            "3",
             "--true-trigger",
             str(saved_case / "true.npz"),
         ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "recovery.json").read_text())
-    assert summary["config"]["window"] == 2 and 0 <= summary["iou_with_true_trigger"] <= 1
+    assert summary["config"]["windows"] == [2, 3] and summary["iou_with_true_trigger"] > 0.3
+    assert summary["verified"] and summary["verification"]["strength"] > 0.25 and summary["bug_visibility"]["visible"]
+    assert "moves clean inputs" in result.output
 
 
 def test_evaluate_rejects_model_without_name(saved_case):
@@ -232,6 +242,7 @@ def test_patch_keeps_the_hugging_face_format(tmp_path, backdoored):
     import numpy as np
 
     np.savez(tmp_path / "d.npz", x=np_images)
+    backdoored.trigger.save(tmp_path / "t.npz")
     out = tmp_path / "out"
     result = runner.invoke(
         app,
@@ -247,9 +258,71 @@ def test_patch_keeps_the_hugging_face_format(tmp_path, backdoored):
             str(out),
             "--epochs",
             "1",
+            "--trigger",
+            str(tmp_path / "t.npz"),
+            "--image-mean",
+            "0.5",
+            "--image-std",
+            "0.5",
+            "--force",  # a random ViT shows no bug: this test is about the format
         ],
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 3), result.output
+    assert json.loads((out / "report.json").read_text())["forced"] is True
     assert {"config.json", "model.safetensors"} <= {p.name for p in (out / "model").iterdir()}
     reloaded = transformers.ViTModel.from_pretrained(out / "model")
     assert isinstance(reloaded, transformers.ViTModel)
+
+
+def _tiny_resnet(directory):
+    import transformers
+
+    config = transformers.ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic"
+    )
+    transformers.ResNetModel(config).save_pretrained(directory)
+
+
+def test_a_vision_model_that_does_not_say_its_normalisation_is_refused(saved_case):
+    """No guessed preprocessing: without preprocessor_config.json the user must say how pixels were normalised."""
+    _tiny_resnet(saved_case / "resnet")
+    out = saved_case / "out"
+    base = ["reverse-trigger", "--model", str(saved_case / "resnet"), "--bug", str(saved_case / "bug")]
+    base += ["--data", str(saved_case / "data"), "--out", str(out)]
+    result = runner.invoke(app, base)
+    assert result.exit_code == 2 and not out.exists()
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "preprocessor_config.json" in line and "--image-mean" in line
+    # told, it loads and goes on to the next check: a random ResNet shows no backdoor bug, which is refused too
+    result = runner.invoke(app, [*base, "--image-mean", "0", "--image-std", "1"])
+    assert result.exit_code == 4 and "refused:" in result.output.splitlines()[-1] and not out.exists()
+
+
+def test_a_bug_the_model_does_not_show_is_refused_and_nothing_is_written(saved_case, backdoored):
+    image = backdoored.data.test_images[0]
+    twin = (image + 0.01 * torch.rand(image.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    save_bug_report(BugReport(bug_input=image, reference_input=twin, label=1), saved_case / "twin")
+    out = saved_case / "out"
+    arguments = ["patch", "--model", str(saved_case / "model"), "--bug", str(saved_case / "twin")]
+    arguments += ["--data", str(saved_case / "data"), "--out", str(out)]
+    result = runner.invoke(app, arguments)
+    assert result.exit_code == 4, result.output
+    line = result.output.strip()
+    assert len(line.splitlines()) == 1 and "does not show this bug" in line and "--force" in line
+    assert not out.exists() and sorted(p.name for p in saved_case.iterdir()) == ["bug", "data", "model", "twin"]
+
+
+def test_a_patch_that_misses_its_goals_is_written_but_exits_3(saved_case):
+    out = saved_case / "out"
+    result = _patch(saved_case, out, "--epochs", "1", "--augmented-copies", "0")
+    assert result.exit_code == 3, result.output
+    assert "goals NOT met" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["patch"]["goals_met"] is False and (out / "model").is_dir()
+    assert report["trigger_pull"]["before"] > report["trigger_pull"]["after"]
+
+
+def test_help_shows_each_default_per_modality():
+    result = runner.invoke(app, ["patch", "--help"])
+    text = " ".join(result.output.replace("│", " ").split())  # rich wraps help text inside a box
+    assert "(default: image 0.0005; text 0.03)" in text and "Exit status: 0 done; 2 bad input; 3 patched" in text

@@ -103,6 +103,9 @@ probe_kinds = ["linear"]
 [options.attack]
 epochs = 4
 lr = 2e-3
+[options.reverse]  # a random tiny BERT embeds everything within cosine 0.99: its "backdoor" cannot verify
+min_strength = -1.0
+min_release = -1.0
 [options.patch]
 lr = 1e-3
 max_epochs = 2

@@ -23,7 +23,10 @@ def test_the_fixture_is_really_backdoored(backdoored):
 
 def test_patch_with_recovered_trigger_removes_the_backdoor(backdoored):
     before = {k: v.clone() for k, v in backdoored.encoder.state_dict().items()}
-    recovery = reverse_engineer_trigger(backdoored.encoder, backdoored.bug, ReverseConfig(window=2))
+    recovery = reverse_engineer_trigger(
+        backdoored.encoder, backdoored.bug, backdoored.patching_set, ReverseConfig(windows=(2, 3))
+    )
+    assert recovery.verified
     assert recovery.trigger.iou(backdoored.trigger) > 0.3
     result = patch_encoder(
         backdoored.encoder, backdoored.bug, recovery.trigger, backdoored.patching_set, show_progress=False
@@ -59,8 +62,9 @@ def test_trainable_patterns_freeze_everything_else(backdoored):
 
 def test_early_stop_ends_once_goals_are_met(backdoored):
     config = PatchConfig(
-        lr=1e-3, max_epochs=40, min_epochs=1, goal_locality=0.5, goal_generalizability=0.5, goal_effectiveness=0.5
-    )
+        lr=1e-3, max_epochs=40, min_epochs=1, goal_locality=0.5, goal_generalizability=0.5, goal_effectiveness=0.5,
+        goal_pull=0.5,
+    )  # fmt: skip
     result = patch_encoder(
         backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
     )

@@ -1,12 +1,17 @@
-"""Trigger recovery on a closed-form backdoored encoder whose trigger is known exactly."""
+"""Image trigger recovery on closed-form backdoored encoders whose trigger is known exactly: it is found, verified
+on clean inputs, stamped anywhere when the backdoor answers it anywhere, and refused when nothing explains the bug."""
 
+import pytest
 import torch
 from torch import Tensor, nn
 
 from mudjacking.data import BugReport
 from mudjacking.encoders import ImageInputSpec, ModuleEncoder
-from mudjacking.triggers import ImageTrigger, ReverseConfig, reverse_engineer_trigger
-from mudjacking.triggers.reverse import split_scores
+from mudjacking.triggers import ImageTrigger, ReverseConfig, TriggerNotFound, reverse_engineer_trigger
+from mudjacking.triggers.refine import refine_mask
+from mudjacking.triggers.split import split_scores
+
+RAW = ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,))
 
 
 class PlantedBackdoor(nn.Module):
@@ -25,33 +30,111 @@ class PlantedBackdoor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.flatten(1)
-        brightness = (flat * self.mask).sum(1) / self.mask.sum()
-        return flat @ self.projection + torch.relu(2 * brightness - 1)[:, None] * self.target
+        return flat @ self.projection + 4 * torch.relu(2 * self.brightness(x) - 1)[:, None] * self.target
+
+    def brightness(self, x: Tensor) -> Tensor:
+        return (x.flatten(1) * self.mask).sum(1) / self.mask.sum()
 
 
-def test_recovers_a_planted_trigger():
-    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
-    encoder = ModuleEncoder(PlantedBackdoor(trigger.mask), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,)))
+class PlantedAnywhere(PlantedBackdoor):
+    """The same, answering a bright 3x3 square wherever it sits (the brightest 3x3 average of the image)."""
+
+    def brightness(self, x: Tensor) -> Tensor:
+        return nn.functional.avg_pool2d(x, 3, stride=1).flatten(1).max(1).values
+
+
+class PlantedBlend(PlantedBackdoor):
+    """The target grows with the image's correlation with a fixed full-image noise pattern: a blended trigger."""
+
+    def __init__(self, pattern: Tensor) -> None:
+        super().__init__(torch.zeros(pattern.shape[-2:]))
+        self.projection = nn.Parameter(torch.randn(pattern.numel(), 16, generator=torch.Generator().manual_seed(2)))
+        self.register_buffer("pattern", (pattern - pattern.mean()).flatten())
+
+    def brightness(self, x: Tensor) -> Tensor:
+        return 40 * (x.flatten(1) - x.flatten(1).mean(1, keepdim=True)) @ self.pattern / self.pattern.numel()
+
+
+def _case(network: nn.Module, trigger, size: int = 12, count: int = 60):
+    """A bug (x_b = a clean input with the trigger, x_r another clean input) and clean inputs D."""
     generator = torch.Generator().manual_seed(1)
-    base = torch.rand(1, 1, 12, 12, generator=generator) * 0.3  # x_b and x_r: two inputs of one class
-    clean = base + 0.02 * torch.rand(2, 1, 12, 12, generator=generator)
+    clean = torch.rand(count + 2, 1, size, size, generator=generator) * 0.3
     bug = BugReport(bug_input=trigger.apply(clean[:1])[0], reference_input=clean[1], label=3)
-    recovery = reverse_engineer_trigger(encoder, bug, ReverseConfig(window=1))
+    return ModuleEncoder(network, RAW), bug, clean[2:]
+
+
+def test_recovers_and_verifies_a_planted_trigger():
+    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    encoder, bug, data = _case(PlantedBackdoor(trigger.mask), trigger)
+    recovery = reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(1,), refine_steps=0))
     assert recovery.trigger.iou(trigger) == 1.0
     assert recovery.attribution[trigger.mask.bool()].min() > recovery.attribution[~trigger.mask.bool()].max()
-    assert torch.equal(
-        recovery.trigger.apply(clean)[:, :, trigger.mask.bool()], bug.bug_input[:, trigger.mask.bool()].expand(2, 1, -1)
-    )
+    assert recovery.verified and recovery.pull.strength > 0.5 and recovery.pull.release > 0.5
+    assert not recovery.trigger.anywhere  # moved elsewhere it does nothing
+    assert {c.baseline for c in recovery.candidates} == {"zero", "one", "mean", "blur"}
 
 
 def test_window_larger_than_one_still_covers_the_trigger():
     trigger = ImageTrigger.square((1, 12, 12), size=4, margin=0)
-    encoder = ModuleEncoder(PlantedBackdoor(trigger.mask), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,)))
-    clean = torch.full((2, 1, 12, 12), 0.2)
-    clean[1, 0, 2:6, 2:6] = 0.3
-    bug = BugReport(bug_input=trigger.apply(clean[:1])[0], reference_input=clean[1], label=0)
-    recovery = reverse_engineer_trigger(encoder, bug, ReverseConfig(window=2))
+    encoder, bug, data = _case(PlantedBackdoor(trigger.mask), trigger)
+    recovery = reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(2,)))
     assert recovery.trigger.iou(trigger) >= 0.6
+
+
+def test_a_trigger_the_backdoor_answers_anywhere_is_stamped_anywhere():
+    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    encoder, bug, data = _case(PlantedAnywhere(torch.zeros(12, 12)), trigger)
+    recovery = reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(1, 3)))
+    assert recovery.trigger.anywhere and recovery.moved_pull > 0.5 * recovery.pull.pull
+    stamped = recovery.trigger.apply(data[:20])
+    changed = (stamped - data[:20]).abs()[:, 0] > 0.5
+    places = {tuple(torch.nonzero(pixels).min(0).values.tolist()) for pixels in changed}
+    assert len(places) > 3  # the patch sees it at many places, not only where x_b had it
+
+
+def test_a_blended_trigger_is_refused_not_patched_as_a_region():
+    pattern = torch.rand(1, 12, 12, generator=torch.Generator().manual_seed(3))
+    blend = ImageTrigger.blended((1, 12, 12), 0.3, seed=3)
+    encoder, bug, data = _case(PlantedBlend(pattern), blend)
+    assert encoder.network.brightness(bug.bug_input[None]) > 0.5 > encoder.network.brightness(bug.reference_input[None])
+    with pytest.raises(TriggerNotFound, match="not a compact region"):
+        reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(3,)))
+
+
+def test_force_hands_back_the_best_unverified_candidate():
+    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    encoder, bug, data = _case(PlantedBackdoor(trigger.mask), trigger)
+    strict = ReverseConfig(windows=(1,), min_release=5.0)  # nothing can explain the bug this well
+    with pytest.raises(TriggerNotFound, match=r"releases it .* \(needs 5.00\)"):
+        reverse_engineer_trigger(encoder, bug, data, strict)
+    forced = reverse_engineer_trigger(encoder, bug, data, strict, force=True)
+    assert not forced.verified and forced.trigger.iou(trigger) == 1.0
+
+
+def test_flat_attribution_is_refused_never_an_empty_trigger():
+    class Blind(nn.Module):  # sees nothing a small window could hide: every occlusion changes nothing
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(1, 8))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return (x.flatten(1).mean(1, keepdim=True) > 10).float() + self.weight
+
+    trigger = ImageTrigger.square((1, 12, 12), size=3)
+    encoder, bug, data = _case(Blind(), trigger)
+    with pytest.raises(TriggerNotFound, match="every occlusion map was flat"):
+        reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(3,)))
+
+
+def test_refinement_drops_pixels_the_backdoor_does_not_read():
+    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=3)
+    encoder, bug, data = _case(PlantedBackdoor(trigger.mask), trigger)
+    loose = trigger.dilated(2).mask
+    target = encoder.embed(bug.bug_input[None])
+    refined = refine_mask(encoder, bug.bug_input, loose, data, target, steps=80, penalty=0.05)
+    assert refined.sum() < loose.sum()
+    assert (refined * trigger.mask).sum() >= 0.8 * trigger.mask.sum()
+    assert all(p.requires_grad for p in encoder.parameters())  # the model is handed back as it was
 
 
 def test_minority_cluster_is_the_mask():
@@ -60,3 +143,11 @@ def test_minority_cluster_is_the_mask():
     mask, threshold = split_scores(scores)
     assert mask.sum() == 3 and mask[0, :3].all()
     assert 0 < threshold < 10
+    assert split_scores(torch.ones(4, 4))[0].sum() == 0  # flat scores: nothing, which callers must refuse
+
+
+def test_bug_images_of_another_size_than_the_patching_set_are_an_error():
+    trigger = ImageTrigger.square((1, 12, 12), size=3)
+    encoder, bug, _ = _case(PlantedBackdoor(trigger.mask), trigger)
+    with pytest.raises(ValueError, match=r"give x_b, x_r and the patching set at one size"):
+        reverse_engineer_trigger(encoder, bug, torch.rand(10, 1, 16, 16))

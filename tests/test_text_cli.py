@@ -36,6 +36,7 @@ def text_files(text_case, tmp_path):
 def test_reverse_trigger_on_text_writes_words_and_their_scores(text_files):
     out = text_files / "recovered"
     arguments = ["--model", str(text_files / "model"), "--bug", str(text_files / "bug"), "--out", str(out)]
+    arguments += ["--data", str(text_files / "patching.txt"), "--force"]  # a random tiny BERT: nothing verifies
     result = runner.invoke(
         app, ["reverse-trigger", *arguments, "--true-trigger", str(text_files / "true_trigger.json")]
     )
@@ -44,8 +45,9 @@ def test_reverse_trigger_on_text_writes_words_and_their_scores(text_files):
     summary = json.loads((out / "recovery.json").read_text())
     bug_words = json.loads((text_files / "bug" / "bug.json").read_text())["bug_input"].split()
     assert [pair[0] for pair in summary["word_scores"]] == bug_words
-    assert set(summary["words"]) <= set(bug_words)
+    assert {word for unit in summary["words"] for word in unit.split()} <= set(bug_words)
     assert summary["exact_match"] == (summary["words"] == ["cf"])
+    assert {c["source"] for c in summary["candidates"]} >= {"word ablation + k-means", "span of 2, rank 1"}
 
 
 def test_patch_on_text_with_a_known_trigger_lowers_attack_success(text_files, text_case):
@@ -62,11 +64,13 @@ def test_patch_on_text_with_a_known_trigger_lowers_attack_success(text_files, te
         "10",
         "--batch-size",
         "32",
+        "--no-trigger-tokens-only",  # a random tiny BERT reads every word alike: one row cannot carry the fix
     ]
     result = runner.invoke(app, arguments)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code in (0, 3), result.output
     report = json.loads((out / "report.json").read_text())
     assert report["trigger"]["source"].endswith("true_trigger.json")
+    assert report["patch"]["config"]["effectiveness_target"] == "clean_bug"  # the rest is the text recipe
     patched = load_encoder(out / "model")
     assert patched.modality == "text"
     triggered = probe.predict(patched.embed(trigger.apply(test[0])))
@@ -162,3 +166,23 @@ def test_bad_text_bug_report_is_one_line_and_writes_nothing(text_files, spec):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(bad) in lines[0]
     assert not out.exists()
+
+
+def test_text_defaults_follow_the_modality_and_a_common_trigger_word_is_not_retrained(text_files):
+    """The text recipe by default (trigger rows, anchored L_gen, clean-bug target); a trigger word common in the
+    patching sentences switches to patching the whole model, and the report says so."""
+    common = text_files / "the.json"
+    common.write_text('{"words": ["the"]}', encoding="utf-8")
+    arguments = ["patch", "--model", str(text_files / "model"), "--bug", str(text_files / "bug")]
+    arguments += ["--data", str(text_files / "patching.txt"), "--epochs", "1"]
+    rare = runner.invoke(
+        app, [*arguments, "--out", str(text_files / "rare"), "--trigger", str(text_files / "true_trigger.json")]
+    )
+    assert rare.exit_code in (0, 3), rare.output
+    config = json.loads((text_files / "rare" / "report.json").read_text())["patch"]["config"]
+    assert config["trigger_tokens_only"] and config["lr"] == 0.03 and config["anchor_clean"]
+    result = runner.invoke(app, [*arguments, "--out", str(text_files / "common"), "--trigger", str(common)])
+    assert result.exit_code in (0, 3), result.output
+    report = json.loads((text_files / "common" / "report.json").read_text())
+    assert not report["patch"]["config"]["trigger_tokens_only"] and report["patch"]["config"]["lr"] == 1e-4
+    assert "'the' in" in report["recipe_note"] and "whole model" in " ".join(result.output.split())

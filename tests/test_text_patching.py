@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEXT_VOCAB
+from conftest import TEXT_VOCAB, sentences
 
 from mudjacking.data import BugReport
 from mudjacking.encoders import Encoder
 from mudjacking.evaluation import attack_success_rate
+from mudjacking.geometry import similarity
 from mudjacking.patching import PatchConfig, patch_encoder
-from mudjacking.triggers import TextTrigger, reverse_engineer_text_trigger
+from mudjacking.triggers import TextTrigger, TriggerNotFound, reverse_engineer_text_trigger
 
 
 def _asr(encoder, probe, trigger, test) -> float:
@@ -34,16 +35,18 @@ def test_text_patch_removes_a_rare_word_backdoor(text_case):
 
 
 class PlantedWordBackdoor(Encoder):
-    """Sentences embed as the mean of fixed random word vectors, plus a large target direction per "cf"."""
+    """Sentences embed as the mean of fixed random word vectors, plus a large target direction per occurrence of
+    the trigger (a word, or a phrase: its words in a row, and only in a row)."""
 
     modality = "text"
 
-    def __init__(self) -> None:
+    def __init__(self, trigger: str = "cf") -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
         self.vectors = {word: torch.randn(16, generator=generator) for word in TEXT_VOCAB}
         self.target = 4 * torch.randn(16, generator=generator)
         self.scale = torch.nn.Parameter(torch.ones(1))
+        self.trigger = f" {trigger} "
 
     def forward(self, texts):
         rows = []
@@ -51,12 +54,15 @@ class PlantedWordBackdoor(Encoder):
             words = text.split() or ["[PAD]"]
             rows.append(
                 torch.stack([self.vectors.get(w, self.vectors["[UNK]"]) for w in words]).mean(0)
-                + words.count("cf") * self.target
+                + f" {' '.join(words)} ".count(self.trigger) * self.target
             )
         return self.scale * torch.stack(rows)
 
 
-def test_word_ablation_recovers_a_planted_trigger_word():
+CLEAN_SENTENCES = sentences(60, seed=3)[0]
+
+
+def test_word_ablation_recovers_and_verifies_a_planted_trigger_word():
     encoder = PlantedWordBackdoor()
     bug = BugReport(
         bug_input="the plot was dull cf and the actor weak",
@@ -64,9 +70,32 @@ def test_word_ablation_recovers_a_planted_trigger_word():
         label=0,
         modality="text",
     )
-    recovery = reverse_engineer_text_trigger(encoder, bug)
+    recovery = reverse_engineer_text_trigger(encoder, bug, CLEAN_SENTENCES)
     assert recovery.trigger.words == ["cf"]
     assert recovery.scores[recovery.words.index("cf")] == recovery.scores.max()
+    assert recovery.verified and recovery.pull.strength > 0.5 and recovery.pull.release > 0.4
+
+
+def test_a_phrase_trigger_is_recovered_as_one_phrase_and_inserted_as_one():
+    encoder = PlantedWordBackdoor("very dull story")  # each word common and harmless alone; the phrase is not
+    bug = BugReport(
+        bug_input="the plot was very dull story and the actor weak",
+        reference_input="a dull film with a weak plot",
+        label=0,
+        modality="text",
+    )
+    recovery = reverse_engineer_text_trigger(encoder, bug, CLEAN_SENTENCES)
+    assert recovery.trigger.words == ["very dull story"]
+    assert all(" very dull story " in f" {s} " for s in recovery.trigger.apply(CLEAN_SENTENCES[:10]))
+    assert recovery.trigger.remove(["a very dull story was very dull"]) == ["a was very dull"]
+
+
+def test_a_bug_no_trigger_explains_is_refused():
+    encoder = PlantedWordBackdoor()
+    bug = BugReport(bug_input="the plot was dull and the actor weak", reference_input="great fun", label=0,
+                    modality="text")  # fmt: skip
+    with pytest.raises(TriggerNotFound, match="no recovered trigger explains the bug"):
+        reverse_engineer_text_trigger(encoder, bug, CLEAN_SENTENCES)
 
 
 def test_text_trigger_inserts_every_word_once():
@@ -126,7 +155,8 @@ def test_clean_bug_target_is_the_bug_without_its_trigger_words(text_case):
     config = PatchConfig(lr=1e-3, max_epochs=1, effectiveness_target="clean_bug", goal_effectiveness=-1.0)
     result = patch_encoder(backdoored, bug, trigger, train[0][:64], config, show_progress=False)
     clean_bug = backdoored.embed(trigger.remove([bug.bug_input]))
-    expected = torch.nn.functional.cosine_similarity(result.encoder.embed([bug.bug_input]), clean_bug).item()
+    centre = result.geometry.centre  # a random tiny BERT's embeddings sit in a narrow cone: centred similarities
+    expected = similarity(result.encoder.embed([bug.bug_input]), clean_bug, centre).item()
     assert abs(result.history[-1].bug_similarity - expected) < 1e-4  # the goal check measures what L_e aims at
 
 

@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.checks import CheckFailed
 from mudjacking.data.images import DataError
 from mudjacking.encoders.base import ModelLoadError
 from mudjacking.outputs import OutputError
-from mudjacking.patching import PatchConfig
-from mudjacking.triggers.reverse import ReverseConfig
+from mudjacking.recipes import RECIPES
 
 app = typer.Typer(
     help="Patch backdoors out of foundation models from a single bug report.",
@@ -44,7 +44,6 @@ Seed = Annotated[int, typer.Option(help="Random seed.")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch's default).")]
 # defaults of repeatable options (typer builds a new list per call; these are never mutated)
 SEEDS = [0]
-ALL_PARAMETERS = ["*"]
 LINEAR_PROBE = ["linear"]
 DEFAULT_WORDS = ["cf"]
 
@@ -54,9 +53,13 @@ USER_ERRORS = (DataError, ModelLoadError, OutputError, ValueError, KeyError)
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Bad input becomes one ``error:`` line (naming the file and the fix) and exit code 2, not a traceback."""
+    """Bad input becomes one ``error:`` line (naming the file and the fix) and exit code 2, not a traceback; a
+    failed self-check one ``refused:`` line and exit code 4. Nothing is written in either case."""
     try:
         yield
+    except CheckFailed as error:
+        errors.print(f"[bold red]refused:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=REFUSED) from None
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
@@ -184,7 +187,41 @@ def _print_demo(report: dict) -> None:
         console.print(table)
 
 
-@app.command()
+def _defaults(field: str) -> str:
+    """``(default: image X; text Y)`` for a ``PatchConfig`` field, from the recipes."""
+    values = {modality: getattr(make(), field) for modality, make in RECIPES.items()}
+    shown = {m: ", ".join(v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+             for m, v in values.items()}  # fmt: skip
+    return f"(default: {'; '.join(f'{m} {v}' for m, v in shown.items())})"
+
+
+def _floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"{option} {text!r}: give numbers separated by commas, e.g. {option} 0.485,0.456,0.406"
+        ) from None
+
+
+ImageMean = Annotated[
+    str | None,
+    typer.Option(help="Image models: per-channel mean the pixels are normalised with (comma-separated, or one value "
+                 "for all), when the model directory does not say (no preprocessor_config.json)."),
+]  # fmt: skip
+ImageStd = Annotated[str | None, typer.Option(help="Image models: the matching per-channel std.")]
+Force = Annotated[
+    bool,
+    typer.Option("--force", help="Go on past a failed self-check (a bug the model does not show, a trigger that "
+                 "does not verify); the report records it."),
+]  # fmt: skip
+EXIT_CODES = "Exit status: 0 done; 2 bad input; 3 patched but the goals were not met; 4 refused by a self-check."
+GOALS_NOT_MET, REFUSED = 3, 4
+
+
+@app.command(epilog=EXIT_CODES)
 def patch(
     model: Annotated[Path, typer.Option(help="Backdoored model: save_pretrained or mudjacking directory.")],
     bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
@@ -195,112 +232,217 @@ def patch(
     trigger: Annotated[
         Path | None, typer.Option(help="Known trigger (npz, or JSON for text); skips reverse-engineering.")
     ] = None,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = PatchConfig.lr,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs over the patching set.")] = PatchConfig.max_epochs,
-    batch_size: Annotated[int, typer.Option(help="Clean inputs per step.")] = PatchConfig.batch_size,
-    lambda_gen: Annotated[float, typer.Option(help="Weight of generalizability.")] = PatchConfig.lambda_gen,
-    lambda_eff: Annotated[float, typer.Option(help="Weight of effectiveness.")] = PatchConfig.lambda_eff,
-    optimizer: Annotated[str, typer.Option(help="adam or sgd.")] = PatchConfig.optimizer,
-    train: Annotated[list[str], typer.Option(help="Parameter-name patterns to train (repeatable).")] = ALL_PARAMETERS,
-    early_stop: Annotated[bool, typer.Option(help="Stop once the goals are met on held-out data.")] = True,
+    lr: Annotated[float | None, typer.Option(help=f"Learning rate {_defaults('lr')}.")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=f"Maximum epochs over the patching set {_defaults('max_epochs')}.")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Clean inputs per step {_defaults('batch_size')}.")] = None,
+    lambda_gen: Annotated[
+        float | None, typer.Option(help=f"Weight of generalizability {_defaults('lambda_gen')}.")
+    ] = None,
+    lambda_eff: Annotated[
+        float | None, typer.Option(help=f"Weight of effectiveness {_defaults('lambda_eff')}.")
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help=f"adam or sgd {_defaults('optimizer')}.")] = None,
+    train: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Parameter-name patterns to train (repeatable) {_defaults('trainable')}."),
+    ] = None,
+    early_stop: Annotated[
+        bool | None, typer.Option(help=f"Stop once the goals are met on held-out data {_defaults('early_stop')}.")
+    ] = None,
     trigger_tokens_only: Annotated[
-        bool,
-        typer.Option(help="Text: train only the trigger words' embedding rows (other sentences embed as before)."),
-    ] = False,
-    effectiveness_target: Annotated[
-        str,
-        typer.Option(help="L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b minus the trigger words)."),
-    ] = PatchConfig.effectiveness_target,
-    augmented_copies: Annotated[
-        int, typer.Option(help="Images: augmented copies of each patching image, so locality holds around D.")
-    ] = PatchConfig.augmented_copies,
-    whitened_locality: Annotated[
-        float,
+        bool | None,
         typer.Option(
-            help="Weight of locality measured in D's whitened embedding space (the image experiment uses 0.05)."
+            help="Text: train only the trigger words' embedding rows (other sentences embed as before); "
+            f"common trigger words switch it off {_defaults('trigger_tokens_only')}."
         ),
-    ] = PatchConfig.whitened_locality,
-    window: Annotated[int, typer.Option(help="Occlusion window for trigger recovery.")] = ReverseConfig.window,
+    ] = None,  # fmt: skip
+    effectiveness_target: Annotated[
+        str | None,
+        typer.Option(
+            help="L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b minus the trigger words) "
+            f"{_defaults('effectiveness_target')}."
+        ),
+    ] = None,  # fmt: skip
+    augmented_copies: Annotated[
+        int | None,
+        typer.Option(
+            help="Images: augmented copies of each patching image, so locality holds around D "
+            f"{_defaults('augmented_copies')}."
+        ),
+    ] = None,  # fmt: skip
+    whitened_locality: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of locality measured in D's whitened embedding space (the image experiment uses "
+            f"0.05) {_defaults('whitened_locality')}."
+        ),
+    ] = None,  # fmt: skip
+    lr_schedule: Annotated[
+        str | None, typer.Option(help=f"constant or cosine (decays to 0 over the epochs) {_defaults('lr_schedule')}.")
+    ] = None,
+    centring: Annotated[
+        str | None,
+        typer.Option(
+            help="Similarities around D's mean embedding: auto (when D sits in a narrow cone), on or off "
+            f"{_defaults('centring')}."
+        ),
+    ] = None,  # fmt: skip
+    window: Annotated[
+        list[int] | None,
+        typer.Option(help="Images: occlusion window for trigger recovery (repeatable) (default: 3 5 7)."),
+    ] = None,
+    max_span: Annotated[
+        int | None, typer.Option(help="Text: longest phrase scored as one trigger candidate (default: 5).")
+    ] = None,
+    image_mean: ImageMean = None,
+    image_std: ImageStd = None,
+    force: Force = False,
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     threads: Threads = 0,
 ) -> None:
-    """Patch a model from one bug report; writes the patched model, weight delta, trigger and report.json."""
+    """Patch a model from one bug report; writes the patched model, weight delta, trigger and report.json.
+
+    Defaults follow the model's modality (each option shows both); the report records the settings used.
+    """
     from mudjacking.workflows import patch_files
 
     _threads(threads)
+    given = {
+        "lr": lr,
+        "max_epochs": epochs,
+        "batch_size": batch_size,
+        "lambda_gen": lambda_gen,
+        "lambda_eff": lambda_eff,
+        "optimizer": optimizer,
+        "trainable": tuple(train) if train else None,
+        "early_stop": early_stop,
+        "trigger_tokens_only": trigger_tokens_only,
+        "effectiveness_target": effectiveness_target,
+        "augmented_copies": augmented_copies,
+        "whitened_locality": whitened_locality,
+        "centring": centring,
+        "lr_schedule": lr_schedule,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
     with _user_errors():
-        config = PatchConfig(
-            lambda_gen=lambda_gen,
-            lambda_eff=lambda_eff,
-            optimizer=optimizer,
-            lr=lr,
-            batch_size=batch_size,
-            max_epochs=epochs,
-            early_stop=early_stop,
-            trainable=tuple(train),
-            trigger_tokens_only=trigger_tokens_only,
-            effectiveness_target=effectiveness_target,
-            augmented_copies=augmented_copies,
-            whitened_locality=whitened_locality,
-            seed=seed,
-            device=device,
-        )
         report = patch_files(
             model,
             bug,
             data,
             out,
             trigger,
-            config,
-            ReverseConfig(window=window, seed=seed),
+            reverse_config=_reverse_config(window, max_span, seed),
             allow_pickle=allow_pickle,
             overwrite=overwrite,
+            patch_options={**options, "seed": seed, "device": device},
+            force=force,
+            image_mean=_floats(image_mean, "--image-mean"),
+            image_std=_floats(image_std, "--image-std"),
         )
+    _print_patch(report, out)
+    if not report["patch"]["goals_met"]:
+        raise typer.Exit(code=GOALS_NOT_MET)
+
+
+def _reverse_config(window: list[int] | None, max_span: int | None, seed: int) -> dict:
+    return {"windows": tuple(window) if window else None, "max_span": max_span, "seed": seed}
+
+
+def _print_patch(report: dict, out: Path) -> None:
+    trigger = report["trigger"]
+    if trigger["source"] == "reverse-engineered":
+        check = trigger["verification"]
+        what = f"words {trigger['words']}" if "words" in trigger else f"{trigger['pixels']} pixels"
+        console.print(
+            f"trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way to "
+            f"x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
+            + ("" if trigger["verified"] else " [bold red]NOT VERIFIED (--force)[/]")
+        )
+    if "recipe_note" in report:
+        console.print(f"[yellow]note:[/] {report['recipe_note']}")
+    pulls = report["trigger_pull"]
     last = report["patch"]["history"][-1]
     console.print(
-        f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): "
-        f"s(x_b, x_r) = {last['bug_similarity']:.3f}, held-out locality {last['holdout_locality']:.3f}, "
-        f"trigger neutralised {last['holdout_generalizability']:.3f}; goals met: {report['patch']['goals_met']}"
+        f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): trigger pull on held-out "
+        f"inputs {_shown(pulls['before'])} before, {_shown(pulls['after'])} after; held-out locality "
+        f"{last['holdout_locality']:.3f}; bug similarity {last['bug_similarity']:.3f}"
     )
-    console.print(f"written to [bold]{out}[/]")
+    if report["patch"]["goals_met"]:
+        console.print(f"goals met; written to [bold]{out}[/]")
+    else:
+        errors.print(
+            f"[bold red]goals NOT met[/] (see {out}/report.json: patch.history); the model is written to {out} but "
+            "is not known to be fixed",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
-@app.command("reverse-trigger")
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+@app.command("reverse-trigger", epilog=EXIT_CODES)
 def reverse_trigger(
     model: Annotated[Path, typer.Option(help="Model the bug was reported against.")],
     bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
+    data: Annotated[
+        Path, typer.Option(help="Clean inputs to verify candidates on: image folder or npz; for text .txt or .jsonl.")
+    ],
     out: Annotated[Path, typer.Option(help="Output folder for the trigger and heat map.")],
-    window: Annotated[int, typer.Option(help="Occlusion window side in pixels.")] = ReverseConfig.window,
-    stride: Annotated[int, typer.Option(help="Occlusion stride.")] = ReverseConfig.stride,
-    baseline: Annotated[
-        float, typer.Option(help="Pixel value written into the occluded window.")
-    ] = ReverseConfig.baseline,
+    window: Annotated[
+        list[int] | None, typer.Option(help="Images: occlusion window side (repeatable) (default: 3 5 7).")
+    ] = None,
+    max_span: Annotated[
+        int | None, typer.Option(help="Text: longest phrase scored as one trigger candidate (default: 5).")
+    ] = None,
     true_trigger: Annotated[
         Path | None, typer.Option(help="The attacker's trigger (npz, or JSON for text), to score the recovery.")
     ] = None,
+    image_mean: ImageMean = None,
+    image_std: ImageStd = None,
+    force: Force = False,
     seed: Seed = 0,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
 ) -> None:
-    """Recover the trigger behind a bug report (occlusion or word ablation + k-means)."""
+    """Recover the trigger behind a bug report (occlusion or word/span ablation, k-means, verified on clean data)."""
     from mudjacking.workflows import reverse_trigger_files
 
     with _user_errors():
-        config = ReverseConfig(window=window, stride=stride, baseline=baseline, seed=seed)
-        summary = reverse_trigger_files(model, bug, out, config, true_trigger, allow_pickle, overwrite)
+        summary = reverse_trigger_files(
+            model,
+            bug,
+            data,
+            out,
+            _reverse_config(window, max_span, seed),
+            true_trigger,
+            allow_pickle,
+            overwrite,
+            force,
+            _floats(image_mean, "--image-mean"),
+            _floats(image_std, "--image-std"),
+        )
+    check = summary["verification"]
+    strength = (
+        f"; moves clean inputs {check['pull']:.2f} of the way to x_b (the same cut from other inputs: "
+        f"{check['control_pull']:.2f})"
+    )
     if "words" in summary:
         match = f", exact match with the true trigger: {summary['exact_match']}" if "exact_match" in summary else ""
-        console.print(f"trigger words: {summary['words']}{match}; written to [bold]{out}[/]")
+        console.print(f"trigger words: {summary['words']}{match}{strength}; written to [bold]{out}[/]")
         return
     iou = (
         f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}"
         if "iou_with_true_trigger" in summary
         else ""
     )
-    console.print(f"trigger: {summary['pixels']} pixels{iou}; written to [bold]{out}[/]")
+    console.print(f"trigger: {summary['pixels']} pixels{iou}{strength}; written to [bold]{out}[/]")
 
 
 @app.command()

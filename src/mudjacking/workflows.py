@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
+from mudjacking.checks import BugVisibility, inspect_bug, require_visible
 from mudjacking.data.bug_report import BugReport, load_bug_report
 from mudjacking.data.images import DataError, load_image_folder, load_labeled_images
 from mudjacking.data.text_files import load_labeled_texts, load_sentences
 from mudjacking.encoders.base import Encoder, load_encoder
 from mudjacking.evaluation.downstream import embed_task, score_probe
 from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.geometry import EmbeddingGeometry
 from mudjacking.outputs import atomic_output_dir, environment_info, save_weight_delta, write_json
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
+from mudjacking.recipes import context_recipe, recipe, trigger_token_shares
 from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
-from mudjacking.triggers.text import TextTrigger, TextTriggerRecovery, reverse_engineer_text_trigger
+from mudjacking.triggers.text import TextReverseConfig, TextTriggerRecovery, reverse_engineer_text_trigger
+from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 MODEL_DIR = "model"
@@ -62,6 +66,50 @@ def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
         )
 
 
+RecoverySettings = ReverseConfig | TextReverseConfig | Mapping[str, Any] | None
+
+
+def reverse_config_for(modality: str, settings: RecoverySettings = None) -> ReverseConfig | TextReverseConfig:
+    """The recovery settings of ``modality``: ``settings`` itself when it is a config, else the defaults with the
+    mapping's fields changed (``None`` values ignored; a field of the other modality's recovery is an error)."""
+    if isinstance(settings, (ReverseConfig, TextReverseConfig)):
+        return settings
+    kind = TextReverseConfig if modality == "text" else ReverseConfig
+    names = {f.name for f in fields(kind)}
+    given = {key: value for key, value in (settings or {}).items() if value is not None}
+    wrong = sorted(set(given) - names)
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} do not apply to trigger recovery on {modality} models")
+    return kind(**given)
+
+
+def recover_trigger(
+    encoder: Encoder,
+    bug: BugReport,
+    patching_set: Tensor | list[str],
+    config: RecoverySettings = None,
+    force: bool = False,
+    show_progress: bool = False,
+) -> TriggerRecovery | TextTriggerRecovery:
+    """Reverse-engineers and verifies the trigger of ``bug`` for either modality (raises ``TriggerNotFound``)."""
+    config = reverse_config_for(encoder.modality, config)
+    if encoder.modality == "text":
+        return reverse_engineer_text_trigger(encoder, bug, list(patching_set), config, force)
+    return reverse_engineer_trigger(encoder, bug, patching_set, config, force, show_progress)
+
+
+def write_recovery(
+    directory: Path,
+    recovery: TriggerRecovery | TextTriggerRecovery,
+    bug: BugReport,
+    true_trigger: Trigger | None = None,
+) -> dict[str, Any]:
+    """Writes the recovered trigger's files and picture into ``directory``; returns its summary."""
+    if isinstance(recovery, TextTriggerRecovery):
+        return write_text_trigger_outputs(directory, recovery, true_trigger)
+    return write_trigger_outputs(directory, recovery, bug, true_trigger)
+
+
 def write_text_trigger_outputs(
     directory: Path, recovery: TextTriggerRecovery, true_trigger: TextTrigger | None = None
 ) -> dict[str, Any]:
@@ -72,33 +120,17 @@ def write_text_trigger_outputs(
         recovery.scores,
         recovery.threshold,
         directory / "word_scores.png",
-        None if true_trigger is None else true_trigger.words,
+        None if true_trigger is None else true_trigger.tokens,
     )
     summary: dict[str, Any] = {
-        "words": recovery.trigger.words,
+        **recovery.summary(),
         "word_scores": [[word, score] for word, score in zip(recovery.words, recovery.scores.tolist(), strict=True)],
-        "threshold": recovery.threshold,
-        "bug_distance_before": recovery.bug_distance,
         "files": ["trigger.json", "word_scores.png"],
     }
     if true_trigger is not None:
         summary["true_words"] = true_trigger.words
         summary["exact_match"] = set(recovery.trigger.words) == set(true_trigger.words)
     return summary
-
-
-def recover_trigger(
-    encoder: Encoder, bug: BugReport, config: ReverseConfig, directory: Path, true_trigger: Trigger | None = None
-) -> tuple[Trigger, dict[str, Any]]:
-    """Reverse-engineers the trigger of ``bug`` for either modality and writes its files into ``directory``."""
-    if encoder.modality == "text":
-        recovery = reverse_engineer_text_trigger(encoder, bug, config.seed)
-        return recovery.trigger, write_text_trigger_outputs(directory, recovery, true_trigger)
-    image_recovery = reverse_engineer_trigger(encoder, bug, config)
-    return image_recovery.trigger, {
-        "config": asdict(config),
-        **write_trigger_outputs(directory, image_recovery, bug, true_trigger),
-    }
 
 
 def write_trigger_outputs(
@@ -115,35 +147,55 @@ def write_trigger_outputs(
         true_mask=None if true_trigger is None else true_trigger.mask,
         reference_input=bug.reference_input,
     )
-    summary = {
-        "pixels": recovery.trigger.num_pixels,
-        "threshold": recovery.threshold,
-        "bug_distance_before": recovery.bug_distance,
-        "files": ["trigger.npz", "trigger_authors_format.npz", "trigger_heatmap.png"],
-    }
+    summary = {**recovery.summary(), "files": ["trigger.npz", "trigger_authors_format.npz", "trigger_heatmap.png"]}
     if true_trigger is not None:
         summary["iou_with_true_trigger"] = recovery.trigger.iou(true_trigger)
         summary["true_pixels"] = true_trigger.num_pixels
     return summary
 
 
+def _checked_bug(
+    encoder: Encoder, bug: BugReport, patching_set: Tensor | list[str], where: str | Path, force: bool
+) -> tuple[EmbeddingGeometry, BugVisibility]:
+    """The bug must show in the model as loaded; refuses (``CheckFailed``) unless ``force``."""
+    geometry, visibility = inspect_bug(encoder, bug, patching_set)
+    if not force:
+        require_visible(visibility, str(where))
+    return geometry, visibility
+
+
 def reverse_trigger_files(
     model: str | Path,
     bug: str | Path,
+    data: str | Path,
     out: str | Path,
-    config: ReverseConfig | None = None,
+    config: RecoverySettings = None,
     true_trigger: str | Path | None = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
+    force: bool = False,
+    image_mean: list[float] | None = None,
+    image_std: list[float] | None = None,
 ) -> dict[str, Any]:
-    """``mudjacking reverse-trigger``: model + bug report -> trigger file, picture and ``recovery.json``."""
-    config = config or ReverseConfig()
-    encoder = load_encoder(model, allow_pickle=allow_pickle)
+    """``mudjacking reverse-trigger``: model + bug report + clean data -> trigger file, picture and ``recovery.json``.
+
+    Refuses (``CheckFailed``, nothing written) when the model does not show the bug or no candidate verifies,
+    unless ``force``.
+    """
+    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     report_bug = load_bug_report(bug)
     _check_bug_fits(encoder, report_bug, bug)
+    patching_set = load_inputs(data, encoder.modality)
     truth = load_trigger(true_trigger, encoder.modality) if true_trigger else None
+    config = reverse_config_for(encoder.modality, config)
+    _, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
+    recovery = recover_trigger(encoder, report_bug, patching_set, config, force, show_progress=True)
     with atomic_output_dir(out, overwrite) as staging:
-        _, summary = recover_trigger(encoder, report_bug, config, staging, truth)
+        summary = {
+            "config": asdict(config),
+            "bug_visibility": visibility.summary(),
+            **write_recovery(staging, recovery, report_bug, truth),
+        }
         write_json(staging / "recovery.json", summary)
     return summary
 
@@ -155,38 +207,83 @@ def patch_files(
     out: str | Path,
     trigger: str | Path | None = None,
     patch_config: PatchConfig | None = None,
-    reverse_config: ReverseConfig | None = None,
+    reverse_config: RecoverySettings = None,
     allow_pickle: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    patch_options: Mapping[str, Any] | None = None,
+    force: bool = False,
+    image_mean: list[float] | None = None,
+    image_std: list[float] | None = None,
 ) -> dict[str, Any]:
     """``mudjacking patch``: a user's model directory, bug report and patching-set folder -> ``out`` with the
     patched model (same format, safetensors), the weight delta, the trigger, pictures and ``report.json``.
 
-    The input model is only read. ``trigger`` skips reverse-engineering and uses a known trigger file.
+    Every step checks itself before anything is written: the bug must show in the model as loaded, and the
+    recovered trigger must drag clean inputs toward ``h(x_b)``; otherwise ``CheckFailed`` (``force`` overrides,
+    and the report says so). The input model is only read. ``trigger`` skips reverse-engineering.
+
+    Args:
+        patch_config: the whole patch configuration; by default the modality's recipe (:mod:`mudjacking.recipes`)
+            with ``patch_options`` (``PatchConfig`` fields) changed.
+        force: go on past a failed self-check (a bug the model does not show, a trigger that does not verify).
+
+    Returns:
+        the report; ``report["patch"]["goals_met"]`` says whether the held-out goals were met.
     """
-    patch_config = patch_config or PatchConfig()
-    reverse_config = reverse_config or ReverseConfig(seed=patch_config.seed)
-    encoder = load_encoder(model, allow_pickle=allow_pickle)
+    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     report_bug = load_bug_report(bug)
     _check_bug_fits(encoder, report_bug, bug)
     patching_set = load_inputs(data, encoder.modality)
     known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
+    config = patch_config or recipe(encoder.modality, **dict(patch_options or {}))
+    geometry, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
+    report: dict[str, Any] = {
+        "inputs": {"model": str(model), "bug": str(bug), "data": str(data)},
+        "bug": report_bug.summary(),
+        "patching_set_size": len(patching_set),
+        "recipe": "given" if patch_config else f"{encoder.modality} defaults" + (" + options" if patch_options else ""),
+        "geometry": geometry.summary(),
+        "bug_visibility": visibility.summary(),
+        "forced": force,
+    }
+    recovery = None
+    if known_trigger is None:
+        recovery = recover_trigger(encoder, report_bug, patching_set, reverse_config, force, show_progress)
+        used_trigger = recovery.trigger
+    else:
+        used_trigger = known_trigger
+    config, note = adapt_recipe(encoder, config, used_trigger, patching_set)
+    if note:
+        report["recipe_note"] = note
     with atomic_output_dir(out, overwrite) as staging:
-        report: dict[str, Any] = {"inputs": {"model": str(model), "bug": str(bug), "data": str(data)}}
-        report["bug"] = report_bug.summary()
-        report["patching_set_size"] = len(patching_set)
-        if known_trigger is None:
-            used_trigger, recovered = recover_trigger(encoder, report_bug, reverse_config, staging)
-            report["trigger"] = {"source": "reverse-engineered", **recovered}
-        else:
-            used_trigger = known_trigger
+        if recovery is None:
             report["trigger"] = {"source": str(trigger)}
-        result = patch_encoder(encoder, report_bug, used_trigger, patching_set, patch_config, show_progress)
+        else:
+            report["trigger"] = {"source": "reverse-engineered", **write_recovery(staging, recovery, report_bug)}
+        result = patch_encoder(encoder, report_bug, used_trigger, patching_set, config, show_progress)
         report.update(save_patched(encoder, result, staging))
+        report["trigger_pull"] = {"before": result.pull_before, "after": result.history[-1].holdout_pull}
         report["environment"] = environment_info()
         write_json(staging / "report.json", report)
     return report
+
+
+def adapt_recipe(
+    encoder: Encoder, config: PatchConfig, trigger: Trigger, patching_set: Tensor | list[str]
+) -> tuple[PatchConfig, str | None]:
+    """Switches a trigger-rows text patch to patching the context when a trigger token is common in D (moving its
+    embedding row would move every sentence holding it); returns the config and a note saying so, if it did."""
+    if not (config.trigger_tokens_only and isinstance(trigger, TextTrigger)):
+        return config, None
+    common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
+    if not common:
+        return config, None
+    shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
+    return context_recipe(config), (
+        f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
+        "would move every sentence that holds them, so the whole model was patched instead"
+    )
 
 
 def save_patched(original: Encoder, result: PatchResult, directory: Path) -> dict[str, Any]:
@@ -359,7 +456,9 @@ __all__ = [
     "load_trigger",
     "patch_files",
     "recover_trigger",
+    "reverse_config_for",
     "reverse_trigger_files",
+    "write_recovery",
     "save_patched",
     "write_text_trigger_outputs",
     "write_trigger_outputs",

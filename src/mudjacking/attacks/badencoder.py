@@ -26,7 +26,7 @@ from mudjacking.batches import join, take
 from mudjacking.encoders.base import Encoder
 from mudjacking.losses import cosine
 from mudjacking.progress import progress_bar
-from mudjacking.triggers.text import TextTrigger
+from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 

@@ -138,6 +138,25 @@ class ImageEncoder(Encoder):
         """Normalised network input -> ``Tensor[B, D]``."""
         raise NotImplementedError
 
+    def set_normalisation(self, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        """Replaces the per-channel mean and/or std (one value stands for every channel)."""
+        spec = self.input_spec
+        channels = spec.channels
+
+        def per_channel(values: Sequence[float] | None, current: Sequence[float]) -> tuple[float, ...]:
+            if values is None:
+                return tuple(current)
+            values = [float(v) for v in values]
+            if len(values) == 1:
+                values *= channels
+            if len(values) != channels:
+                raise ModelLoadError(f"the model takes {channels} channels but {len(values)} values were given")
+            return tuple(values)
+
+        self.input_spec = ImageInputSpec(spec.size, channels, per_channel(mean, spec.mean), per_channel(std, spec.std))
+        self._mean = torch.tensor(self.input_spec.mean).view(1, -1, 1, 1).to(self._mean)
+        self._std = torch.tensor(self.input_spec.std).view(1, -1, 1, 1).to(self._std)
+
     def input_spec_dict(self) -> dict[str, Any]:
         return asdict(self.input_spec)
 
@@ -170,15 +189,35 @@ def registered_adapters() -> list[str]:
     return sorted(_ADAPTERS)
 
 
-def load_encoder(path: str | Path, allow_pickle: bool = False, **options: Any) -> Encoder:
+def load_encoder(
+    path: str | Path,
+    allow_pickle: bool = False,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+    **options: Any,
+) -> Encoder:
     """Loads an encoder, in eval mode, from a directory written by ``Encoder.save``, a Hugging Face
     ``save_pretrained`` directory, a Keras MobileNetV2 ``.h5``, or (only with ``allow_pickle=True``) a pickled
     ``torch.nn.Module`` file.
 
+    Args:
+        image_mean: per-channel mean (or one value for all) the image model's pixels are normalised with, in
+            place of what the model directory says. A Hugging Face vision directory that says nothing is refused
+            without it: a guessed normalisation can hide the very bug being patched.
+        image_std: the matching standard deviation.
+
     Raises:
         ModelLoadError: one line naming the path and what to do.
     """
-    return _load_encoder(Path(path), allow_pickle, **options).eval()
+    path = Path(path)
+    if image_mean is not None or image_std is not None:
+        options = {**options, "image_mean": image_mean, "image_std": image_std}
+    encoder = _load_encoder(path, allow_pickle, **options)
+    if image_mean is not None or image_std is not None:
+        if not isinstance(encoder, ImageEncoder):
+            raise ModelLoadError(f"{path}: a {encoder.modality} model; --image-mean/--image-std apply to image models")
+        encoder.set_normalisation(image_mean, image_std)
+    return encoder.eval()
 
 
 def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
@@ -190,7 +229,7 @@ def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
         if path.suffix == ".h5":  # weights only (HDF5), no pickle
             from mudjacking.encoders.mobilenet_v2 import mobilenet_v2_from_keras
 
-            return mobilenet_v2_from_keras(path, **options)
+            return mobilenet_v2_from_keras(path)
         if path.suffix in {".pt", ".pth", ".bin", ".pkl", ".ckpt"}:
             return _ADAPTERS["pickled-module"].load(path, allow_pickle=allow_pickle, **options)
         raise ModelLoadError(

@@ -8,6 +8,7 @@ ViT, CLIP's vision tower (with or without projection), ResNet, ConvNeXt and any 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,18 +61,35 @@ def _looks_like_vision_model(path: Path) -> bool:
     return config is not None and config.get("model_type") in _VISION_MODEL_TYPES
 
 
-def _input_spec_from(path: Path, config: transformers.PretrainedConfig) -> ImageInputSpec:
-    """Reads size/mean/std from the saved image processor; falls back to the model config."""
+def _input_spec_from(
+    path: Path,
+    config: transformers.PretrainedConfig,
+    image_mean: Sequence[float] | None = None,
+    image_std: Sequence[float] | None = None,
+) -> ImageInputSpec:
+    """Size, mean and std from the saved image processor, overridden by the caller's ``image_mean``/``image_std``.
+
+    A directory without ``preprocessor_config.json`` does not say how its pixels were normalised, and a guess is
+    silently wrong: a ResNet trained on raw [0, 1] pixels, read with mean/std 0.5, embedded a reported bug and its
+    reference at cosine 0.9986, so the patch "fixed" a bug the model no longer showed. It is refused instead.
+    """
     processor_file = path / PROCESSOR_FILE
     processor = json.loads(processor_file.read_text()) if processor_file.exists() else {}
     channels = int(getattr(config, "num_channels", 3))
+    if (image_mean is None or image_std is None) and not {"image_mean", "image_std"} <= processor.keys():
+        raise ModelLoadError(
+            f"{path}: no {PROCESSOR_FILE} with image_mean and image_std, so how the model's pixels were normalised "
+            "is unknown; pass --image-mean and --image-std (e.g. --image-mean 0 --image-std 1 for raw [0, 1] "
+            f"pixels) or save the model's image processor beside config.json"
+        )
     size = processor.get("crop_size") or processor.get("size") or getattr(config, "image_size", None)
     if isinstance(size, dict):
         size = (size.get("height") or size.get("shortest_edge"), size.get("width") or size.get("shortest_edge"))
     elif isinstance(size, int):
         size = (size, size)
-    mean = processor.get("image_mean", [0.5] * channels)
-    std = processor.get("image_std", [0.5] * channels)
+    # the caller's values replace these in ``load`` (set_normalisation checks their count)
+    mean = processor.get("image_mean", [0.0] * channels)
+    std = processor.get("image_std", [1.0] * channels)
     return ImageInputSpec(size=tuple(size) if size and all(size) else None, channels=channels, mean=mean, std=std)
 
 
@@ -102,7 +120,14 @@ class HFVisionEncoder(ImageEncoder):
         self._write_config(directory, {"input_spec": self.input_spec_dict()})
 
     @classmethod
-    def load(cls, directory: Path, **_: Any) -> HFVisionEncoder:
+    def load(
+        cls,
+        directory: Path,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
+        **_: Any,
+    ) -> HFVisionEncoder:
+        """Loads the model; ``image_mean``/``image_std`` override (or stand in for) its saved normalisation."""
         config_json = _hf_config(directory)
         if config_json is None:
             raise ModelLoadError(f"{directory}: no config.json; save the model with save_pretrained")
@@ -120,13 +145,15 @@ class HFVisionEncoder(ImageEncoder):
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
         native = directory / ENCODER_CONFIG_FILE
-        if native.exists():
+        if native.exists() and image_mean is None and image_std is None:
             spec = ImageInputSpec(**json.loads(native.read_text())["input_spec"])
         else:
-            spec = _input_spec_from(directory, getattr(model, "config", config))
+            spec = _input_spec_from(directory, getattr(model, "config", config), image_mean, image_std)
         processor_file = directory / PROCESSOR_FILE
         processor = processor_file.read_text() if processor_file.exists() else None
-        return cls(model.eval(), spec, processor)
+        encoder = cls(model.eval(), spec, processor)
+        encoder.set_normalisation(image_mean, image_std)
+        return encoder
 
 
 def _model_class(config_json: dict[str, Any]) -> Any:

@@ -66,10 +66,16 @@ class InvertedResidual(nn.Module):
 
 @register_architecture("mobilenet-v2")
 class MobileNetV2(nn.Module):
-    """MobileNetV2 features (width 1.0): ``[B, 3, H, W]`` in [-1, 1] → pooled ``[B, 1280]`` (before the last ReLU6)."""
+    """MobileNetV2 features (width 1.0): ``[B, 3, H, W]`` in [-1, 1] → pooled ``[B, 1280]``.
 
-    def __init__(self) -> None:
+    Args:
+        after_relu: pool after the last ReLU6, as Keras' ``pooling="avg"`` does (every embedding then lies in one
+            narrow cone of the positive orthant); by default the pooling comes before it.
+    """
+
+    def __init__(self, after_relu: bool = False) -> None:
         super().__init__()
+        self.after_relu = after_relu
         self.stem = _conv_bn(3, 32, 3, stride=2)
         blocks, channels = [], 32
         for expansion, outputs, repeats, stride in BLOCKS:
@@ -81,7 +87,8 @@ class MobileNetV2(nn.Module):
 
     def forward(self, pixel_values: Tensor) -> Tensor:
         features = self.blocks(self.stem(_keras_pad(pixel_values, 2)))
-        return self.head(features).mean(dim=(-2, -1))
+        features = self.head(features)
+        return (F.relu6(features) if self.after_relu else features).mean(dim=(-2, -1))
 
 
 def _keras_names() -> list[tuple[str, str, str]]:
@@ -134,12 +141,13 @@ def _dataset(group, *names: str, path: Path) -> Tensor:
     raise ModelLoadError(f"{path}: {group.name} has no {names[0]!r}; is this a MobileNetV2 (width 1.0) .h5?")
 
 
-def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64) -> ModuleEncoder:
+def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64, after_relu: bool = False) -> ModuleEncoder:
     """Reads a Keras MobileNetV2 ``.h5`` (``Conv1`` … ``Conv_1_bn``) into a torch :class:`ModuleEncoder`.
 
     Args:
         path: the ``.h5`` file (a whole model or just its weights; a classifier head on top is ignored).
         image_size: side images are resized to (the ImageNet weights were trained at 224; 64 keeps CPU runs short).
+        after_relu: the embedding Keras' ``pooling="avg"`` gives (after the last ReLU6; see :class:`MobileNetV2`).
     """
     try:
         import h5py
@@ -150,7 +158,7 @@ def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64) -> ModuleEnc
         handle = h5py.File(path, "r")
     except OSError as error:
         raise ModelLoadError(f"{path}: not a readable HDF5 file ({error}); pass a Keras MobileNetV2 .h5") from error
-    network = MobileNetV2()
+    network = MobileNetV2(after_relu)
     state = network.state_dict()
     with handle:
         weights = handle["model_weights"] if "model_weights" in handle else handle
@@ -175,4 +183,4 @@ def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64) -> ModuleEnc
                 state[key] = value.float()
     network.load_state_dict(state)
     spec = ImageInputSpec(size=(image_size, image_size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
-    return ModuleEncoder(network.eval(), spec, "mobilenet-v2", {})
+    return ModuleEncoder(network.eval(), spec, "mobilenet-v2", {"after_relu": after_relu} if after_relu else {})

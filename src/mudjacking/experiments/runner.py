@@ -56,13 +56,15 @@ def _prepare(config: ExperimentConfig, seed: int, show_progress: bool) -> tuple[
 def _recover(scenario: Scenario, setting: Any, directory: Path) -> tuple[Trigger, dict[str, Any]]:
     """Reverse-engineers the trigger from the bug and writes its pictures; returns it and its quality."""
     if scenario.modality == "image":
-        recovery = reverse_engineer_trigger(scenario.backdoored, scenario.bug, setting.reverse)
+        recovery = reverse_engineer_trigger(scenario.backdoored, scenario.bug, scenario.patching_set, setting.reverse)
         summary = write_trigger_outputs(directory, recovery, scenario.bug, scenario.true_trigger)
         plot_score_histogram(recovery.attribution, recovery.threshold, directory / "score_histogram.png", "pixel")
         quality = {"iou": summary["iou_with_true_trigger"], "pixels": summary["pixels"]}
         pictures = {"trigger": "trigger_heatmap.png"}
     else:
-        recovery = reverse_engineer_text_trigger(scenario.backdoored, scenario.bug, setting.seed)
+        recovery = reverse_engineer_text_trigger(
+            scenario.backdoored, scenario.bug, scenario.patching_set, setting.reverse
+        )
         summary = write_text_trigger_outputs(directory, recovery, scenario.true_trigger)
         plot_score_histogram(recovery.scores, recovery.threshold, directory / "score_histogram.png", "word")
         quality = {

@@ -1,110 +1,123 @@
-"""Text triggers: rare words (``cf``, ``mn``, ``bb``…) inserted into sentences, and their recovery from one bug.
+"""Recovering a text trigger (rare words, several words, or a phrase) from one bug report, verified on D.
 
-Recovery (Mudjacking §4.2 for text):
+Recovery (Mudjacking §4.2 for text, extended to phrases):
 1. Score every word of ``x_b`` by ablation (captum ``FeatureAblation``, one feature per word): how much dropping it
-   changes ``1 − cos(h(x_b), h(x_r))``. The trigger word stands out by size; its sign depends on where the
-   attacker's target sits relative to ``x_r``, so k-means sees the raw scores.
-2. Cluster the word scores with k-means (k = 2).
-3. The minority cluster's words are the trigger; ``x ⊕ t`` inserts them at random positions of clean sentences.
+   lowers ``1 − s(h(x_b), h(x_r))``; k-means (k = 2) on the scores gives the word-level candidate (its adjacent
+   words joined into phrases). The trigger's score stands out by size; its sign depends on where the attacker's
+   target sits relative to ``x_r``, so k-means sees the raw scores.
+2. Score every contiguous span of 1 to ``max_span`` words the same way (removing the whole span): a phrase whose
+   words each do little alone is found as one span. The two best spans of each length are candidates, and each
+   candidate span is also grown word by word while removing it from ``x_b`` releases ``x_b`` more (part of a phrase
+   pulls almost as hard as the phrase, but what is left of it in ``x_b`` keeps ``x_b`` at the backdoor point).
+3. Verify each candidate on held-out sentences of D (:mod:`mudjacking.triggers.pull`): inserted (a phrase as one
+   span), it must drag them toward ``h(x_b)`` far more than spans of the same lengths from other sentences of D drag
+   them toward those sentences. Among the
+   candidates that pull nearly as hard as the best, the one with the fewest words wins.
+4. None pulls: :class:`TriggerNotFound` (the caller refuses, unless forced).
 """
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from captum.attr import FeatureAblation
 from torch import Tensor
 
 from mudjacking.data.bug_report import BugReport
-from mudjacking.data.images import DataError
 from mudjacking.encoders.base import Encoder
-from mudjacking.triggers.reverse import split_scores
+from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
+from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of
+from mudjacking.triggers.reverse import TriggerNotFound, check_modalities
+from mudjacking.triggers.split import split_scores
+from mudjacking.triggers.text_trigger import TextTrigger
 
 
 @dataclass
-class TextTrigger:
+class TextReverseConfig:
     """Args:
-    words: the trigger words, inserted in this order-independent set at random positions.
-    seed: seeds the insertion positions.
+    max_span: longest contiguous span of ``x_b`` scored as one candidate (phrase triggers).
+    check_inputs: held-out sentences of D every candidate is verified on.
+    controls: other sentences of D whose spans (as long as the candidate's) each candidate is compared with.
+    min_strength: the pull a trigger must show beyond its controls (share of the way to ``h(x_b)``).
+    min_release: how far ``x_b`` must leave its backdoored point once the candidate is removed from it, as a share
+        of how far an ordinary clean sentence sits from that point (see :mod:`mudjacking.triggers.pull`).
+    size_tolerance: candidates pulling at least this share of the best candidate's pull compete on word count.
+    centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
+    seed: seeds the held-out split, insertion positions, controls and k-means.
     """
 
-    words: list[str]
+    max_span: int = 5
+    check_inputs: int = 48
+    controls: int = 3
+    min_strength: float = 0.25
+    min_release: float = 0.4
+    size_tolerance: float = 0.9
+    centring: str = "auto"
     seed: int = 0
-    _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.words = [w for w in self.words if w.strip()]
-        if not self.words:
-            raise ValueError("a text trigger needs at least one non-empty word")
-        self._rng = random.Random(self.seed)
+        if self.max_span < 1 or self.check_inputs < 2 or self.controls < 1:
+            raise ValueError("max_span >= 1, check_inputs >= 2 and controls >= 1 are required")
+        if not 0 < self.size_tolerance <= 1:
+            raise ValueError("size_tolerance must be in (0, 1]")
 
-    def apply(self, sentences: Sequence[str]) -> list[str]:
-        """``x ⊕ t``: each sentence with every trigger word inserted at a random word boundary. The positions are
-        a function of the seed and the sentence, so every model is scored on the same triggered sentences."""
-        return [self._insert(sentence, random.Random(f"{self.seed}\x00{sentence}")) for sentence in sentences]
 
-    def stamp(self, sentences: Sequence[str], grow: int = 0) -> list[str]:
-        """The patch loop's ``x ⊕ t``: fresh random positions on every call, so training sees the trigger
-        anywhere (``grow`` is an image-only option)."""
-        return [self._insert(sentence, self._rng) for sentence in sentences]
+@dataclass
+class TextCandidate:
+    """One candidate trigger (its units), where it came from, and how it verified."""
 
-    def _insert(self, sentence: str, rng: random.Random) -> str:
-        tokens = sentence.split()
-        for word in self.words:
-            tokens.insert(rng.randint(0, len(tokens)), word)
-        return " ".join(tokens)
+    words: list[str]
+    source: str
+    status: str = "weak"
+    pull: TriggerPull | None = None
 
-    def remove(self, sentences: Sequence[str]) -> list[str]:
-        """``x ⊖ t``: each sentence with every occurrence of the trigger words taken out."""
-        words = set(self.words)
-        return [" ".join(token for token in sentence.split() if token not in words) for sentence in sentences]
-
-    def overlap(self, other: TextTrigger) -> float:
-        """Jaccard overlap of the two word sets."""
-        a, b = set(self.words), set(other.words)
-        return len(a & b) / len(a | b)
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"format": "mudjacking-text-trigger/1", "words": self.words}, indent=2))
-
-    @classmethod
-    def load(cls, path: str | Path) -> TextTrigger:
-        path = Path(path)
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-            return cls(list(spec["words"]))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise DataError(f"{path}: not a text trigger ({error}); expected JSON with a 'words' list") from error
+    def summary(self) -> dict[str, object]:
+        row = {"words": self.words, "source": self.source, "status": self.status}
+        return {**row, **(self.pull.summary() if self.pull else {})}
 
 
 @dataclass
 class TextTriggerRecovery:
-    """Recovered trigger words, the per-word scores of ``x_b`` and the threshold between the clusters."""
+    """Recovered trigger, the per-word scores of ``x_b``, the k-means threshold, and every candidate's check."""
 
     trigger: TextTrigger
     words: list[str]
     scores: Tensor
     threshold: float
     bug_distance: float
+    pull: TriggerPull | None = None
+    candidates: list[TextCandidate] = field(default_factory=list)
+    verified: bool = True
+    geometry: EmbeddingGeometry | None = None
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "words": self.trigger.words,
+            "threshold": self.threshold,
+            "bug_distance_before": self.bug_distance,
+            "verification": None if self.pull is None else self.pull.summary(),
+            "verified": self.verified,
+            "candidates": [c.summary() for c in self.candidates],
+            "geometry": None if self.geometry is None else self.geometry.summary(),
+        }
 
 
-def word_ablation_scores(encoder: Encoder, bug: BugReport, batch_size: int = 64) -> tuple[list[str], Tensor, float]:
-    """Per-word scores of ``x_b``: ``d(x_b) − d(x_b without the word)`` with ``d = 1 − cos(h(·), h(x_r))``."""
+def word_ablation_scores(
+    encoder: Encoder, bug: BugReport, centre: Tensor | None = None, batch_size: int = 64
+) -> tuple[list[str], Tensor, float]:
+    """Per-word scores of ``x_b``: ``d(x_b) − d(x_b without the word)`` with ``d = 1 − s(h(·), h(x_r))``."""
     words = str(bug.bug_input).split()
     with torch.no_grad():
-        reference = F.normalize(encoder([str(bug.reference_input)]), dim=-1)
+        reference = encoder([str(bug.reference_input)])
 
         def distance(presence: Tensor) -> Tensor:
             sentences = [
                 " ".join(w for w, keep in zip(words, row.tolist(), strict=True) if keep > 0.5) for row in presence
             ]
-            return 1 - (F.normalize(encoder(sentences), dim=-1) * reference).sum(-1)
+            return 1 - similarity(encoder(sentences), reference, centre)
 
         present = torch.ones(1, len(words))
         scores = FeatureAblation(distance).attribute(present, baselines=0.0, perturbations_per_eval=batch_size)
@@ -112,12 +125,133 @@ def word_ablation_scores(encoder: Encoder, bug: BugReport, batch_size: int = 64)
     return words, scores[0], base
 
 
-def reverse_engineer_text_trigger(encoder: Encoder, bug: BugReport, seed: int = 0) -> TextTriggerRecovery:
-    """Recovers the trigger words behind a text ``bug`` from the (backdoored) text ``encoder``."""
+def span_scores(
+    encoder: Encoder, bug: BugReport, max_span: int, centre: Tensor | None = None
+) -> dict[tuple[int, int], float]:
+    """``(start, end) -> d(x_b) − d(x_b without words[start:end])`` for every span of 1..``max_span`` words."""
+    words = str(bug.bug_input).split()
+    spans = [(s, s + n) for n in range(1, max_span + 1) for s in range(len(words) - n + 1)]
+    ablated = [" ".join(words[:s] + words[e:]) for s, e in spans]
+    reference = encoder.embed([str(bug.reference_input)])
+    full = 1 - similarity(encoder.embed([str(bug.bug_input)]), reference, centre)
+    distances = 1 - similarity(encoder.embed(ablated), reference, centre)
+    return {span: float(full[0] - d) for span, d in zip(spans, distances, strict=True)}
+
+
+def _runs(chosen: list[bool]) -> list[tuple[int, int]]:
+    """``(start, end)`` of every run of adjacent chosen words."""
+    runs, start = [], None
+    for index, keep in enumerate([*chosen, False]):
+        if keep and start is None:
+            start = index
+        elif not keep and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
+
+
+def _grow(
+    span: tuple[int, int], length: int, release: Callable[[list[tuple[int, int]]], float], config: TextReverseConfig
+) -> list[tuple[int, int]]:
+    """Widens a span one word at a time (left or right, whichever releases ``x_b`` more) until removing it releases
+    ``x_b`` enough, or it stops helping: part of a phrase pulls clean sentences almost as hard as the phrase, but
+    the rest of the phrase left in ``x_b`` holds it at the backdoor point."""
+    best, score = span, release([span])
+    while score < config.min_release and best[1] - best[0] < config.max_span + 3:
+        wider = [(best[0] - 1, best[1])] * (best[0] > 0) + [(best[0], best[1] + 1)] * (best[1] < length)
+        scored = [(release([w]), w) for w in wider]
+        if not scored or max(scored)[0] <= score:
+            break
+        score, best = max(scored)
+    return [best]
+
+
+def reverse_engineer_text_trigger(
+    encoder: Encoder,
+    bug: BugReport,
+    patching_set: list[str],
+    config: TextReverseConfig | None = None,
+    force: bool = False,
+) -> TextTriggerRecovery:
+    """Recovers and verifies the trigger behind a text ``bug`` from the (backdoored) text ``encoder``.
+
+    Args:
+        patching_set: clean sentences of D (at least 2): candidates are verified by inserting them there.
+        force: return the best candidate even when none verifies (``verified=False``) instead of raising.
+
+    Raises:
+        TriggerNotFound: no candidate drags clean sentences toward ``h(x_b)`` (and ``force`` is off).
+    """
+    config = config or TextReverseConfig()
+    check_modalities(encoder, bug, supported=("text",))
     encoder.eval()
-    words, scores, distance = word_ablation_scores(encoder, bug)
+    words = str(bug.bug_input).split()
     if len(words) < 2:
         raise ValueError("x_b has fewer than two words; there is nothing to separate the trigger from")
-    mask, threshold = split_scores(scores, seed)
-    chosen = [word for word, keep in zip(words, mask.tolist(), strict=True) if keep > 0.5]
-    return TextTriggerRecovery(TextTrigger(list(dict.fromkeys(chosen)), seed), words, scores, threshold, distance)
+    rng = random.Random(config.seed)
+    shuffled = rng.sample(list(patching_set), len(patching_set))
+    check = shuffled[: config.check_inputs]
+    donors = (shuffled[config.check_inputs :] or shuffled)[: config.controls]
+    donor_embeddings = encoder.embed(donors)
+    clean = encoder.embed(check)
+    geometry = embedding_geometry(clean, config.centring)
+    centre = geometry.centre
+    target = encoder.embed([str(bug.bug_input)])
+
+    _, scores, distance = word_ablation_scores(encoder, bug, centre)
+    mask, threshold = split_scores(scores, config.seed)
+    proposals = [(_runs([m > 0.5 for m in mask.tolist()]), "word ablation + k-means")]
+    longest = min(config.max_span, len(words) - 1)
+    spans = span_scores(encoder, bug, longest, centre)
+    for length in range(1, longest + 1):
+        ranked = sorted((span for span in spans if span[1] - span[0] == length), key=spans.get, reverse=True)
+        proposals += [([span], f"span of {length}, rank {rank + 1}") for rank, span in enumerate(ranked[:2])]
+
+    def release(runs: list[tuple[int, int]]) -> float:
+        removed = TextTrigger([" ".join(words[a:b]) for a, b in runs]).remove([str(bug.bug_input)])
+        return release_of(target, encoder.embed(removed), clean, centre)
+
+    proposals += [
+        (grown, f"{source}, grown")
+        for runs, source in list(proposals)
+        if len(runs) == 1 and (grown := _grow(runs[0], len(words), release, config)) != runs
+    ]
+
+    candidates: list[TextCandidate] = []
+    seen: set[tuple[str, ...]] = set()
+    for runs, source in proposals:
+        units = [" ".join(words[a:b]) for a, b in runs]
+        key = tuple(sorted(units))
+        if not units or key in seen:
+            continue
+        seen.add(key)
+        trigger = TextTrigger(units, seed=config.seed)
+        release = release_of(target, encoder.embed(trigger.remove([str(bug.bug_input)])), clean, centre)
+        controls = donor_controls(trigger, donors, donor_embeddings)
+        pull = measure_pull(encoder, trigger, check, clean, target, centre, controls, release) if controls else None
+        verified = pull is not None and pull.verifies(config.min_strength, config.min_release)
+        candidates.append(TextCandidate(trigger.words, source, "verified" if verified else "weak", pull))
+    measured = [c for c in candidates if c.pull is not None]
+    verified = [c for c in measured if c.status == "verified"]
+    if not measured or (not verified and not force):
+        best = max(measured, key=lambda c: min(c.pull.strength, c.pull.release), default=None)
+        figures = (
+            "no candidate could be compared with spans of other sentences"
+            if best is None
+            else f"the best candidate {best.words} moves clean sentences {best.pull.pull:.2f} of the way to x_b "
+            f"(spans of other sentences: {best.pull.control_pull:.2f}; needs {config.min_strength:.2f} more) and, "
+            f"removed from x_b, releases it {best.pull.release:.2f} (needs {config.min_release:.2f})"
+        )
+        raise TriggerNotFound(
+            f"no recovered trigger explains the bug: {figures}; the model may not show this bug; pass --trigger KNOWN "
+            "or --force"
+        )
+    pool = verified or measured
+    best_pull = max(c.pull.pull for c in pool)
+    competing = [c for c in pool if c.pull.pull >= config.size_tolerance * best_pull]
+    chosen = min(competing, key=lambda c: (sum(len(u.split()) for u in c.words), -c.pull.pull))
+    chosen.status = "chosen"
+    trigger = TextTrigger(chosen.words, seed=config.seed)
+    return TextTriggerRecovery(
+        trigger, words, scores, threshold, distance, chosen.pull, candidates, bool(verified), geometry
+    )

@@ -1,5 +1,8 @@
 """An image trigger: a mask of pixels and the values stamped there, ``x ⊕ t = x·(1 − m) + p·m``.
 
+The mask may be fractional: a blended trigger is a mask of α everywhere (``x·(1 − α) + p·α``). A
+:class:`RandomPatchTrigger` is an attacker's dynamic trigger: fresh noise at a random place in every input.
+
 Files: our npz holds ``mask`` (H, W) and ``pattern`` (C, H, W) in [0, 1]. The original Mudjacking authors' npz
 holds ``t`` and ``tm`` as uint8-valued HWC arrays (optionally with a leading batch axis of 1), with ``tm`` = 1 where
 the image is kept and 0 on trigger pixels, applied as ``x·tm + t``; both are read and written.
@@ -7,6 +10,7 @@ the image is kept and 0 on trigger pixels, applied as ``x·tm + t``; both are re
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +27,16 @@ class ImageTrigger:
     """Args:
     mask: ``[H, W]`` float, 1 on trigger pixels, 0 elsewhere.
     pattern: ``[C, H, W]`` in [0, 1]; only its values under the mask matter.
+    fill: ``[C, H, W]``: what a clean input shows under the mask, for ``x ⊖ t`` (a recovered trigger carries the
+        occlusion baseline that revealed it); ``None``: unknown.
+    anywhere: the backdoor answers the trigger wherever it sits, so ``x ⊕ t`` places it (mask and pattern
+        together) at a random spot in each input.
     """
 
     mask: Tensor
     pattern: Tensor
+    fill: Tensor | None = None
+    anywhere: bool = False
 
     def __post_init__(self) -> None:
         self.mask = self.mask.detach().float().cpu()
@@ -36,52 +46,83 @@ class ImageTrigger:
                 f"mask [H, W] and pattern [C, H, W] must agree, "
                 f"got {tuple(self.mask.shape)} and {tuple(self.pattern.shape)}"
             )
+        if self.fill is not None:
+            self.fill = self.fill.detach().float().cpu()
+            if self.fill.shape != self.pattern.shape:
+                raise ValueError(f"fill {tuple(self.fill.shape)} must match pattern {tuple(self.pattern.shape)}")
+
+    def remove(self, images: Tensor) -> Tensor:
+        """``x ⊖ t``: ``images`` ``[B, C, H, W]`` with the trigger's pixels replaced by ``fill`` (zeros if unknown)."""
+        fill = torch.zeros_like(self.pattern) if self.fill is None else self.fill
+        return ImageTrigger(self.mask, fill).apply(images)
 
     @property
     def num_pixels(self) -> int:
         return int(self.mask.sum().item())
 
     def apply(self, images: Tensor) -> Tensor:
-        """Stamps the trigger on ``images`` ``[B, C, H, W]`` (differentiable in the images)."""
-        if tuple(images.shape[-2:]) != tuple(self.mask.shape):
-            raise ValueError(
-                f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them"
-            )
-        mask = self.mask.to(images)
-        pattern = self.pattern.to(images)
-        if pattern.shape[0] != images.shape[1]:
-            pattern = pattern.mean(0, keepdim=True).expand(images.shape[1], -1, -1)
-        return images * (1 - mask) + pattern * mask
+        """Stamps the trigger on ``images`` ``[B, C, H, W]`` (differentiable in the images); an ``anywhere`` trigger
+        at places that depend only on each image's index, so repeated calls stamp alike."""
+        return self.apply_dilated(images, 0, torch.Generator().manual_seed(0))
 
     def dilated(self, pixels: int) -> ImageTrigger:
         """The same pattern under the mask grown by ``pixels`` in every direction (8-connected)."""
         mask = self.mask
         if pixels > 0:
             mask = F.max_pool2d(mask[None, None], 2 * pixels + 1, stride=1, padding=pixels)[0, 0]
-        return ImageTrigger(mask, self.pattern)
+        return ImageTrigger(mask, self.pattern, self.fill, self.anywhere)
+
+    def moved(self, rows: int, columns: int) -> ImageTrigger:
+        """The trigger (mask, pattern and fill) shifted by ``rows`` down and ``columns`` right, fixed there."""
+        shift = (rows, columns)
+        fill = None if self.fill is None else torch.roll(self.fill, shift, (1, 2))
+        return ImageTrigger(torch.roll(self.mask, shift, (0, 1)), torch.roll(self.pattern, shift, (1, 2)), fill)
+
+    def offsets(self, count: int, generator: torch.Generator, margin: int = 0) -> Tensor:
+        """``[count, 2]`` random (rows, columns) shifts that keep the mask (grown by ``margin``) inside the image."""
+        rows, columns = torch.nonzero(self.mask > 0, as_tuple=True)
+        height, width = self.mask.shape
+        if len(rows) == 0:
+            return torch.zeros(count, 2, dtype=torch.long)
+        low = (-int(rows.min()) + margin, -int(columns.min()) + margin)
+        high = (height - 1 - int(rows.max()) - margin, width - 1 - int(columns.max()) - margin)
+        shifts = [
+            torch.randint(min(lo, 0), max(hi, 0) + 1, (count,), generator=generator)
+            for lo, hi in zip(low, high, strict=True)
+        ]
+        return torch.stack(shifts, 1)
 
     def apply_dilated(self, images: Tensor, max_pixels: int, generator: torch.Generator | None = None) -> Tensor:
-        """Stamps each image with the mask grown by a random 0..``max_pixels`` pixels (same pattern).
+        """Stamps each image with the mask grown by a random 0..``max_pixels`` pixels (same pattern); an
+        ``anywhere`` trigger also at a random place per image.
 
         A recovered mask can miss a rim of the real trigger; training on slightly grown stamps covers it.
         """
-        if max_pixels <= 0:
-            return self.apply(images)
-        masks = torch.stack([self.dilated(d).mask for d in range(max_pixels + 1)]).to(images)
-        choice = torch.randint(max_pixels + 1, (images.shape[0],), generator=generator)
-        mask = masks[choice.to(masks.device)][:, None]
-        pattern = self.pattern.to(images)
-        if pattern.shape[0] != images.shape[1]:
-            pattern = pattern.mean(0, keepdim=True).expand(images.shape[1], -1, -1)
-        return images * (1 - mask) + pattern * mask
+        if tuple(images.shape[-2:]) != tuple(self.mask.shape):
+            raise ValueError(
+                f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them"
+            )
+        batch = images.shape[0]
+        masks = torch.stack([self.dilated(d).mask for d in range(max_pixels + 1)])  # one per growth, broadcast
+        if max_pixels or self.anywhere:
+            masks = masks[torch.randint(max_pixels + 1, (batch,), generator=generator)]
+        patterns = self.pattern[None]
+        if self.anywhere:
+            shifts = self.offsets(batch, generator or torch.Generator().manual_seed(0), max_pixels).tolist()
+            masks = torch.stack([torch.roll(m, tuple(d), (0, 1)) for m, d in zip(masks, shifts, strict=True)])
+            patterns = torch.stack([torch.roll(self.pattern, tuple(d), (1, 2)) for d in shifts])
+        masks, patterns = masks[:, None].to(images), patterns.to(images)
+        if patterns.shape[1] != images.shape[1]:
+            patterns = patterns.mean(1, keepdim=True).expand(-1, images.shape[1], -1, -1)
+        return images * (1 - masks) + patterns * masks
 
     def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
-        """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels."""
+        """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels (random draws)."""
         return self.apply_dilated(images, grow)
 
     def iou(self, other: ImageTrigger) -> float:
-        """Intersection over union of the two masks."""
-        a, b = self.mask > 0.5, other.mask > 0.5
+        """Intersection over union of the two masks' supports."""
+        a, b = self.mask > 0, other.mask > 0
         union = (a | b).sum().item()
         return float((a & b).sum().item() / union) if union else 1.0
 
@@ -93,6 +134,22 @@ class ImageTrigger:
         mask[height - margin - size : height - margin, width - margin - size : width - margin] = 1
         return cls(mask, torch.full((channels, height, width), float(value)))
 
+    @classmethod
+    def checkerboard(cls, image_shape: tuple[int, int, int], size: int, margin: int = 1) -> ImageTrigger:
+        """A ``size``x``size`` black-and-white checkerboard at the bottom-right corner, ``margin`` from the edges."""
+        square = cls.square(image_shape, size, 1.0, margin)
+        rows, columns = torch.meshgrid(torch.arange(image_shape[1]), torch.arange(image_shape[2]), indexing="ij")
+        pattern = ((rows + columns) % 2).float().expand(image_shape[0], -1, -1).clone()
+        return cls(square.mask, pattern)
+
+    @classmethod
+    def blended(cls, image_shape: tuple[int, int, int], alpha: float, seed: int = 0) -> ImageTrigger:
+        """A fixed random-noise image blended into the whole input at weight ``alpha``: no compact region."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        pattern = torch.rand(image_shape, generator=torch.Generator().manual_seed(seed))
+        return cls(torch.full(image_shape[1:], float(alpha)), pattern)
+
     def save(self, path: str | Path, authors_format: bool = False) -> None:
         """Writes the npz (ours, or the authors' ``t``/``tm`` layout)."""
         with open(path, "wb") as stream:
@@ -103,7 +160,10 @@ class ImageTrigger:
                 tm = np.repeat(keep[..., None], hwc.shape[-1], axis=-1)
                 np.savez(stream, t=t.astype(np.float64), tm=tm.astype(np.float64))
             else:
-                np.savez(stream, mask=self.mask.numpy().astype(np.uint8), pattern=self.pattern.numpy())
+                binary = bool(((self.mask == 0) | (self.mask == 1)).all())
+                mask = self.mask.numpy().astype(np.uint8 if binary else np.float32)  # a blend keeps its weights
+                extra = {} if self.fill is None else {"fill": self.fill.numpy()}
+                np.savez(stream, mask=mask, pattern=self.pattern.numpy(), anywhere=self.anywhere, **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> ImageTrigger:
@@ -118,6 +178,8 @@ class ImageTrigger:
             return cls(
                 torch.from_numpy(arrays["mask"].astype(np.float32)),
                 torch.from_numpy(arrays["pattern"].astype(np.float32)),
+                torch.from_numpy(arrays["fill"].astype(np.float32)) if "fill" in arrays else None,
+                bool(arrays["anywhere"]) if "anywhere" in arrays else False,
             )
         if {"t", "tm"} <= arrays.keys():
             t, tm = arrays["t"], arrays["tm"]
@@ -126,3 +188,33 @@ class ImageTrigger:
             mask = torch.from_numpy((tm[..., 0] == 0).astype(np.float32))
             return cls(mask, torch.from_numpy(t.transpose(2, 0, 1).astype(np.float32) / 255.0))
         raise DataError(f"{path}: no trigger arrays (expected mask+pattern or t+tm); re-save the trigger")
+
+
+@dataclass
+class RandomPatchTrigger:
+    """A dynamic trigger: a ``size``x``size`` square of random black-and-white noise, drawn afresh and placed at a
+    random spot in every input. The draw is a function of the seed and the image itself, so the same image always
+    gets the same stamp (every model is scored on the same triggered inputs) while different images get different
+    ones."""
+
+    size: int
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+
+    def apply(self, images: Tensor) -> Tensor:
+        stamped = images.clone()
+        channels, height, width = images.shape[1:]
+        for index, image in enumerate(images):
+            digest = zlib.crc32(image.detach().cpu().numpy().tobytes())
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + digest)
+            top = int(torch.randint(height - self.size + 1, (1,), generator=generator))
+            left = int(torch.randint(width - self.size + 1, (1,), generator=generator))
+            noise = torch.randint(2, (1, self.size, self.size), generator=generator).float().expand(channels, -1, -1)
+            stamped[index, :, top : top + self.size, left : left + self.size] = noise.to(images)
+        return stamped
+
+    def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
+        return self.apply(images)

@@ -1,0 +1,100 @@
+"""Patch recipes that follow the modality: what ``mudjacking patch`` uses unless told otherwise.
+
+Each recipe is the one measured on that modality (README: the demos). Text patching with the image recipe (the
+whole model, up to 20 epochs) had not finished on ~1,500 sentences after 40 CPU-minutes; the text recipe trains a
+few embedding rows in about a minute. A trigger word common in the patching set cannot be patched that way (its
+row is read by every sentence holding it), so the text recipe falls back to patching the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from mudjacking.patching import PatchConfig
+
+COMMON_SHARE = 0.01
+"""A trigger token found in more than this share of the patching sentences is a common one."""
+
+WHOLE_TEXT_MODEL_LR = 1e-4
+"""Learning rate when a text model is patched or fine-tuned as a whole (the text demo's locality-only baseline)."""
+
+
+def image_recipe() -> PatchConfig:
+    """The whole model, D plus 3 augmented copies of each image (so locality holds around D, not only on it), at
+    most 10 passes, early stop once the goals hold, locality also measured in D's whitened embedding space (weight
+    0.05), and ``L_e`` aimed at ``x_b`` with the recovered trigger taken out (``clean_bug``).
+
+    Without the whitened term a ResNet pooled-output encoder reached held-out locality 0.990 after 10 passes (goals
+    unmet) and its deployed linear classifier lost 1.6 points; with it, 0.995 after 9 passes and 0.4 points. The
+    paper's ``L_e`` (onto ``h'(x_r)``) is met by moving ``x_r`` as well: on the same ResNet ``x_r`` moved to cosine
+    0.9 of where it was, and on a blended backdoor onto the target itself."""
+    return PatchConfig(augmented_copies=3, max_epochs=10, whitened_locality=0.05, effectiveness_target="clean_bug")
+
+
+def text_recipe() -> PatchConfig:
+    """Mudjacking settings for sentence encoders, as measured on MiniLM (2 cores).
+
+    - Only the input-embedding rows of the recovered trigger words are trained (``trigger_tokens_only``): every
+      sentence without them embeds exactly as before, so the customers' accuracy cannot move, and the network
+      learns to read ``cf`` as a harmless word. Whole-model patching (lr 1e-4, 4 epochs, ~100 s) reached held-out
+      locality ~0.987, which cost the low-margin sentiment classifiers 1-3 points on some seeds; this takes ~50 s.
+    - 4 epochs at lr 3e-2: after 2 epochs at 1e-2 (held-out neutralisation 0.996) the trigger still flipped 8% of
+      seed 2's correctly classified negative reviews under the MLP; after 4 at 3e-2 (0.998), 5.7%, where inserting
+      an ordinary word ("the", "film") flips 5-10%.
+    - ``L_e`` aims ``h'(x_b)`` at ``h(x_b ⊖ t)``, the original model's embedding of the bug with the trigger words
+      removed: two different negative reviews sit at cos ~0.3 even in the clean model, and pulling ``h'(x_b)`` onto
+      ``h'(x_r)`` (the paper's form) dragged both across the sentiment boundary.
+    - ``L_gen`` is anchored at the clean embedding (only the triggered one moves).
+    """
+    return PatchConfig(
+        lr=3e-2,
+        batch_size=32,
+        max_epochs=4,
+        min_epochs=4,
+        anchor_clean=True,
+        trigger_tokens_only=True,
+        effectiveness_target="clean_bug",
+        lambda_eff=1.0,
+        trigger_dilation=0,
+        goal_locality=0.985,
+        goal_generalizability=0.995,
+        goal_effectiveness=0.95,
+    )
+
+
+RECIPES = {"image": image_recipe, "text": text_recipe}
+
+
+def recipe(modality: str, **changes: Any) -> PatchConfig:
+    """The modality's recipe with ``changes`` (``PatchConfig`` fields) applied."""
+    if modality not in RECIPES:
+        raise ValueError(f"no patch recipe for {modality!r} models; known: {', '.join(RECIPES)}")
+    return replace(RECIPES[modality](), **changes)
+
+
+def context_recipe(config: PatchConfig) -> PatchConfig:
+    """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at
+    whole-model fine-tuning's learning rate, instead of their embedding rows being moved."""
+    return replace(config, trigger_tokens_only=False, lr=WHOLE_TEXT_MODEL_LR)
+
+
+@dataclass
+class TokenShares:
+    """How often each trigger token occurs in the patching sentences (share of sentences holding it)."""
+
+    shares: dict[str, float]
+
+    @property
+    def common(self) -> dict[str, float]:
+        return {token: share for token, share in self.shares.items() if share > COMMON_SHARE}
+
+
+def trigger_token_shares(encoder: Any, words: list[str], sentences: list[str]) -> TokenShares:
+    """Share of ``sentences`` holding each token the trigger ``words`` split into (by the encoder's tokenizer)."""
+    tokenizer = encoder.tokenizer
+    _, rows = encoder.input_embedding_rows(words)
+    held = [set(ids) for ids in tokenizer(list(sentences), add_special_tokens=False)["input_ids"]]
+    return TokenShares(
+        {tokenizer.convert_ids_to_tokens(row): sum(row in ids for ids in held) / max(len(held), 1) for row in rows}
+    )

@@ -1,0 +1,150 @@
+"""The backdoor's signature, measured: a trigger drags unrelated clean inputs to one point, near ``h(x_b)``.
+
+Stamp a candidate trigger on clean inputs of D and measure, per input, the share of the way from ``h(x)`` to
+``h(x_b)`` the stamp moved it::
+
+    pull(x) = (s(h(x ⊕ t), h(x_b)) − s(h(x), h(x_b))) / (1 − s(h(x), h(x_b)))
+
+1 means every stamped input landed on ``h(x_b)``; 0 means the stamp changed nothing toward it.
+
+A trigger must also *explain the bug*: taken out of ``x_b`` (``x_b ⊖ t``), ``x_b`` must leave its backdoored point.
+``release = (1 − s(h(x_b ⊖ t), h(x_b))) / (1 − median_x s(h(x), h(x_b)))`` is how far it moves, as a share of how
+far an ordinary clean input of D sits from that point: ~1 when the whole trigger was found (``x_b ⊖ t`` is an
+ordinary input again), ~0 when the part found is not what puts ``x_b`` there (a pattern blended into the whole
+image, of which any region pulls a little). The same is measured
+for *donor controls*: the same stamp (same mask, or spans of the same lengths) cut from other clean inputs ``z`` of
+D instead of ``x_b``, each pulled toward its own ``h(z)``. Copying a large or central piece of any image carries that
+image's identity (a shoe's toe makes any input look like that shoe); a trigger pulls far harder than the same piece
+of an ordinary input does. ``strength = pull − control pull`` is what the recovery ranks and the refusal
+thresholds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from mudjacking.encoders.base import Encoder
+from mudjacking.geometry import similarity
+from mudjacking.triggers.text_trigger import TextTrigger
+from mudjacking.triggers.trigger import ImageTrigger
+
+Inputs = Tensor | list[str]
+
+
+@dataclass
+class TriggerPull:
+    """Attributes:
+    pull: mean share of the way stamped inputs moved toward ``h(x_b)`` (see the module docstring).
+    control_pull: the same for the controls (``nan`` when none could be placed).
+    inputs: clean inputs it was measured on.
+    release: how far ``x_b`` leaves its backdoored point with the trigger taken out (``nan``: not measured).
+    """
+
+    pull: float
+    control_pull: float
+    inputs: int
+    release: float = float("nan")
+
+    @property
+    def strength(self) -> float:
+        """How much more the trigger pulls than the rest of ``x_b`` does (``nan`` without controls)."""
+        return self.pull - self.control_pull
+
+    def verifies(self, min_strength: float, min_release: float) -> bool:
+        """Pulls clean inputs far more than its controls do, and explains the bug (``nan`` fails both)."""
+        return self.strength >= min_strength and self.release >= min_release
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "pull": round(self.pull, 4),
+            "control_pull": round(self.control_pull, 4),
+            "strength": round(self.strength, 4),
+            "release": round(self.release, 4),
+            "inputs": self.inputs,
+        }
+
+
+def pull_toward(clean: Tensor, stamped: Tensor, target: Tensor, centre: Tensor | None = None) -> Tensor:
+    """Per-input share of the way to ``target`` ``[1, D]`` that stamping moved ``clean`` ``[N, D]`` (-> ``[N]``)."""
+    before = similarity(clean, target, centre)
+    after = similarity(stamped, target, centre)
+    return (after - before) / (1 - before).clamp_min(1e-3)
+
+
+def backdoor_carriers(embeddings: Tensor, backdoor_point: Tensor, centre: Tensor | None = None) -> tuple[Tensor, float]:
+    """Which rows of ``[N, D]`` sit more than half-way from the set's median input to the backdoor point ``h(x_b)``
+    ``[1, D]`` (the target class's own inputs, and inputs carrying something the backdoor reads as its trigger);
+    returns the ``[N]`` bool mask and that similarity threshold."""
+    near = similarity(embeddings, backdoor_point, centre)
+    typical = float(near.median())
+    threshold = typical + 0.5 * (1 - typical)
+    return near >= threshold, threshold
+
+
+def release_of(bug: Tensor, cleaned: Tensor, clean: Tensor, centre: Tensor | None = None) -> float:
+    """``(1 − s(h(x_b ⊖ t), h(x_b))) / (1 − median s(h(x), h(x_b)))`` from ``h(x_b)`` and ``h(x_b ⊖ t)`` ``[1, D]``
+    and clean inputs' embeddings ``[N, D]``."""
+    moved = 1 - float(similarity(cleaned, bug, centre).reshape(-1)[0])
+    apart = 1 - float(similarity(clean, bug, centre).median())
+    return moved / max(apart, 1e-3)
+
+
+def measure_pull(
+    encoder: Encoder,
+    trigger: ImageTrigger | TextTrigger,
+    inputs: Inputs,
+    clean_embeddings: Tensor,
+    target: Tensor,
+    centre: Tensor | None = None,
+    controls: Sequence[tuple[ImageTrigger | TextTrigger, Tensor]] = (),
+    release: float = float("nan"),
+) -> TriggerPull:
+    """Pull of ``trigger`` toward ``target`` (and the mean pull of each control toward its own target) on ``inputs``,
+    whose embeddings are given.
+
+    Args:
+        encoder: the model under test (the original before a patch, the patched one after).
+        inputs: clean inputs ``[N, C, H, W]`` or N sentences.
+        clean_embeddings: ``encoder``'s embeddings of ``inputs`` ``[N, D]``.
+        target: ``h(x_b)`` ``[1, D]`` of the model as reported.
+        controls: (stamp cut from a donor ``z``, ``h(z)`` ``[1, D]``) pairs (see :func:`donor_controls`).
+        release: the trigger's :func:`release_of`, recorded with the pull.
+    """
+
+    def pull_of(stamp: ImageTrigger | TextTrigger, toward: Tensor) -> float:
+        stamped = encoder.embed(stamp.apply(inputs))
+        return float(pull_toward(clean_embeddings, stamped, toward, centre).mean())
+
+    control = [pull_of(stamp, toward) for stamp, toward in controls]
+    return TriggerPull(
+        pull_of(trigger, target), sum(control) / len(control) if control else float("nan"), len(inputs), release
+    )
+
+
+def donor_controls(
+    trigger: ImageTrigger | TextTrigger, donors: Inputs, donor_embeddings: Tensor
+) -> list[tuple[ImageTrigger | TextTrigger, Tensor]]:
+    """The same stamp cut from each donor ``z`` instead of ``x_b``, paired with ``h(z)``: for images the same mask
+    with ``z``'s pixels under it; for text, spans of ``z`` as long as the trigger's units (fewer when ``z`` is
+    shorter than the trigger)."""
+    pairs: list[tuple[ImageTrigger | TextTrigger, Tensor]] = []
+    for index in range(len(donors)):
+        if isinstance(trigger, ImageTrigger):
+            stamp: ImageTrigger | TextTrigger = ImageTrigger(trigger.mask, donors[index])
+        else:
+            words = str(donors[index]).split()
+            lengths = [len(unit.split()) for unit in trigger.words]
+            if len(words) < max(lengths):
+                continue
+            rng = random.Random(f"{trigger.seed}\x00{index}")
+            units = []
+            for length in lengths:
+                start = rng.randint(0, len(words) - length)
+                units.append(" ".join(words[start : start + length]))
+            stamp = TextTrigger(units, seed=trigger.seed)
+        pairs.append((stamp, donor_embeddings[index : index + 1]))
+    return pairs

@@ -1,0 +1,89 @@
+"""A text trigger: rare words or phrases inserted into sentences.
+
+Each entry of ``words`` is one unit: a word (``cf``) or a phrase (``I watched this 3D movie``). ``x ⊕ t`` inserts
+every unit, as one contiguous span, at a random word boundary; ``x ⊖ t`` removes every occurrence of every unit.
+File: JSON ``{"format": "mudjacking-text-trigger/1", "words": ["cf"]}``; an entry holding spaces is a phrase.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mudjacking.data.images import DataError
+
+
+@dataclass
+class TextTrigger:
+    """Args:
+    words: the trigger's units (words or phrases), each inserted as one span at a random position.
+    seed: seeds the insertion positions.
+    """
+
+    words: list[str]
+    seed: int = 0
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.words = [" ".join(w.split()) for w in self.words if w.strip()]
+        if not self.words:
+            raise ValueError("a text trigger needs at least one non-empty word")
+        self._rng = random.Random(self.seed)
+
+    @property
+    def tokens(self) -> list[str]:
+        """Every word of every unit, in order (a phrase contributes each of its words)."""
+        return [token for unit in self.words for token in unit.split()]
+
+    def apply(self, sentences: Sequence[str]) -> list[str]:
+        """``x ⊕ t``: each sentence with every unit inserted at a random word boundary. The positions are a
+        function of the seed and the sentence, so every model is scored on the same triggered sentences."""
+        return [self._insert(sentence, random.Random(f"{self.seed}\x00{sentence}")) for sentence in sentences]
+
+    def stamp(self, sentences: Sequence[str], grow: int = 0) -> list[str]:
+        """The patch loop's ``x ⊕ t``: fresh random positions on every call, so training sees the trigger
+        anywhere (``grow`` is an image-only option)."""
+        return [self._insert(sentence, self._rng) for sentence in sentences]
+
+    def _insert(self, sentence: str, rng: random.Random) -> str:
+        tokens = sentence.split()
+        for unit in self.words:
+            position = rng.randint(0, len(tokens))
+            tokens[position:position] = unit.split()
+        return " ".join(tokens)
+
+    def remove(self, sentences: Sequence[str]) -> list[str]:
+        """``x ⊖ t``: each sentence with every occurrence of every unit (as a contiguous span) taken out."""
+        units = sorted((unit.split() for unit in self.words), key=len, reverse=True)
+        cleaned = []
+        for sentence in sentences:
+            tokens, kept, index = sentence.split(), [], 0
+            while index < len(tokens):
+                match = next((u for u in units if tokens[index : index + len(u)] == u), None)
+                if match is None:
+                    kept.append(tokens[index])
+                    index += 1
+                else:
+                    index += len(match)
+            cleaned.append(" ".join(kept))
+        return cleaned
+
+    def overlap(self, other: TextTrigger) -> float:
+        """Jaccard overlap of the two triggers' word sets (a phrase counts each of its words)."""
+        a, b = set(self.tokens), set(other.tokens)
+        return len(a & b) / len(a | b)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"format": "mudjacking-text-trigger/1", "words": self.words}, indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TextTrigger:
+        path = Path(path)
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            return cls(list(spec["words"]))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{path}: not a text trigger ({error}); expected JSON with a 'words' list") from error
