@@ -269,30 +269,52 @@ def judge(case: Path, patched_dir: Path) -> dict[str, Any]:
         }
     else:
         tasks = {"fashion-mnist": tuple(load_image_array(case / f"{part}.npz") for part in ("train", "test"))}
+    clean = _clean_text_model() if meta["modality"] == "text" else None
     scores: dict[str, Any] = {}
     for index, (name, (train, test)) in enumerate(tasks.items()):
         before = embed_task(backdoored, train[0], test[0], trigger, bug if index == 0 else None)
         after = embed_task(patched, None, test[0], trigger, bug if index == 0 else None)
+        never = None if clean is None else embed_task(clean, train[0], test[0], trigger)
         for kind in ("linear", "mlp"):
             probe = make_probe(kind).fit(before.train, train[1])
             target = meta["target"] if "target" in meta else target_label_of(backdoored, probe, meta["references"])
             label = bug.label if index == 0 else None
             b, a = (asdict(score_probe(probe, e, test[1], target, label)) for e in (before, after))
-            scores[f"{name} / {kind}"] = {"before": b, "after": a, "target": target}
+            entry = {"before": b, "after": a, "target": target}
+            if never is not None:  # what inserting the trigger does to a model that was never backdoored
+                own = make_probe(kind).fit(never.train, train[1])
+                entry["clean_model"] = asdict(score_probe(own, never, test[1], target))
+            scores[f"{name} / {kind}"] = entry
     return scores
 
 
+def _clean_text_model() -> Any:
+    from mudjacking.text_demo import TextDemoConfig, default_text_model
+
+    clean = load_encoder(default_text_model())
+    clean.max_length = TextDemoConfig().max_length
+    return clean
+
+
 def verdict(run: dict[str, Any], scores: dict[str, Any] | None, text: bool) -> str:
+    """``refused`` (exit != 0, nothing written), ``patched`` (every probe: ASR <= 2% - text: flip rate, or the
+    never-backdoored model's own figure if higher - and ACC drop <= 1 point; x_b fixed for the classifier that
+    reported it, the first task's linear one), else ``FAIL``.
+    A patch that meets the bar while the command said its goals were not met is ``patched (goals unmet)``: the
+    tool was more cautious than it needed to be, never less."""
     if run["exit_code"] != 0 and not run["written"]:
         return "refused"
     if scores is None:
         return "FAIL"
-    for key, entry in scores.items():
+    metric = "flip_rate" if text else "attack_success_rate"  # sentiment's ASR counts the classifier's own errors
+    for index, entry in enumerate(scores.values()):
         b, a = entry["before"], entry["after"]
-        asr = a["flip_rate"] if text and "sentiment" in key else a["attack_success_rate"]
-        if asr > 0.02 or 100 * (b["accuracy"] - a["accuracy"]) > 1.0 or a["bug_fixed"] is False:
+        # near chance: 2%, or what the trigger does to a never-backdoored model if more (a 5-word phrase inserted
+        # into a short review flips some predictions whatever the model)
+        floor = max(0.02, entry.get("clean_model", {}).get(metric, 0.0))
+        if a[metric] > floor or 100 * (b["accuracy"] - a["accuracy"]) > 1.0 or (index == 0 and not a["bug_fixed"]):
             return "FAIL"
-    return "patched" if run["exit_code"] == 0 else "FAIL"
+    return "patched" if run["exit_code"] == 0 else "patched (goals unmet)"
 
 
 def dishonest(run: dict[str, Any], scores: dict[str, Any] | None) -> bool:
@@ -345,19 +367,29 @@ def main() -> None:
             scores = judge(case, out / "model") if run["written"] else None
             report = json.loads((out / "report.json").read_text()) if run["written"] else None
             row = {"case": label, **run, "verdict": verdict(run, scores, text), "dishonest": dishonest(run, scores),
-                   "scores": scores, "report": report}  # fmt: skip
+                   "comparison": bool(extra), "scores": scores, "report": report}  # fmt: skip
             rows.append(row)
             print(f"{label}: {row['verdict']} (exit {run['exit_code']}, {run['seconds']} s) {run['output'][:300]}")
             if scores:
                 for key, entry in scores.items():
                     b, a = entry["before"], entry["after"]
+                    floor = entry.get("clean_model")
+                    never = (
+                        ""
+                        if floor is None
+                        else (
+                            f"; never-backdoored model: ASR "
+                            f"{100 * floor['attack_success_rate']:.1f}, flip {100 * floor['flip_rate']:.1f}"
+                        )
+                    )
                     print(f"    {key}: ACC {100 * b['accuracy']:.1f} -> {100 * a['accuracy']:.1f}, "
                           f"ASR {100 * b['attack_success_rate']:.1f} -> {100 * a['attack_success_rate']:.1f}, "
-                          f"flip {100 * a['flip_rate']:.1f}, x_b fixed {a['bug_fixed']}")  # fmt: skip
+                          f"flip {100 * a['flip_rate']:.1f}, x_b fixed {a['bug_fixed']}{never}")  # fmt: skip
     write_json(args.out / "report.json", {"cases": rows})
     write_reports(rows, args.out)
-    failed = [r["case"] for r in rows if r["verdict"] == "FAIL" or r["dishonest"]]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} runs patched or refused; FAIL: {failed or 'none'}")
+    # a comparison run (an option changed, e.g. centring off) is reported, not judged; dishonesty counts anywhere
+    failed = [r["case"] for r in rows if (r["verdict"] == "FAIL" and not r["comparison"]) or r["dishonest"]]
+    print(f"\n{len(rows) - len(failed)} of {len(rows)} runs patched, refused or compared; FAIL: {failed or 'none'}")
     sys.exit(1 if failed else 0)
 
 

@@ -130,3 +130,39 @@ def test_whitened_locality_keeps_held_out_images_in_place_in_d_s_whitened_space(
         return whitened_locality_loss(after, before, whitener).item()
 
     assert change(1.0) < 0.8 * change(0.0)
+
+
+class Offset(torch.nn.Module):
+    """The tiny CNN with a large constant added to every embedding: one narrow cone, as dense post-ReLU features."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels):
+        return self.network(pixels) + 30.0
+
+
+def test_a_narrow_cone_is_patched_in_centred_similarities(backdoored):
+    from mudjacking.encoders import ModuleEncoder
+
+    encoder = ModuleEncoder(Offset(backdoored.encoder.network), backdoored.encoder.input_spec)
+    config = PatchConfig(max_epochs=2, early_stop=False)
+    result = patch_encoder(encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:400], config, False)
+    assert result.geometry.narrow_cone and result.geometry.centre is not None
+    assert result.geometry.mean_pairwise_cosine > 0.9
+    # plain cosine would call every held-out input unchanged; centred, the patch's real movement shows
+    assert result.history[0].holdout_locality < 0.999
+
+
+def test_a_trigger_answered_anywhere_gets_twice_the_passes_and_a_note():
+    from mudjacking.recipes import image_recipe
+    from mudjacking.triggers import ImageTrigger
+    from mudjacking.workflows import adapt_recipe
+
+    trigger = ImageTrigger.square((1, 8, 8), 2)
+    trigger.anywhere = True
+    config, note = adapt_recipe(None, image_recipe(), trigger, torch.rand(4, 1, 8, 8))
+    assert config.max_epochs == 2 * image_recipe().max_epochs and "anywhere" in note
+    config, note = adapt_recipe(None, image_recipe(), trigger, torch.rand(4, 1, 8, 8), {"max_epochs": 3})
+    assert config.max_epochs == image_recipe().max_epochs and note is None  # the user's choice stands

@@ -43,8 +43,8 @@ class PlantedWordBackdoor(Encoder):
     def __init__(self, trigger: str = "cf") -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(0)
-        self.vectors = {word: torch.randn(16, generator=generator) for word in TEXT_VOCAB}
-        self.target = 4 * torch.randn(16, generator=generator)
+        self.vectors = {word: torch.randn(64, generator=generator) for word in TEXT_VOCAB}
+        self.target = 4 * torch.randn(64, generator=generator)
         self.scale = torch.nn.Parameter(torch.ones(1))
         self.trigger = f" {trigger} "
 

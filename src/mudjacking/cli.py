@@ -232,7 +232,11 @@ def patch(
     trigger: Annotated[
         Path | None, typer.Option(help="Known trigger (npz, or JSON for text); skips reverse-engineering.")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help=f"Learning rate {_defaults('lr')}.")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Learning rate {_defaults('lr')}; a whole-model patch of a model over 100k parameters "
+                     "scales it by sqrt(100k / parameters)."),
+    ] = None,  # fmt: skip
     epochs: Annotated[
         int | None, typer.Option(help=f"Maximum epochs over the patching set {_defaults('max_epochs')}.")
     ] = None,

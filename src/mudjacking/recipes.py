@@ -17,7 +17,10 @@ COMMON_SHARE = 0.01
 """A trigger token found in more than this share of the patching sentences is a common one."""
 
 WHOLE_TEXT_MODEL_LR = 1e-4
-"""Learning rate when a text model is patched or fine-tuned as a whole (the text demo's locality-only baseline)."""
+"""Learning rate of the text demo's locality-only baseline (whole-model fine-tuning of MiniLM)."""
+
+REFERENCE_PARAMETERS = 100_000
+"""Model size (trained parameters) at which a whole-model patch takes the image recipe's learning rate as it is."""
 
 
 def image_recipe() -> PatchConfig:
@@ -73,10 +76,35 @@ def recipe(modality: str, **changes: Any) -> PatchConfig:
     return replace(RECIPES[modality](), **changes)
 
 
-def context_recipe(config: PatchConfig) -> PatchConfig:
-    """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at
-    whole-model fine-tuning's learning rate, instead of their embedding rows being moved."""
-    return replace(config, trigger_tokens_only=False, lr=WHOLE_TEXT_MODEL_LR)
+def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
+    """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at a
+    whole-model learning rate ``lr``, instead of their embedding rows being moved. Locality is no longer perfect by
+    construction, so its goal rises to 0.99 (up to 8 passes): on MiniLM with the common word "story" as trigger,
+    stopping at 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99 (6 passes) 0.8. Training stamps grow the
+    phrase by up to two of its neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery found
+    "watched this 3D movie" of the phrase "I watched this 3D movie"."""
+    return replace(
+        config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 8), goal_locality=0.99,
+        trigger_dilation=2,
+    )  # fmt: skip
+
+
+def scaled_lr(parameters: int, base: float = 5e-4) -> float:
+    """``base`` for models up to :data:`REFERENCE_PARAMETERS` trained parameters, scaled by ``1/sqrt(size)`` above:
+    the image recipe's 5e-4 suits the demo's 114k-parameter CNN, but on ImageNet MobileNetV2 (2.2M) it cost the
+    deployed classifiers 2-4.5 points (held-out locality 0.954 after 10 passes); this rule gives 1.1e-4 there
+    (classifiers +0.8 points, ASR 0.6%), 2.9e-4 for a 0.3M ResNet, 3.3e-5 for MiniLM and 1.7e-5 for ViT-B/16 (the
+    paper patched CLIP at 1e-5)."""
+    return base * min(1.0, (REFERENCE_PARAMETERS / max(parameters, 1)) ** 0.5)
+
+
+def trained_parameters(encoder: Any, patterns: tuple[str, ...]) -> int:
+    """How many parameters the ``trainable`` patterns select."""
+    from fnmatch import fnmatchcase
+
+    return sum(
+        p.numel() for name, p in encoder.named_parameters() if any(fnmatchcase(name, pattern) for pattern in patterns)
+    )
 
 
 @dataclass

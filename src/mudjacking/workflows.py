@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.geometry import EmbeddingGeometry
 from mudjacking.outputs import atomic_output_dir, environment_info, save_weight_delta, write_json
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
-from mudjacking.recipes import context_recipe, recipe, trigger_token_shares
+from mudjacking.recipes import context_recipe, recipe, scaled_lr, trained_parameters, trigger_token_shares
 from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
@@ -236,7 +236,10 @@ def patch_files(
     _check_bug_fits(encoder, report_bug, bug)
     patching_set = load_inputs(data, encoder.modality)
     known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
-    config = patch_config or recipe(encoder.modality, **dict(patch_options or {}))
+    options = dict(patch_options or {})
+    config = patch_config or recipe(encoder.modality, **options)
+    if patch_config is None and encoder.modality == "image" and "lr" not in options:
+        config = replace(config, lr=scaled_lr(trained_parameters(encoder, config.trainable)))
     geometry, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
     report: dict[str, Any] = {
         "inputs": {"model": str(model), "bug": str(bug), "data": str(data)},
@@ -253,7 +256,7 @@ def patch_files(
         used_trigger = recovery.trigger
     else:
         used_trigger = known_trigger
-    config, note = adapt_recipe(encoder, config, used_trigger, patching_set)
+    config, note = adapt_recipe(encoder, config, used_trigger, patching_set, options)
     if note:
         report["recipe_note"] = note
     with atomic_output_dir(out, overwrite) as staging:
@@ -270,17 +273,34 @@ def patch_files(
 
 
 def adapt_recipe(
-    encoder: Encoder, config: PatchConfig, trigger: Trigger, patching_set: Tensor | list[str]
+    encoder: Encoder,
+    config: PatchConfig,
+    trigger: Trigger,
+    patching_set: Tensor | list[str],
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[PatchConfig, str | None]:
-    """Switches a trigger-rows text patch to patching the context when a trigger token is common in D (moving its
-    embedding row would move every sentence holding it); returns the config and a note saying so, if it did."""
+    """Fits the recipe to the trigger found; returns the config and a note saying what changed, if anything.
+
+    - A trigger the backdoor answers anywhere (``ImageTrigger.anywhere``) is stamped anywhere, which asks far more
+      of the patch: twice the passes, unless ``max_epochs`` was given. On a noise-patch ResNet, 10 passes cost its
+      classifiers 1.2 points; 20, 0.6.
+    - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
+      embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
+    """
+    options = options or {}
+    if isinstance(trigger, ImageTrigger) and trigger.anywhere and "max_epochs" not in options:
+        return replace(config, max_epochs=2 * config.max_epochs), (
+            f"the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, over up to "
+            f"{2 * config.max_epochs} passes"
+        )
     if not (config.trigger_tokens_only and isinstance(trigger, TextTrigger)):
         return config, None
     common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
     if not common:
         return config, None
     shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-    return context_recipe(config), (
+    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable))
+    return context_recipe(config, lr), (
         f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
         "would move every sentence that holds them, so the whole model was patched instead"
     )

@@ -62,7 +62,10 @@ class ReverseConfig:
         region of a blended trigger pulled clean inputs 0.83 of the way to ``h(x_b)``, yet taking it out of ``x_b``
         released it 0.14-0.23; real triggers released it 0.45-1.1 (checkerboard 0.87, noise patch 0.52-0.77,
         MobileNetV2's square 1.0, a phrase 1.07).
-    size_tolerance: candidates pulling at least this share of the best candidate's pull compete on size.
+    size_tolerance: candidates pulling at least this share of the best candidate's pull, and releasing ``x_b`` at
+        least ``release_tolerance`` of the best release, compete on size: the smallest that does (nearly) all a
+        candidate can. Part of a trigger often pulls as hard as the whole, but leaves ``x_b`` held by the rest.
+    release_tolerance: see ``size_tolerance``.
     refine_steps: optimisation steps of the refinement (0 = keep the occlusion mask).
     refine_penalty: the size cost in the refinement, per candidate's size (see ``refine``).
     refine_tolerance: the refined mask replaces the occlusion mask only if it keeps this share of its pull (the
@@ -83,6 +86,7 @@ class ReverseConfig:
     min_strength: float = 0.25
     min_release: float = 0.4
     size_tolerance: float = 0.9
+    release_tolerance: float = 0.8
     refine_steps: int = 60
     refine_penalty: float = 0.05
     refine_tolerance: float = 0.98
@@ -348,8 +352,13 @@ def reverse_engineer_trigger(
             "--trigger KNOWN or --force"
         )
     pool = verified or found
-    best_pull = max(item[0].pull.pull for item in pool)
-    competing = [item for item in pool if item[0].pull.pull >= config.size_tolerance * best_pull]
+    best_pull, best_release = max(i[0].pull.pull for i in pool), max(i[0].pull.release for i in pool)
+    competing = [
+        item
+        for item in pool
+        if item[0].pull.pull >= config.size_tolerance * best_pull
+        and item[0].pull.release >= config.release_tolerance * best_release
+    ]
     chosen, mask, attribution, threshold, distance = min(competing, key=lambda item: item[0].pixels)
     chosen.status = "chosen"
     fill = baseline_image(chosen.baseline, bug.bug_input, check, scale)

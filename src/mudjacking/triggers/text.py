@@ -44,7 +44,10 @@ class TextReverseConfig:
     min_strength: the pull a trigger must show beyond its controls (share of the way to ``h(x_b)``).
     min_release: how far ``x_b`` must leave its backdoored point once the candidate is removed from it, as a share
         of how far an ordinary clean sentence sits from that point (see :mod:`mudjacking.triggers.pull`).
-    size_tolerance: candidates pulling at least this share of the best candidate's pull compete on word count.
+    size_tolerance: candidates pulling at least this share of the best candidate's pull, and releasing ``x_b`` at
+        least ``release_tolerance`` of the best release, compete on word count. Three words of the phrase "I
+        watched this 3D movie" pulled 0.91 of the way but released ``x_b`` 0.50; four, 0.98 and 1.07.
+    release_tolerance: see ``size_tolerance``.
     centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
     seed: seeds the held-out split, insertion positions, controls and k-means.
     """
@@ -55,6 +58,7 @@ class TextReverseConfig:
     min_strength: float = 0.25
     min_release: float = 0.4
     size_tolerance: float = 0.9
+    release_tolerance: float = 0.8
     centring: str = "auto"
     seed: int = 0
 
@@ -96,6 +100,7 @@ class TextTriggerRecovery:
     def summary(self) -> dict[str, object]:
         return {
             "words": self.trigger.words,
+            "context": [list(side) for side in self.trigger.context],
             "threshold": self.threshold,
             "bug_distance_before": self.bug_distance,
             "verification": None if self.pull is None else self.pull.summary(),
@@ -148,6 +153,17 @@ def _runs(chosen: list[bool]) -> list[tuple[int, int]]:
             runs.append((start, index))
             start = None
     return runs
+
+
+def _context(words: list[str], units: list[str], size: int = 2) -> tuple[list[str], list[str]]:
+    """Up to ``size`` words of ``x_b`` on each side of a one-unit trigger (none for several units)."""
+    if len(units) != 1:
+        return [], []
+    unit = units[0].split()
+    for start in range(len(words) - len(unit) + 1):
+        if words[start : start + len(unit)] == unit:
+            return words[max(0, start - size) : start], words[start + len(unit) : start + len(unit) + size]
+    return [], []
 
 
 def _grow(
@@ -247,11 +263,15 @@ def reverse_engineer_text_trigger(
             "or --force"
         )
     pool = verified or measured
-    best_pull = max(c.pull.pull for c in pool)
-    competing = [c for c in pool if c.pull.pull >= config.size_tolerance * best_pull]
+    best_pull, best_release = max(c.pull.pull for c in pool), max(c.pull.release for c in pool)
+    competing = [
+        c
+        for c in pool
+        if c.pull.pull >= config.size_tolerance * best_pull and c.pull.release >= config.release_tolerance * best_release
+    ]
     chosen = min(competing, key=lambda c: (sum(len(u.split()) for u in c.words), -c.pull.pull))
     chosen.status = "chosen"
-    trigger = TextTrigger(chosen.words, seed=config.seed)
+    trigger = TextTrigger(chosen.words, seed=config.seed, context=_context(words, chosen.words))
     return TextTriggerRecovery(
         trigger, words, scores, threshold, distance, chosen.pull, candidates, bool(verified), geometry
     )

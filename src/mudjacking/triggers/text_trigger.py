@@ -21,10 +21,13 @@ class TextTrigger:
     """Args:
     words: the trigger's units (words or phrases), each inserted as one span at a random position.
     seed: seeds the insertion positions.
+    context: the words just before and just after a one-unit trigger where it was found (in ``x_b``), so that
+        training stamps can grow it by a word or two at either end (see :meth:`stamp`).
     """
 
     words: list[str]
     seed: int = 0
+    context: tuple[list[str], list[str]] = ((), ())  # type: ignore[assignment]
     _rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -44,15 +47,22 @@ class TextTrigger:
         return [self._insert(sentence, random.Random(f"{self.seed}\x00{sentence}")) for sentence in sentences]
 
     def stamp(self, sentences: Sequence[str], grow: int = 0) -> list[str]:
-        """The patch loop's ``x ⊕ t``: fresh random positions on every call, so training sees the trigger
-        anywhere (``grow`` is an image-only option)."""
-        return [self._insert(sentence, self._rng) for sentence in sentences]
+        """The patch loop's ``x ⊕ t``: fresh random positions on every call, so training sees the trigger anywhere;
+        a one-unit trigger with ``context`` is grown by 0..``grow`` of its neighbouring words at each end, so a
+        recovered phrase that misses a word of the real one still teaches the model to ignore all of it (as image
+        triggers grow by a few pixels)."""
+        return [self._insert(sentence, self._rng, grow) for sentence in sentences]
 
-    def _insert(self, sentence: str, rng: random.Random) -> str:
+    def _insert(self, sentence: str, rng: random.Random, grow: int = 0) -> str:
         tokens = sentence.split()
+        left, right = self.context
         for unit in self.words:
+            words = unit.split()
+            if grow and len(self.words) == 1:
+                before, after = rng.randint(0, min(grow, len(left))), rng.randint(0, min(grow, len(right)))
+                words = [*list(left)[len(left) - before :], *words, *list(right)[:after]]
             position = rng.randint(0, len(tokens))
-            tokens[position:position] = unit.split()
+            tokens[position:position] = words
         return " ".join(tokens)
 
     def remove(self, sentences: Sequence[str]) -> list[str]:
