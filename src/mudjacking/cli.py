@@ -195,6 +195,11 @@ def _defaults(field: str) -> str:
     return f"(default: {'; '.join(f'{m} {v}' for m, v in shown.items())})"
 
 
+def _recipe(help: str, field: str, more: str = "") -> typer.models.OptionInfo:
+    """A ``patch`` option whose default comes from the modality's recipe; the help shows both defaults."""
+    return typer.Option(help=f"{help} {_defaults(field)}{more}.")
+
+
 def _floats(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None
@@ -234,65 +239,48 @@ def patch(
     ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help=f"Learning rate {_defaults('lr')}; a whole-model patch of a model over 100k parameters "
-                     "scales it by sqrt(100k / parameters)."),
-    ] = None,  # fmt: skip
-    epochs: Annotated[
-        int | None, typer.Option(help=f"Maximum epochs over the patching set {_defaults('max_epochs')}.")
+        _recipe(
+            "Learning rate",
+            "lr",
+            "; a whole-model patch of a model over 100k parameters scales it by sqrt(100k / parameters)",
+        ),
     ] = None,
-    batch_size: Annotated[int | None, typer.Option(help=f"Clean inputs per step {_defaults('batch_size')}.")] = None,
-    lambda_gen: Annotated[
-        float | None, typer.Option(help=f"Weight of generalizability {_defaults('lambda_gen')}.")
-    ] = None,
-    lambda_eff: Annotated[
-        float | None, typer.Option(help=f"Weight of effectiveness {_defaults('lambda_eff')}.")
-    ] = None,
-    optimizer: Annotated[str | None, typer.Option(help=f"adam or sgd {_defaults('optimizer')}.")] = None,
-    train: Annotated[
-        list[str] | None,
-        typer.Option(help=f"Parameter-name patterns to train (repeatable) {_defaults('trainable')}."),
-    ] = None,
-    early_stop: Annotated[
-        bool | None, typer.Option(help=f"Stop once the goals are met on held-out data {_defaults('early_stop')}.")
-    ] = None,
+    epochs: Annotated[int | None, _recipe("Maximum epochs over the patching set", "max_epochs")] = None,
+    batch_size: Annotated[int | None, _recipe("Clean inputs per step", "batch_size")] = None,
+    lambda_gen: Annotated[float | None, _recipe("Weight of generalizability", "lambda_gen")] = None,
+    lambda_eff: Annotated[float | None, _recipe("Weight of effectiveness", "lambda_eff")] = None,
+    optimizer: Annotated[str | None, _recipe("adam or sgd", "optimizer")] = None,
+    train: Annotated[list[str] | None, _recipe("Parameter-name patterns to train (repeatable)", "trainable")] = None,
+    early_stop: Annotated[bool | None, _recipe("Stop once the goals are met on held-out data", "early_stop")] = None,
     trigger_tokens_only: Annotated[
         bool | None,
-        typer.Option(
-            help="Text: train only the trigger words' embedding rows (other sentences embed as before); "
-            f"common trigger words switch it off {_defaults('trigger_tokens_only')}."
+        _recipe(
+            "Text: train only the trigger words' embedding rows (other sentences embed as before); common "
+            "trigger words switch it off",
+            "trigger_tokens_only",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     effectiveness_target: Annotated[
         str | None,
-        typer.Option(
-            help="L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b minus the trigger words) "
-            f"{_defaults('effectiveness_target')}."
+        _recipe(
+            "L_e aims x_b at: reference (x_r, the paper's) or clean_bug (x_b without its trigger)",
+            "effectiveness_target",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     augmented_copies: Annotated[
         int | None,
-        typer.Option(
-            help="Images: augmented copies of each patching image, so locality holds around D "
-            f"{_defaults('augmented_copies')}."
-        ),
-    ] = None,  # fmt: skip
+        _recipe("Images: augmented copies of each patching image, so locality holds around D", "augmented_copies"),
+    ] = None,
     whitened_locality: Annotated[
-        float | None,
-        typer.Option(
-            help="Weight of locality measured in D's whitened embedding space (the image experiment uses "
-            f"0.05) {_defaults('whitened_locality')}."
-        ),
-    ] = None,  # fmt: skip
+        float | None, _recipe("Weight of locality measured in D's whitened embedding space", "whitened_locality")
+    ] = None,
     lr_schedule: Annotated[
-        str | None, typer.Option(help=f"constant or cosine (decays to 0 over the epochs) {_defaults('lr_schedule')}.")
+        str | None, _recipe("constant or cosine (decays to 0 over the epochs)", "lr_schedule")
     ] = None,
     centring: Annotated[
         str | None,
-        typer.Option(
-            help="Similarities around D's mean embedding: auto (when D sits in a narrow cone), on or off "
-            f"{_defaults('centring')}."
-        ),
-    ] = None,  # fmt: skip
+        _recipe("Similarities around D's mean embedding: auto (when D sits in a narrow cone), on or off", "centring"),
+    ] = None,
     window: Annotated[
         list[int] | None,
         typer.Option(help="Images: occlusion window for trigger recovery (repeatable) (default: 3 5 7)."),
@@ -461,6 +449,8 @@ def attack(
     epochs: Annotated[int, typer.Option(help="Epochs over the shadow set.")] = BadEncoderConfig.epochs,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = BadEncoderConfig.lr,
     seed: Seed = 0,
+    image_mean: ImageMean = None,
+    image_std: ImageStd = None,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     threads: Threads = 0,
@@ -482,6 +472,8 @@ def attack(
             allow_pickle,
             overwrite,
             trigger_words=tuple(trigger_word),
+            image_mean=_floats(image_mean, "--image-mean"),
+            image_std=_floats(image_std, "--image-std"),
         )
     console.print(
         f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
@@ -501,6 +493,8 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Output folder for evaluation.json and bars.")],
     bug: Annotated[Path | None, typer.Option(help="Bug report, to check whether x_b is fixed.")] = None,
     probe: Annotated[list[str], typer.Option(help="linear and/or mlp (repeatable).")] = LINEAR_PROBE,
+    image_mean: ImageMean = None,
+    image_std: ImageStd = None,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     threads: Threads = 0,
@@ -511,7 +505,10 @@ def evaluate(
     _threads(threads)
     with _user_errors():
         models = dict(_name_and_path(item) for item in model)
-        summary = evaluate_files(models, train, test, trigger, target, out, bug, tuple(probe), allow_pickle, overwrite)
+        summary = evaluate_files(
+            models, train, test, trigger, target, out, bug, tuple(probe), allow_pickle, overwrite,
+            _floats(image_mean, "--image-mean"), _floats(image_std, "--image-std"),
+        )  # fmt: skip
     for kind, per_model in summary["scores"].items():
         table = Table(title=f"{kind} classifier trained on '{next(iter(models))}'")
         for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):

@@ -326,13 +326,15 @@ def attack_files(
     overwrite: bool = False,
     show_progress: bool = True,
     trigger_words: tuple[str, ...] = ("cf",),
+    image_mean: list[float] | None = None,
+    image_std: list[float] | None = None,
 ) -> dict[str, Any]:
     """``mudjacking attack``: BadEncoder on a user's model -> ``out`` with the backdoored model and its trigger.
 
     Image models get a trigger npz (default: a white square of ``trigger_size``); text models a trigger JSON
     (default: ``trigger_words`` inserted at random positions).
     """
-    encoder = load_encoder(model, allow_pickle=allow_pickle)
+    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     shadow_inputs = load_inputs(shadow, encoder.modality)
     reference_inputs = load_inputs(references, encoder.modality)
     seed = config.seed if config else 0
@@ -417,10 +419,15 @@ def evaluate_files(
     probe_kinds: tuple[str, ...] = ("linear",),
     allow_pickle: bool = False,
     overwrite: bool = False,
+    image_mean: list[float] | None = None,
+    image_std: list[float] | None = None,
 ) -> dict[str, Any]:
     """``mudjacking evaluate``: ACC/ASR/TBA (and bug fixed) of each model -> ``out/evaluation.json`` + bars."""
     started = time.perf_counter()
-    encoders = {name: load_encoder(path, allow_pickle=allow_pickle) for name, path in models.items()}
+    encoders = {
+        name: load_encoder(path, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
+        for name, path in models.items()
+    }
     first = next(iter(models))
     modality = encoders[first].modality
     for name, encoder in encoders.items():

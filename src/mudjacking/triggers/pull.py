@@ -22,8 +22,9 @@ thresholds.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from torch import Tensor
 
@@ -33,6 +34,7 @@ from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 Inputs = Tensor | list[str]
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,12 +87,28 @@ def backdoor_carriers(embeddings: Tensor, backdoor_point: Tensor, centre: Tensor
     return near >= threshold, threshold
 
 
+def smallest_sufficient(
+    candidates: Sequence[T],
+    pull: Callable[[T], TriggerPull],
+    size: Callable[[T], float],
+    pull_share: float,
+    release_share: float,
+) -> T:
+    """The smallest candidate that pulls at least ``pull_share`` of the best pull and releases ``x_b`` at least
+    ``release_share`` of the best release: part of a trigger often pulls as hard as the whole but leaves ``x_b`` held
+    by the rest, and a superset carries more of ``x_b`` than the backdoor reads."""
+    best_pull, best_release = max(pull(c).pull for c in candidates), max(pull(c).release for c in candidates)
+    enough = [c for c in candidates if pull(c).release >= release_share * best_release]
+    competing = [c for c in enough if pull(c).pull >= pull_share * best_pull] or enough
+    return min(competing, key=lambda c: (size(c), -pull(c).pull))
+
+
 def release_of(bug: Tensor, cleaned: Tensor, clean: Tensor, centre: Tensor | None = None) -> float:
-    """``(1 − s(h(x_b ⊖ t), h(x_b))) / (1 − median s(h(x), h(x_b)))`` from ``h(x_b)`` and ``h(x_b ⊖ t)`` ``[1, D]``
-    and clean inputs' embeddings ``[N, D]``."""
+    """``(1 − s(h(x_b ⊖ t), h(x_b))) / (1 − median s(h(x), h(x_b)))``, at most 1, from ``h(x_b)`` and
+    ``h(x_b ⊖ t)`` ``[1, D]`` and clean inputs' embeddings ``[N, D]``."""
     moved = 1 - float(similarity(cleaned, bug, centre).reshape(-1)[0])
     apart = 1 - float(similarity(clean, bug, centre).median())
-    return moved / max(apart, 1e-3)
+    return min(moved / max(apart, 1e-3), 1.0)  # past an ordinary input's distance is fully released, no more
 
 
 def measure_pull(

@@ -30,7 +30,7 @@ from mudjacking.data.bug_report import BugReport
 from mudjacking.data.images import DataError
 from mudjacking.encoders.base import Encoder
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
-from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of
+from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.refine import refine_mask
 from mudjacking.triggers.split import split_scores
 from mudjacking.triggers.trigger import ImageTrigger
@@ -244,16 +244,21 @@ def occlusion_attribution(
 
 def _release(
     encoder: Encoder,
-    trigger: ImageTrigger,
-    fill: Tensor,
+    mask: Tensor,
+    fills: dict[str, Tensor],
     bug: BugReport,
     target: Tensor,
     clean: Tensor,
     centre: Tensor | None,
-) -> float:
-    """How far ``x_b`` leaves ``h(x_b)`` with the trigger's pixels replaced by ``fill`` (see ``pull.release_of``)."""
-    cleaned = ImageTrigger(trigger.mask, bug.bug_input, fill).remove(bug.bug_input[None])
-    return release_of(target, encoder.embed(cleaned), clean, centre)
+) -> tuple[float, str]:
+    """How far ``x_b`` leaves ``h(x_b)`` with the mask's pixels replaced by the fill that releases it most (see
+    ``pull.release_of``), and that fill's name: how a trigger is best taken out depends on the model and the
+    trigger (a noise patch filled with black is another noise patch), not on the occlusion that found it."""
+    removed = [ImageTrigger(mask, bug.bug_input, fill).remove(bug.bug_input[None]) for fill in fills.values()]
+    embedded = encoder.embed(torch.cat(removed))
+    releases = [release_of(target, embedded[i : i + 1], clean, centre) for i in range(len(fills))]
+    best = max(range(len(fills)), key=releases.__getitem__)
+    return releases[best], list(fills)[best]
 
 
 def _check_sizes(bug: BugReport, inputs: Tensor) -> None:
@@ -310,12 +315,15 @@ def reverse_engineer_trigger(
     candidates: list[Candidate] = []
     found: list[tuple[Candidate, Tensor, Tensor, float, float]] = []  # candidate, mask, map, threshold, distance
     seen: set[bytes] = set()
+    fills = {name: baseline_image(name, bug.bug_input, check, scale) for name in BASELINES}
+    removal: dict[int, str] = {}  # id(candidate) -> the fill that takes its mask out best
     settings = [(w * scale, b) for w in config.windows for b in config.baselines]
     with progress_bar(len(settings), "recovering the trigger", enabled=show_progress) as advance:
         for window, baseline in settings:
             advance(info=f"window {window}, baseline {baseline}")
-            fill = baseline_image(baseline, bug.bug_input, check, scale)
-            attribution, distance = occlusion_attribution(encoder, bug, window, stride, fill, config.batch_size, centre)
+            attribution, distance = occlusion_attribution(
+                encoder, bug, window, stride, fills[baseline], config.batch_size, centre
+            )
             mask, threshold = split_scores(attribution, config.seed)
             pixels = int(mask.sum())
             status = "flat" if pixels == 0 else "too-large" if pixels > config.max_fraction * height * width else ""
@@ -327,7 +335,7 @@ def reverse_engineer_trigger(
                 continue
             seen.add(key)
             trigger = ImageTrigger(mask, bug.bug_input)
-            release = _release(encoder, trigger, fill, bug, target, clean, centre)
+            release, removal[id(candidate)] = _release(encoder, mask, fills, bug, target, clean, centre)
             controls = donor_controls(trigger, donors, donor_embeddings)
             candidate.pull = measure_pull(encoder, trigger, check, clean, target, centre, controls, release)
             found.append((candidate, mask, attribution, threshold, distance))
@@ -351,17 +359,12 @@ def reverse_engineer_trigger(
             "compact region of x_b (a blended or image-wide pattern?), or the model does not show this bug; pass "
             "--trigger KNOWN or --force"
         )
-    pool = verified or found
-    best_pull, best_release = max(i[0].pull.pull for i in pool), max(i[0].pull.release for i in pool)
-    competing = [
-        item
-        for item in pool
-        if item[0].pull.pull >= config.size_tolerance * best_pull
-        and item[0].pull.release >= config.release_tolerance * best_release
-    ]
-    chosen, mask, attribution, threshold, distance = min(competing, key=lambda item: item[0].pixels)
+    chosen, mask, attribution, threshold, distance = smallest_sufficient(
+        verified or found, lambda item: item[0].pull, lambda item: item[0].pixels, config.size_tolerance,
+        config.release_tolerance,
+    )  # fmt: skip
     chosen.status = "chosen"
-    fill = baseline_image(chosen.baseline, bug.bug_input, check, scale)
+    fill = fills[removal[id(chosen)]]
     trigger, pull, refined = ImageTrigger(mask, bug.bug_input, fill), chosen.pull, False
     if config.refine_steps and verified:
         refined_mask = refine_mask(
@@ -370,7 +373,7 @@ def reverse_engineer_trigger(
         )  # fmt: skip
         if 0 < refined_mask.sum() < mask.sum():
             candidate = ImageTrigger(refined_mask, bug.bug_input, fill)
-            release = _release(encoder, candidate, fill, bug, target, clean, centre)
+            release, _ = _release(encoder, refined_mask, {"chosen": fill}, bug, target, clean, centre)
             controls = donor_controls(candidate, donors, donor_embeddings)
             check_pull = measure_pull(encoder, candidate, check, clean, target, centre, controls, release)
             if (

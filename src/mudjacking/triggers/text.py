@@ -29,7 +29,7 @@ from torch import Tensor
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
-from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of
+from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.reverse import TriggerNotFound, check_modalities
 from mudjacking.triggers.split import split_scores
 from mudjacking.triggers.text_trigger import TextTrigger
@@ -262,14 +262,10 @@ def reverse_engineer_text_trigger(
             f"no recovered trigger explains the bug: {figures}; the model may not show this bug; pass --trigger KNOWN "
             "or --force"
         )
-    pool = verified or measured
-    best_pull, best_release = max(c.pull.pull for c in pool), max(c.pull.release for c in pool)
-    competing = [
-        c
-        for c in pool
-        if c.pull.pull >= config.size_tolerance * best_pull and c.pull.release >= config.release_tolerance * best_release
-    ]
-    chosen = min(competing, key=lambda c: (sum(len(u.split()) for u in c.words), -c.pull.pull))
+    chosen = smallest_sufficient(
+        verified or measured, lambda c: c.pull, lambda c: sum(len(u.split()) for u in c.words),
+        config.size_tolerance, config.release_tolerance,
+    )  # fmt: skip
     chosen.status = "chosen"
     trigger = TextTrigger(chosen.words, seed=config.seed, context=_context(words, chosen.words))
     return TextTriggerRecovery(
