@@ -319,7 +319,12 @@ def test_a_patch_that_misses_its_goals_is_written_but_exits_3(saved_case):
     assert "goals NOT met" in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["patch"]["goals_met"] is False and (out / "model").is_dir()
-    assert report["trigger_pull"]["before"] > report["trigger_pull"]["after"]
+    # the trigger's strength before is shown beside what is left of it after (one epoch need not lower it)
+    pulls = report["trigger_pull"]
+    assert isinstance(pulls["before"], float) and isinstance(pulls["after"], float)
+    assert f"trigger pull on held-out inputs {pulls['before']:.2f} before, {pulls['after']:.2f} after" in " ".join(
+        result.output.split()
+    )
 
 
 def test_help_shows_each_default_per_modality():
