@@ -155,7 +155,7 @@ def test_a_narrow_cone_is_patched_in_centred_similarities(backdoored):
     assert result.history[0].holdout_locality < 0.999
 
 
-def test_a_trigger_answered_anywhere_gets_twice_the_passes_and_a_note():
+def test_a_trigger_answered_anywhere_gets_twice_the_passes_copies_and_whitening_and_a_note():
     from mudjacking.recipes import image_recipe
     from mudjacking.triggers import ImageTrigger
     from mudjacking.workflows import adapt_recipe
@@ -163,6 +163,13 @@ def test_a_trigger_answered_anywhere_gets_twice_the_passes_and_a_note():
     trigger = ImageTrigger.square((1, 8, 8), 2)
     trigger.anywhere = True
     config, note = adapt_recipe(None, image_recipe(), trigger, torch.rand(4, 1, 8, 8))
-    assert config.max_epochs == 2 * image_recipe().max_epochs and "anywhere" in note
-    config, note = adapt_recipe(None, image_recipe(), trigger, torch.rand(4, 1, 8, 8), {"max_epochs": 3})
-    assert config.max_epochs == image_recipe().max_epochs and note is None  # the user's choice stands
+    recipe = image_recipe()
+    assert config.max_epochs == 2 * recipe.max_epochs and "anywhere" in note
+    assert config.augmented_copies == 2 * recipe.augmented_copies
+    assert config.whitened_locality == 2 * recipe.whitened_locality
+    given = {"max_epochs": 3, "augmented_copies": 1}
+    config, note = adapt_recipe(None, recipe, trigger, torch.rand(4, 1, 8, 8), given)
+    assert (config.max_epochs, config.augmented_copies) == (recipe.max_epochs, recipe.augmented_copies)  # the user's
+    assert config.whitened_locality == 2 * recipe.whitened_locality and "whitened" in note  # choices stand
+    everything = {**given, "whitened_locality": 0.0}
+    assert adapt_recipe(None, recipe, trigger, torch.rand(4, 1, 8, 8), everything) == (recipe, None)

@@ -282,16 +282,24 @@ def adapt_recipe(
     """Fits the recipe to the trigger found; returns the config and a note saying what changed, if anything.
 
     - A trigger the backdoor answers anywhere (``ImageTrigger.anywhere``) is stamped anywhere, which asks far more
-      of the patch: twice the passes, unless ``max_epochs`` was given. On a noise-patch ResNet, 10 passes cost its
-      classifiers 1.2 points; 20, 0.6.
+      of the patch: twice the passes, twice the augmented copies and twice the whitened-locality weight, each
+      unless the user gave it. On a noise-patch ResNet (locality still short of its goal) the deployed linear
+      classifier lost 1.2 points after 10 passes, 1.1 after 20, 0.2 with the copies and the weight doubled too.
     - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
       embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
     """
     options = options or {}
-    if isinstance(trigger, ImageTrigger) and trigger.anywhere and "max_epochs" not in options:
-        return replace(config, max_epochs=2 * config.max_epochs), (
-            f"the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, over up to "
-            f"{2 * config.max_epochs} passes"
+    if isinstance(trigger, ImageTrigger) and trigger.anywhere:
+        doubled = {
+            name: 2 * getattr(config, name)
+            for name in ("max_epochs", "augmented_copies", "whitened_locality")
+            if name not in options and getattr(config, name)
+        }
+        if not doubled:
+            return config, None
+        return replace(config, **doubled), (
+            "the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, with twice the "
+            + ", ".join(f"{name} ({value:g})" for name, value in doubled.items())
         )
     if not (config.trigger_tokens_only and isinstance(trigger, TextTrigger)):
         return config, None
