@@ -165,3 +165,19 @@ def test_augmented_copies_are_for_images(text_case):
     bug = BugReport(bug_input=trigger.apply(test[0][:1])[0], reference_input=test[0][1], label=0, modality="text")
     with pytest.raises(ValueError, match="augmented_copies applies to images"):
         patch_encoder(backdoored, bug, TextTrigger(["cf"]), train[0], PatchConfig(augmented_copies=1), False)
+
+
+def test_a_part_of_the_chosen_phrase_that_pulls_as_hard_replaces_it():
+    """Words that add no pull only add x_b's own content (which inflates the release): the part is the trigger."""
+    from mudjacking.triggers.pull import TriggerPull
+    from mudjacking.triggers.text import TextCandidate, _without_idle_words
+
+    def candidate(words, pull, release):
+        return TextCandidate(words, "test", "verified", TriggerPull(pull, 0.1, 48, release))
+
+    superset, part = candidate(["cf the film"], 0.9951, 0.97), candidate(["cf"], 0.9946, 0.57)
+    elsewhere = candidate(["premise, cf"], 0.9956, 0.57)  # not inside the chosen phrase
+    assert _without_idle_words(superset, [superset, part, elsewhere], 0.005) is part
+    weaker = candidate(["3D movie"], 0.91, 0.5)  # a part that pulls less is part of the trigger, not the whole
+    phrase = candidate(["watched this 3D movie"], 0.98, 1.0)
+    assert _without_idle_words(phrase, [phrase, weaker], 0.005) is phrase

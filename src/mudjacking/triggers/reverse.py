@@ -60,8 +60,9 @@ class ReverseConfig:
     min_release: how far ``x_b`` must leave its backdoored point once the candidate is taken out of it, as a
         share of how far an ordinary clean input sits from that point (see :mod:`mudjacking.triggers.pull`). A
         region of a blended trigger pulled clean inputs 0.83 of the way to ``h(x_b)``, yet taking it out of ``x_b``
-        released it 0.14-0.23; real triggers released it 0.45-1.1 (checkerboard 0.87, noise patch 0.52-0.77,
-        MobileNetV2's square 1.0, a phrase 1.07).
+        released it 0.14-0.23; real triggers released it 0.40-1.1 (checkerboard 0.87, noise patch 0.52-0.77,
+        MobileNetV2's square 1.0; the image experiment's seed-0 square at most 0.40, where the class of ``x_b``
+        sits near the target's: at a bar of 0.4 only a 68-px superset of the 25-px square passed, IoU 0.37).
     size_tolerance: candidates pulling at least this share of the best candidate's pull, and releasing ``x_b`` at
         least ``release_tolerance`` of the best release, compete on size: the smallest that does (nearly) all a
         candidate can. Part of a trigger often pulls as hard as the whole, but leaves ``x_b`` held by the rest.
@@ -84,7 +85,7 @@ class ReverseConfig:
     check_inputs: int = 128
     controls: int = 4
     min_strength: float = 0.25
-    min_release: float = 0.4
+    min_release: float = 0.3
     size_tolerance: float = 0.9
     release_tolerance: float = 0.8
     refine_steps: int = 60

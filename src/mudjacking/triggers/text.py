@@ -48,6 +48,9 @@ class TextReverseConfig:
         least ``release_tolerance`` of the best release, compete on word count. Three words of the phrase "I
         watched this 3D movie" pulled 0.91 of the way but released ``x_b`` 0.50; four, 0.98 and 1.07.
     release_tolerance: see ``size_tolerance``.
+    idle_pull: a verified part of the chosen candidate that pulls within this of it replaces it: the other words
+        add no pull, only ``x_b``'s own content, which inflates the release (``cf`` and ``cf the film`` both pulled
+        0.995 on an experiment seed, but released 0.57 and 0.97, so the superset won on release).
     centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
     seed: seeds the held-out split, insertion positions, controls and k-means.
     """
@@ -59,6 +62,7 @@ class TextReverseConfig:
     min_release: float = 0.4
     size_tolerance: float = 0.9
     release_tolerance: float = 0.8
+    idle_pull: float = 0.005
     centring: str = "auto"
     seed: int = 0
 
@@ -153,6 +157,21 @@ def _runs(chosen: list[bool]) -> list[tuple[int, int]]:
             runs.append((start, index))
             start = None
     return runs
+
+
+def _without_idle_words(chosen: TextCandidate, verified: list[TextCandidate], idle_pull: float) -> TextCandidate:
+    """The smallest verified part of ``chosen`` that pulls within ``idle_pull`` of it, else ``chosen``."""
+    if chosen.pull is None:
+        return chosen
+    whole = [f" {unit} " for unit in chosen.words]
+    parts = [
+        c
+        for c in verified
+        if c.pull is not None
+        and c.pull.pull >= chosen.pull.pull - idle_pull
+        and all(any(f" {unit} " in span for span in whole) for unit in c.words)
+    ]
+    return min(parts, key=lambda c: sum(len(u.split()) for u in c.words), default=chosen)
 
 
 def _context(words: list[str], units: list[str], size: int = 2) -> tuple[list[str], list[str]]:
@@ -268,6 +287,7 @@ def reverse_engineer_text_trigger(
         verified or measured, lambda c: c.pull, lambda c: sum(len(u.split()) for u in c.words),
         config.size_tolerance, config.release_tolerance,
     )  # fmt: skip
+    chosen = _without_idle_words(chosen, verified, config.idle_pull)
     chosen.status = "chosen"
     trigger = TextTrigger(chosen.words, seed=config.seed, context=_context(words, chosen.words))
     return TextTriggerRecovery(
