@@ -62,14 +62,13 @@ class PlantedWordBackdoor(Encoder):
 CLEAN_SENTENCES = sentences(60, seed=3)[0]
 
 
+def _negative_bug(bug_input: str, reference_input: str) -> BugReport:
+    return BugReport(bug_input=bug_input, reference_input=reference_input, label=0, modality="text")
+
+
 def test_word_ablation_recovers_and_verifies_a_planted_trigger_word():
     encoder = PlantedWordBackdoor()
-    bug = BugReport(
-        bug_input="the plot was dull cf and the actor weak",
-        reference_input="a dull film with a weak story",
-        label=0,
-        modality="text",
-    )
+    bug = _negative_bug("the plot was dull cf and the actor weak", "a dull film with a weak story")
     recovery = reverse_engineer_text_trigger(encoder, bug, CLEAN_SENTENCES)
     assert recovery.trigger.words == ["cf"]
     assert recovery.scores[recovery.words.index("cf")] == recovery.scores.max()
@@ -78,12 +77,7 @@ def test_word_ablation_recovers_and_verifies_a_planted_trigger_word():
 
 def test_a_phrase_trigger_is_recovered_as_one_phrase_and_inserted_as_one():
     encoder = PlantedWordBackdoor("very dull story")  # each word common and harmless alone; the phrase is not
-    bug = BugReport(
-        bug_input="the plot was very dull story and the actor weak",
-        reference_input="a dull film with a weak plot",
-        label=0,
-        modality="text",
-    )
+    bug = _negative_bug("the plot was very dull story and the actor weak", "a dull film with a weak plot")
     recovery = reverse_engineer_text_trigger(encoder, bug, CLEAN_SENTENCES)
     assert recovery.trigger.words == ["very dull story"]
     assert all(" very dull story " in f" {s} " for s in recovery.trigger.apply(CLEAN_SENTENCES[:10]))
