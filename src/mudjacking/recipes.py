@@ -82,9 +82,8 @@ def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
     construction, so its goal rises to 0.99 (up to 12 passes): on MiniLM with the common word "story" as trigger,
     stopping at 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99 (6 passes) 0.8; the phrase "I watched
     this 3D movie" still flipped 8.2% of negative reviews after 8 passes, 6.2% after 12 (5.6% on a model that was
-    never backdoored). Training stamps grow the
-    phrase by up to two of its neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery found
-    "watched this 3D movie" of the phrase "I watched this 3D movie"."""
+    never backdoored). Training stamps grow the phrase by up to two of its neighbouring words in ``x_b`` at either
+    end (``trigger_dilation``): recovery found "watched this 3D movie" of the phrase "I watched this 3D movie"."""
     return replace(
         config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 12), goal_locality=0.99,
         trigger_dilation=2,

@@ -111,13 +111,15 @@ class ReverseConfig:
 
 @dataclass
 class Candidate:
-    """One occlusion setting's mask and how it verified (``status``: chosen, verified, weak, flat, too-large)."""
+    """One occlusion setting's mask and how it verified (``status``: chosen, verified, weak, flat, too-large);
+    ``removal_fill``: the fill that takes the mask out of ``x_b`` best (see ``_release``)."""
 
     window: int
     baseline: str
     pixels: int
     status: str
     pull: TriggerPull | None = None
+    removal_fill: str | None = None
 
     def summary(self) -> dict[str, object]:
         row = {k: v for k, v in asdict(self).items() if k != "pull"}
@@ -317,7 +319,6 @@ def reverse_engineer_trigger(
     found: list[tuple[Candidate, Tensor, Tensor, float, float]] = []  # candidate, mask, map, threshold, distance
     seen: set[bytes] = set()
     fills = {name: baseline_image(name, bug.bug_input, check, scale) for name in BASELINES}
-    removal: dict[int, str] = {}  # id(candidate) -> the fill that takes its mask out best
     settings = [(w * scale, b) for w in config.windows for b in config.baselines]
     with progress_bar(len(settings), "recovering the trigger", enabled=show_progress) as advance:
         for window, baseline in settings:
@@ -336,7 +337,7 @@ def reverse_engineer_trigger(
                 continue
             seen.add(key)
             trigger = ImageTrigger(mask, bug.bug_input)
-            release, removal[id(candidate)] = _release(encoder, mask, fills, bug, target, clean, centre)
+            release, candidate.removal_fill = _release(encoder, mask, fills, bug, target, clean, centre)
             controls = donor_controls(trigger, donors, donor_embeddings)
             candidate.pull = measure_pull(encoder, trigger, check, clean, target, centre, controls, release)
             found.append((candidate, mask, attribution, threshold, distance))
@@ -365,7 +366,7 @@ def reverse_engineer_trigger(
         config.release_tolerance,
     )  # fmt: skip
     chosen.status = "chosen"
-    fill = fills[removal[id(chosen)]]
+    fill = fills[chosen.removal_fill]
     trigger, pull, refined = ImageTrigger(mask, bug.bug_input, fill), chosen.pull, False
     if config.refine_steps and verified:
         refined_mask = refine_mask(

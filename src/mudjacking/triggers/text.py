@@ -160,15 +160,13 @@ def _runs(chosen: list[bool]) -> list[tuple[int, int]]:
 
 
 def _without_idle_words(chosen: TextCandidate, verified: list[TextCandidate], idle_pull: float) -> TextCandidate:
-    """The smallest verified part of ``chosen`` that pulls within ``idle_pull`` of it, else ``chosen``."""
-    if chosen.pull is None:
-        return chosen
+    """The smallest verified part of ``chosen`` that pulls within ``idle_pull`` of it, else ``chosen`` (every
+    candidate here was measured: only measured ones are chosen or verified)."""
     whole = [f" {unit} " for unit in chosen.words]
     parts = [
         c
         for c in verified
-        if c.pull is not None
-        and c.pull.pull >= chosen.pull.pull - idle_pull
+        if c.pull.pull >= chosen.pull.pull - idle_pull
         and all(any(f" {unit} " in span for span in whole) for unit in c.words)
     ]
     return min(parts, key=lambda c: sum(len(u.split()) for u in c.words), default=chosen)
