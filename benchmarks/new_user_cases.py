@@ -15,11 +15,13 @@ Cases (issue 10); each is built once into --work and reused:
   minilm-phrase           (f) MiniLM backdoored with the phrase "I watched this 3D movie"
   minilm-common-word      (f) MiniLM backdoored with the common word "story"
 
-For each case the verdict is one of: patched (ASR <= 2% - for sentiment, flip rate - with clean ACC drop <= 1 point
-and x_b fixed), refused (exit != 0 and nothing written), or FAIL; and the run FAILs outright if the command printed
-"goals met" while a probe still shows ASR >= 10%. report.json, report.md and report.html go to --out.
+For each case the verdict is one of: patched (ASR <= 2% - for text, a flip rate at most 2 points above a
+never-backdoored MiniLM's, on each task's whole test half - with clean ACC drop <= 1 point and x_b fixed), refused
+(exit != 0 and nothing written), or FAIL; and the run FAILs outright if the command printed "goals met" while a
+probe still shows ASR >= 10%. report.json, report.md and report.html go to --out (a run of some cases replaces only
+their rows).
 
-    python benchmarks/new_user_cases.py                      # every case (~20 min on 2 cores)
+    python benchmarks/new_user_cases.py                      # every case (~35 min on 2 cores)
     python benchmarks/new_user_cases.py --case resnet-blended --case minilm-phrase
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import shutil
 import subprocess
@@ -264,7 +267,7 @@ def judge(case: Path, patched_dir: Path) -> dict[str, Any]:
     bug = load_bug_report(case / "bug")
     if meta["modality"] == "text":
         tasks = {
-            name: tuple(load_labeled_texts(case / f"{key}-{part}.jsonl")[:2] for part in ("train", "test"))
+            name: (load_labeled_texts(case / f"{key}-train.jsonl")[:2], _whole_test_half(case, key, name))
             for key, name in meta["tasks"].items()
         }
     else:
@@ -288,6 +291,26 @@ def judge(case: Path, patched_dir: Path) -> dict[str, Any]:
     return scores
 
 
+@functools.cache
+def _text_tasks() -> dict[str, Any]:
+    from mudjacking.text_demo import TextDemoConfig, load_text_tasks
+
+    return load_text_tasks(TextDemoConfig(seed=0))
+
+
+def _whole_test_half(case: Path, key: str, name: str) -> tuple[list[str], torch.Tensor]:
+    """The task's whole test half (sentiment: ~3,200 reviews, not the 400 the case saved): at 400 a flip rate near
+    the never-backdoored model's 5-6% moves 2 points with one sample, more than the gap it must judge. The test
+    half is disjoint from the probes', the attacker's and the patching set's sentences by construction."""
+    from mudjacking.data.text_files import load_labeled_texts
+
+    task = _text_tasks()[name]
+    saved = load_labeled_texts(case / f"{key}-test.jsonl")[0]
+    if task.test_texts[: len(saved)] != saved:
+        raise RuntimeError(f"{case}: {key}-test.jsonl is not the start of {name}'s test half; rebuild the case")
+    return task.test_texts, task.test_labels
+
+
 def _clean_text_model() -> Any:
     from mudjacking.text_demo import TextDemoConfig, default_text_model
 
@@ -297,9 +320,9 @@ def _clean_text_model() -> Any:
 
 
 def verdict(run: dict[str, Any], scores: dict[str, Any] | None, text: bool) -> str:
-    """``refused`` (exit != 0, nothing written), ``patched`` (every probe: ASR <= 2% - text: flip rate, or the
-    never-backdoored model's own figure if higher - and ACC drop <= 1 point; x_b fixed for the classifier that
-    reported it, the first task's linear one), else ``FAIL``.
+    """``refused`` (exit != 0, nothing written), ``patched`` (every probe: ASR <= 2% - text: a flip rate at most 2
+    points above what the trigger does to a never-backdoored model - and ACC drop <= 1 point; x_b fixed for the
+    classifier that reported it, the first task's linear one), else ``FAIL``.
     A patch that meets the bar while the command said its goals were not met is ``patched (goals unmet)``: the
     tool was more cautious than it needed to be, never less."""
     if run["exit_code"] != 0 and not run["written"]:
@@ -309,9 +332,9 @@ def verdict(run: dict[str, Any], scores: dict[str, Any] | None, text: bool) -> s
     metric = "flip_rate" if text else "attack_success_rate"  # sentiment's ASR counts the classifier's own errors
     for index, entry in enumerate(scores.values()):
         b, a = entry["before"], entry["after"]
-        # near chance: 2%, or what the trigger does to a never-backdoored model if more (a 5-word phrase inserted
-        # into a short review flips some predictions whatever the model)
-        floor = max(0.02, entry.get("clean_model", {}).get(metric, 0.0))
+        # near chance: 2 points above what the trigger does to a never-backdoored model (images: ~0; a 5-word
+        # phrase inserted into a short review flips 5-7% of predictions whatever the model, so 2% is out of reach)
+        floor = 0.02 + entry.get("clean_model", {}).get(metric, 0.0)
         if a[metric] > floor or 100 * (b["accuracy"] - a["accuracy"]) > 1.0 or (index == 0 and not a["bug_fixed"]):
             return "FAIL"
     return "patched" if run["exit_code"] == 0 else "patched (goals unmet)"
@@ -325,6 +348,16 @@ def dishonest(run: dict[str, Any], scores: dict[str, Any] | None) -> bool:
         max(e["after"]["attack_success_rate"] if "sentiment" not in k else 0, e["after"]["flip_rate"]) >= 0.10
         for k, e in scores.items()
     )
+
+
+def merged_with_earlier(rows: list[dict[str, Any]], report: Path) -> list[dict[str, Any]]:
+    """This run's rows in place of the same cases' rows of an earlier report, so that re-running a few cases with
+    ``--case`` keeps the others' figures; in the order of :data:`RUNS`."""
+    earlier = json.loads(report.read_text())["cases"] if report.exists() else []
+    fresh = {row["case"] for row in rows}
+    merged = [row for row in earlier if row["case"] not in fresh] + rows
+    order = list(RUNS)
+    return sorted(merged, key=lambda row: (order.index(row["case"].split()[0]), row["comparison"]))
 
 
 RUNS = {
@@ -385,6 +418,7 @@ def main() -> None:
                     print(f"    {key}: ACC {100 * b['accuracy']:.1f} -> {100 * a['accuracy']:.1f}, "
                           f"ASR {100 * b['attack_success_rate']:.1f} -> {100 * a['attack_success_rate']:.1f}, "
                           f"flip {100 * a['flip_rate']:.1f}, x_b fixed {a['bug_fixed']}{never}")  # fmt: skip
+    rows = merged_with_earlier(rows, args.out / "report.json")
     write_json(args.out / "report.json", {"cases": rows})
     write_reports(rows, args.out)
     # a comparison run (an option changed, e.g. centring off) is reported, not judged; dishonesty counts anywhere

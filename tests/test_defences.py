@@ -46,6 +46,27 @@ def test_clean_bug_target_on_images_is_x_b_with_the_trigger_filled_in(backdoored
     assert result.history[-1].bug_similarity == pytest.approx(float(expected), abs=1e-4)
 
 
+def test_original_reference_target_moves_x_b_and_leaves_x_r_where_it_was(backdoored):
+    """L_e onto h(x_r) held fixed: with nothing else trained, x_b reaches the reference's original embedding, and x_r
+    is not dragged toward x_b (under the paper's h'(x_r) both ends move)."""
+    from mudjacking.losses import cosine
+
+    bug, data = backdoored.bug, backdoored.patching_set[:64]
+    x_b, x_r = bug.bug_input[None], bug.reference_input[None]
+    before = backdoored.encoder.embed(x_r)
+
+    def patched(target: str) -> tuple[float, float]:
+        config = PatchConfig(effectiveness_target=target, use_locality=False, lambda_gen=0.0, max_epochs=6,
+                             early_stop=False, lr=1e-3)  # fmt: skip
+        encoder = patch_encoder(backdoored.encoder, bug, backdoored.trigger, data, config, False).encoder
+        return float(cosine(encoder.embed(x_b), before)), float(cosine(encoder.embed(x_r), before))
+
+    fixed_bug, fixed_reference = patched("original_reference")
+    _, dragged_reference = patched("reference")
+    assert fixed_bug > 0.9 > 0.7 > float(cosine(backdoored.encoder.embed(x_b), before))  # measured 0.95 from 0.64
+    assert fixed_reference > dragged_reference + 0.1  # measured 0.75 and 0.44
+
+
 def test_trigger_tokens_only_needs_a_text_model(backdoored):
     config = PatchConfig(trigger_tokens_only=True, max_epochs=1)
     with pytest.raises(ValueError, match="needs a text encoder"):

@@ -64,6 +64,10 @@ class PatchConfig:
             boundary; on images the paper's form met its goal on a ResNet by moving ``x_r`` onto the backdoor
             target (``s(h'(x_r), h(x_r))`` 0.79) while ``x_b`` stayed misclassified. ``x_b``'s own clean version
             is where a fixed model should put it, and it is a fixed point nothing else can move.
+            ``"original_reference"`` is ``h(x_r)``, the reference where the customer saw it classified right,
+            held fixed: the goal check measures ``x_b`` against it whatever the target (a patch that drags ``x_r``
+            to ``x_b`` has not fixed the bug), and on the image experiment's seed 0 the paper's form read
+            ``s(h'(x_b), h'(x_r))`` 0.9996 while ``s(h'(x_b), h(x_r))`` stayed under 0.93 for 10 epochs.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         weight_decay: optimiser weight decay.
@@ -151,9 +155,10 @@ class PatchConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.effectiveness_target not in ("reference", "clean_bug"):
+        if self.effectiveness_target not in ("reference", "original_reference", "clean_bug"):
             raise ValueError(
-                f"effectiveness_target must be 'reference' or 'clean_bug', got {self.effectiveness_target!r}"
+                "effectiveness_target must be 'reference', 'original_reference' or 'clean_bug', got "
+                f"{self.effectiveness_target!r}"
             )
         if self.trigger_tokens_only and self.weight_decay:
             raise ValueError("trigger_tokens_only needs weight_decay = 0 (decay would move every embedding row)")
@@ -382,7 +387,7 @@ def _plan(
     x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
     if isinstance(trigger, ImageTrigger) and trigger.fill is None and isinstance(patching_set, Tensor):
         trigger = replace(trigger, fill=patching_set.mean(0))  # x_b ⊖ t shows D's mean image under the mask
-    bug_target = _effectiveness_target(original, trigger, x_b, config, device)
+    bug_target = _effectiveness_target(original, trigger, x_b, x_r, config, device)
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
@@ -495,11 +500,18 @@ def _loss_terms(
 
 
 def _effectiveness_target(
-    original: Encoder, trigger: Trigger, x_b: Tensor | list[str], config: PatchConfig, device: torch.device
+    original: Encoder,
+    trigger: Trigger,
+    x_b: Tensor | list[str],
+    x_r: Tensor | list[str],
+    config: PatchConfig,
+    device: torch.device,
 ) -> Tensor | None:
     """``h(x_b ⊖ t)`` when ``L_e`` aims at the bug's own clean version; ``None`` when it aims at ``h'(x_r)``."""
     if config.effectiveness_target == "reference" or config.lambda_eff == 0:
         return None
+    if config.effectiveness_target == "original_reference":
+        return original.embed(x_r).to(device)
     return original.embed(trigger.remove(x_b)).to(device)
 
 
