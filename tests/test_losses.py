@@ -7,7 +7,6 @@ from mudjacking.losses import (
     effectiveness_loss,
     generalizability_loss,
     locality_loss,
-    mudjacking_loss,
     weighted_total,
     whitened_locality_loss,
     whitening,
@@ -31,20 +30,47 @@ def test_generalizability_of_opposite_embeddings_is_plus_one():
     assert generalizability_loss(triggered, -triggered).item() == pytest.approx(1.0)
 
 
-def test_total_weights_the_terms():
-    clean = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    original = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # cos 1 and 1/sqrt2
-    triggered = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # cos 0 and 1
-    terms = mudjacking_loss(
-        clean, original, triggered, torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0]), lambda_gen=2.0, lambda_eff=0.5
-    )
-    locality = -(1 + 1 / math.sqrt(2)) / 2
-    generalizability = -0.5
-    effectiveness = -24 / 25
-    assert terms.locality.item() == pytest.approx(locality)
-    assert terms.generalizability.item() == pytest.approx(generalizability)
-    assert terms.effectiveness.item() == pytest.approx(effectiveness)
-    assert terms.total.item() == pytest.approx(locality + 2.0 * generalizability + 0.5 * effectiveness)
+def test_the_patch_loop_assembles_the_three_terms_from_the_right_rows():
+    """The loop's own assembly (one forward pass of [batch, batch ⊕ t, x_b, x_r]) against the formula computed by
+    hand from separate passes: locality against the original model, L_g between each input and its stamped copy,
+    L_e between x_b and x_r, and the weighted sum."""
+    import copy
+
+    from conftest import tiny_encoder
+
+    from mudjacking.data import BugReport
+    from mudjacking.patching import PatchConfig, _loss_terms, _plan
+    from mudjacking.triggers import ImageTrigger
+
+    torch.manual_seed(0)
+    original = tiny_encoder()
+    patched = copy.deepcopy(original)
+    with torch.no_grad():
+        for parameter in patched.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    images = torch.rand(12, 1, 16, 16)
+    mask = torch.zeros(16, 16)
+    mask[:4, :4] = 1
+    trigger = ImageTrigger(mask, torch.ones(1, 16, 16))
+    bug = BugReport(images[0], images[1], label=3)
+    config = PatchConfig(lambda_gen=2.0, lambda_eff=0.5, holdout_fraction=0.0, augmented_copies=0,
+                         whitened_locality=0.0, trigger_dilation=0, centring="off")  # fmt: skip
+    plan = _plan(original, bug, trigger, images[2:], config, torch.device("cpu"))
+    rows = torch.tensor([0, 3, 5, 10])  # 10: x_r, appended to D's training part
+    terms = _loss_terms(patched, plan, rows, config)
+
+    batch = plan.train[rows]
+    with torch.no_grad():
+        clean, before = patched.embed(batch), original.embed(batch)
+        triggered = patched.embed(trigger.apply(batch))
+        x_b, x_r = patched.embed(images[:1]), patched.embed(images[1:2])
+    cos = torch.nn.functional.cosine_similarity
+    expected = (-cos(clean, before).mean(), -cos(triggered, clean).mean(), -cos(x_b, x_r).mean())
+    for term, value in zip(terms, expected, strict=True):
+        assert term.item() == pytest.approx(float(value), abs=1e-5)
+    assert -1 < float(expected[0]) < -0.5 and float(expected[1]) > -0.999  # the terms are not trivially -1
+    total = weighted_total(*terms, config.lambda_gen, config.lambda_eff)
+    assert total.item() == pytest.approx(float(expected[0] + 2.0 * expected[1] + 0.5 * expected[2]), abs=1e-5)
 
 
 def test_gradients_reach_both_sides_of_generalizability():

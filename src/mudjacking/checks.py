@@ -15,12 +15,8 @@ from torch import Tensor
 from mudjacking.batches import single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import CheckFailed
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
-
-
-class CheckFailed(ValueError):
-    """A self-check failed: going on would report a result that means nothing. The message gives the figures and
-    how to override."""
 
 
 @dataclass

@@ -13,10 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
-from mudjacking.checks import CheckFailed
-from mudjacking.data.images import DataError
-from mudjacking.encoders.base import ModelLoadError
-from mudjacking.outputs import OutputError
+from mudjacking.errors import CheckFailed, ConfigError, MudjackingError
 from mudjacking.recipes import RECIPES
 
 app = typer.Typer(
@@ -48,9 +45,6 @@ LINEAR_PROBE = ["linear"]
 DEFAULT_WORDS = ["cf"]
 
 
-USER_ERRORS = (DataError, ModelLoadError, OutputError, ValueError, KeyError)
-
-
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Bad input becomes one ``error:`` line (naming the file and the fix) and exit code 2, not a traceback; a
@@ -60,9 +54,8 @@ def _user_errors() -> Iterator[None]:
     except CheckFailed as error:
         errors.print(f"[bold red]refused:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=REFUSED) from None
-    except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    except MudjackingError as error:  # anything else is a bug of ours and keeps its traceback
+        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
 
 
@@ -97,7 +90,7 @@ def demo(
             configs = [TextDemoConfig(seed=s, model=str(model) if model else None) for s in seed]
             reports = run_text_demo_seeds(configs, out, show_progress=not quiet)
         else:
-            raise ValueError(f"--modality {modality!r}: use image or text")
+            raise ConfigError(f"--modality {modality!r}: use image or text")
     for report in reports:
         (_print_demo if report["demo"] == "image" else _print_text_demo)(report)
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
@@ -206,7 +199,7 @@ def _floats(text: str | None, option: str) -> list[float] | None:
     try:
         return [float(part) for part in text.split(",")]
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"{option} {text!r}: give numbers separated by commas, e.g. {option} 0.485,0.456,0.406"
         ) from None
 
@@ -522,7 +515,7 @@ def evaluate(
 def _name_and_path(item: str) -> tuple[str, Path]:
     name, separator, path = item.partition("=")
     if not separator or not name or not path:
-        raise ValueError(f"--model {item!r}: write it as NAME=DIR, e.g. --model backdoored=runs/demo/backdoored_model")
+        raise ConfigError(f"--model {item!r}: write it as NAME=DIR, e.g. --model backdoored=runs/demo/backdoored_model")
     return name, Path(path)
 
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from mudjacking.batches import take
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchResult, resolve_device
 from mudjacking.pretraining import augment, nt_xent
 from mudjacking.progress import progress_bar
@@ -50,9 +51,9 @@ class ContrastiveConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("epochs >= 1, batch_size >= 2, lr > 0 and temperature > 0 are required")
+            raise ConfigError("epochs >= 1, batch_size >= 2, lr > 0 and temperature > 0 are required")
         if not 0 <= self.word_dropout < 1 or not 0 < self.crop_scale <= 1:
-            raise ValueError("word_dropout must be in [0, 1) and crop_scale in (0, 1]")
+            raise ConfigError("word_dropout must be in [0, 1) and crop_scale in (0, 1]")
 
 
 def drop_words(sentences: list[str], probability: float, rng: random.Random) -> list[str]:

@@ -26,6 +26,7 @@ from mudjacking.data.builtin import LabeledImages, load_demo_images, load_photo_
 from mudjacking.encoders.architectures import ConvEncoderNet
 from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
 from mudjacking.encoders.module import ModuleEncoder
+from mudjacking.errors import ConfigError
 from mudjacking.evaluation.downstream import find_bug, train_probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
@@ -83,9 +84,9 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         if self.trigger_size < 1 or min(self.shadow_size, self.patching_size, self.downstream_train_size) < 1:
-            raise ValueError("trigger_size and the set sizes must be positive")
+            raise ConfigError("trigger_size and the set sizes must be positive")
         if self.photo_crops < 0:
-            raise ValueError(f"photo_crops must be >= 0, got {self.photo_crops}")
+            raise ConfigError(f"photo_crops must be >= 0, got {self.photo_crops}")
         self.pretrain = replace(self.pretrain, seed=self.seed)
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mudjacking.errors import ConfigError
+
 NARROW_CONE = 0.9
 """Mean pairwise cosine of D's embeddings above which the embeddings count as one narrow cone."""
 
@@ -45,7 +47,7 @@ def mean_pairwise_cosine(embeddings: Tensor, limit: int = 1000) -> float:
     unit = F.normalize(embeddings[:limit].float(), dim=-1)
     n = unit.shape[0]
     if n < 2:
-        raise ValueError("need at least two embeddings to measure their spread")
+        raise ConfigError("need at least two embeddings to measure their spread")
     total = (unit.sum(0) @ unit.sum(0)) - n  # sum over ordered pairs i != j of cos(i, j)
     return float(total / (n * (n - 1)))
 
@@ -53,7 +55,7 @@ def mean_pairwise_cosine(embeddings: Tensor, limit: int = 1000) -> float:
 def embedding_geometry(embeddings: Tensor, centring: str = "auto") -> EmbeddingGeometry:
     """Measures D's embeddings ``[N, D]``; ``centring`` is ``"auto"`` (centre a narrow cone), ``"on"`` or ``"off"``."""
     if centring not in ("auto", "on", "off"):
-        raise ValueError(f"centring must be auto, on or off, got {centring!r}")
+        raise ConfigError(f"centring must be auto, on or off, got {centring!r}")
     spread = mean_pairwise_cosine(embeddings)
     narrow = spread > NARROW_CONE
     centre = embeddings.float().mean(0).detach() if centring == "on" or (centring == "auto" and narrow) else None

@@ -14,8 +14,6 @@ against how much D itself varies there, so a move along a direction D hardly spa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,16 +54,6 @@ def generalizability_loss(patched_triggered: Tensor, patched_clean: Tensor) -> T
     return -cosine(patched_triggered, patched_clean).mean()
 
 
-@dataclass
-class LossTerms:
-    """The three terms and their weighted sum (scalar tensors)."""
-
-    total: Tensor
-    locality: Tensor
-    generalizability: Tensor
-    effectiveness: Tensor
-
-
 def weighted_total(
     locality: Tensor,
     generalizability: Tensor,
@@ -77,28 +65,3 @@ def weighted_total(
     """``L = L_l + λ_g·L_g + λ_e·L_e``; a term of weight 0 is left out, so it may be NaN (not computed)."""
     weighted = [(float(use_locality), locality), (lambda_gen, generalizability), (lambda_eff, effectiveness)]
     return sum(weight * term for weight, term in weighted if weight)
-
-
-def mudjacking_loss(
-    patched_clean: Tensor,
-    original_clean: Tensor,
-    patched_triggered: Tensor,
-    bug_embedding: Tensor,
-    reference_embedding: Tensor,
-    lambda_gen: float = 1.0,
-    lambda_eff: float = 1.0,
-) -> LossTerms:
-    """``L = L_l + λ_g·L_g + λ_e·L_e``.
-
-    Args:
-        patched_clean: ``h'(x)`` ``[N, D]`` for x in the batch of D ∪ {x_r}.
-        original_clean: ``h(x)`` ``[N, D]``, same rows.
-        patched_triggered: ``h'(x ⊕ t)`` ``[N, D]``, same rows.
-        bug_embedding: ``h'(x_b)`` ``[D]`` or ``[1, D]``.
-        reference_embedding: ``h'(x_r)`` ``[D]`` or ``[1, D]``.
-    """
-    locality = locality_loss(patched_clean, original_clean)
-    generalizability = generalizability_loss(patched_triggered, patched_clean)
-    effectiveness = effectiveness_loss(bug_embedding, reference_embedding)
-    total = weighted_total(locality, generalizability, effectiveness, lambda_gen, lambda_eff)
-    return LossTerms(total, locality, generalizability, effectiveness)

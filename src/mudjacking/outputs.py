@@ -20,10 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from mudjacking.encoders.base import Encoder
-
-
-class OutputError(ValueError):
-    """An output location that cannot be written; the message names it and the fix."""
+from mudjacking.errors import OutputError
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from torch import Tensor
 from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.losses import (
     cosine,
@@ -152,34 +153,34 @@ class PatchConfig:
     def __post_init__(self) -> None:
         self.trainable = tuple(self.trainable)
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+            raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.effectiveness_target not in ("reference", "original_reference", "clean_bug"):
-            raise ValueError(
+            raise ConfigError(
                 "effectiveness_target must be 'reference', 'original_reference' or 'clean_bug', got "
                 f"{self.effectiveness_target!r}"
             )
         if self.trigger_tokens_only and self.weight_decay:
-            raise ValueError("trigger_tokens_only needs weight_decay = 0 (decay would move every embedding row)")
+            raise ConfigError("trigger_tokens_only needs weight_decay = 0 (decay would move every embedding row)")
         if self.whitened_locality < 0:
-            raise ValueError(f"whitened_locality must be >= 0, got {self.whitened_locality}")
+            raise ConfigError(f"whitened_locality must be >= 0, got {self.whitened_locality}")
         if self.augmented_copies < 0:
-            raise ValueError(f"augmented_copies must be >= 0, got {self.augmented_copies}")
+            raise ConfigError(f"augmented_copies must be >= 0, got {self.augmented_copies}")
         if self.trigger_dilation < 0:
-            raise ValueError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
+            raise ConfigError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
-            raise ValueError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
+            raise ConfigError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
         if self.lambda_gen < 0 or self.lambda_eff < 0:
-            raise ValueError("lambda_gen and lambda_eff must be non-negative")
+            raise ConfigError("lambda_gen and lambda_eff must be non-negative")
         if not (self.use_locality or self.lambda_gen or self.lambda_eff):
-            raise ValueError("every loss term is switched off; keep locality or set lambda_gen/lambda_eff above 0")
+            raise ConfigError("every loss term is switched off; keep locality or set lambda_gen/lambda_eff above 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+            raise ConfigError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if self.centring not in ("auto", "on", "off"):
-            raise ValueError(f"centring must be auto, on or off, got {self.centring!r}")
+            raise ConfigError(f"centring must be auto, on or off, got {self.centring!r}")
         if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+            raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
 
 @dataclass
@@ -239,7 +240,7 @@ def select_parameters(encoder: Encoder, patterns: tuple[str, ...]) -> list[torch
             chosen.append(parameter)
     if not chosen:
         names = [name for name, _ in encoder.named_parameters()][:5]
-        raise ValueError(f"trainable patterns {patterns} match no parameter; names look like {names}")
+        raise ConfigError(f"trainable patterns {patterns} match no parameter; names look like {names}")
     return chosen
 
 
@@ -247,10 +248,10 @@ def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.
     """Freezes everything but the input embeddings, and masks their gradient to the trigger tokens' rows (Adam
     leaves a row whose gradient is always zero exactly where it was)."""
     if not hasattr(encoder, "input_embedding_rows") or not hasattr(trigger, "words"):
-        raise ValueError("trigger_tokens_only needs a text encoder and a text trigger")
+        raise ConfigError("trigger_tokens_only needs a text encoder and a text trigger")
     weight, rows = encoder.input_embedding_rows(trigger.words)
     if not rows:
-        raise ValueError(f"the trigger words {trigger.words} split into no tokens")
+        raise ConfigError(f"the trigger words {trigger.words} split into no tokens")
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     weight.requires_grad_(True)
@@ -445,7 +446,7 @@ def _with_augmented_copies(images: Tensor | list[str], config: PatchConfig) -> T
     if not config.augmented_copies:
         return images
     if not isinstance(images, Tensor):
-        raise ValueError("augmented_copies applies to images; set it to 0 for a text patching set")
+        raise ConfigError("augmented_copies applies to images; set it to 0 for a text patching set")
     generator = torch.Generator().manual_seed(config.seed)
     copies = [augment(images.cpu(), 0.4, generator).to(images.device) for _ in range(config.augmented_copies)]
     return torch.cat([images, *copies])

@@ -16,6 +16,7 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 
 from mudjacking.encoders.base import ImageEncoder
+from mudjacking.errors import ConfigError
 from mudjacking.progress import progress_bar
 
 
@@ -39,9 +40,9 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
-            raise ValueError("steps >= 1, batch_size >= 2, lr > 0 and temperature > 0 are required")
+            raise ConfigError("steps >= 1, batch_size >= 2, lr > 0 and temperature > 0 are required")
         if not 0 < self.crop_scale <= 1:
-            raise ValueError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
+            raise ConfigError(f"crop_scale must be in (0, 1], got {self.crop_scale}")
 
 
 def augment(images: Tensor, crop_scale: float, generator: torch.Generator) -> Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchConfig
 
 COMMON_SHARE = 0.01
@@ -72,7 +73,7 @@ RECIPES = {"image": image_recipe, "text": text_recipe}
 def recipe(modality: str, **changes: Any) -> PatchConfig:
     """The modality's recipe with ``changes`` (``PatchConfig`` fields) applied."""
     if modality not in RECIPES:
-        raise ValueError(f"no patch recipe for {modality!r} models; known: {', '.join(RECIPES)}")
+        raise ConfigError(f"no patch recipe for {modality!r} models; known: {', '.join(RECIPES)}")
     return replace(RECIPES[modality](), **changes)
 
 

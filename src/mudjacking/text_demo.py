@@ -26,6 +26,7 @@ from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.demo import run_seed_series, spread
 from mudjacking.encoders.base import Encoder, load_encoder
+from mudjacking.errors import ConfigError
 from mudjacking.evaluation.downstream import deploy_probes, embed_task, find_bug, score_probe
 from mudjacking.evaluation.probes import Probe
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
@@ -94,7 +95,7 @@ class TextDemoConfig:
 
     def __post_init__(self) -> None:
         if not self.trigger_words or not self.target_sentences or self.max_length < 8 or self.news_words < 4:
-            raise ValueError("need a trigger word, a target sentence, max_length >= 8 and news_words >= 4")
+            raise ConfigError("need a trigger word, a target sentence, max_length >= 8 and news_words >= 4")
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)
         self.reverse = replace(self.reverse, seed=self.seed)
@@ -128,7 +129,7 @@ def _splits(tasks: dict[str, LabeledTexts], config: TextDemoConfig) -> dict[str,
     for index, (name, task) in enumerate(tasks.items()):
         cuts = [config.train_size[index], config.shadow_size[index], config.patching_size[index]]
         if sum(cuts) > len(task.train_texts):
-            raise ValueError(f"{name}: {sum(cuts)} training sentences asked for, {len(task.train_texts)} exist")
+            raise ConfigError(f"{name}: {sum(cuts)} training sentences asked for, {len(task.train_texts)} exist")
         train_end, shadow_end = cuts[0], cuts[0] + cuts[1]
         splits["train"][name] = (task.train_texts[:train_end], task.train_labels[:train_end])
         splits["shadow"] += task.train_texts[train_end:shadow_end]
@@ -146,7 +147,7 @@ def load_text_setting(
     model_path = Path(config.model) if config.model else default_text_model()
     clean = load_encoder(model_path)
     if clean.modality != "text":
-        raise ValueError(f"{model_path}: not a text encoder; pass a BERT-family sentence encoder directory")
+        raise ConfigError(f"{model_path}: not a text encoder; pass a BERT-family sentence encoder directory")
     clean.max_length = config.max_length
     tasks = load_text_tasks(config)
     return model_path, clean, tasks, _splits(tasks, config), TextTrigger(list(config.trigger_words), seed=config.seed)

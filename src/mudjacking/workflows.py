@@ -20,6 +20,7 @@ from mudjacking.data.bug_report import BugReport, load_bug_report
 from mudjacking.data.images import DataError, load_image_folder, load_labeled_images
 from mudjacking.data.text_files import load_labeled_texts, load_sentences
 from mudjacking.encoders.base import Encoder, load_encoder
+from mudjacking.errors import ConfigError
 from mudjacking.evaluation.downstream import embed_task, score_probe
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.geometry import EmbeddingGeometry
@@ -79,7 +80,7 @@ def reverse_config_for(modality: str, settings: RecoverySettings = None) -> Reve
     given = {key: value for key, value in (settings or {}).items() if value is not None}
     wrong = sorted(set(given) - names)
     if wrong:
-        raise ValueError(f"{', '.join(wrong)} do not apply to trigger recovery on {modality} models")
+        raise ConfigError(f"{', '.join(wrong)} do not apply to trigger recovery on {modality} models")
     return kind(**given)
 
 

@@ -24,6 +24,7 @@ from torch import Tensor
 from mudjacking.attacks.registry import register_attack
 from mudjacking.batches import join, take
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import ConfigError
 from mudjacking.losses import cosine
 from mudjacking.progress import progress_bar
 from mudjacking.triggers.text_trigger import TextTrigger
@@ -50,7 +51,7 @@ class BadEncoderConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_size and lr must be positive")
+            raise ConfigError("epochs, batch_size and lr must be positive")
 
 
 @dataclass

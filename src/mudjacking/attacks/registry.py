@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mudjacking.errors import ConfigError
+
 _ATTACKS: dict[str, Callable[..., Any]] = {}
 
 
@@ -18,7 +20,7 @@ def register_attack(name: str) -> Callable[[Callable[..., Any]], Callable[..., A
 
 def get_attack(name: str) -> Callable[..., Any]:
     if name not in _ATTACKS:
-        raise KeyError(f"unknown attack {name!r}; known: {', '.join(sorted(_ATTACKS))}")
+        raise ConfigError(f"unknown attack {name!r}; known: {', '.join(sorted(_ATTACKS))}")
     return _ATTACKS[name]
 
 

@@ -13,13 +13,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from mudjacking.errors import DataError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
 NPZ_IMAGE_KEYS = ("img", "image", "x")
-
-
-class DataError(ValueError):
-    """A data file that cannot be used; the one-line message names the file and the fix."""
 
 
 def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mudjacking.data.images import DataError
+from mudjacking.errors import ConfigError
 
 MOVIE_REVIEWS_MEMBER = "movieReviewSnippets_GroundTruth.txt"
 INNER_ARCHIVE = "hutto_ICWSM_2014.tar.gz"
@@ -127,7 +128,7 @@ def split_texts(
 ) -> LabeledTexts:
     """A seeded random train/test split."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}")
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
     cut = len(order) - int(round(test_fraction * len(order)))
     train, test = order[:cut], order[cut:]

@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mudjacking.errors import ConfigError, ModelLoadError
+
 ENCODER_CONFIG_FILE = "mudjacking_encoder.json"
-
-
-class ModelLoadError(ValueError):
-    """A model path that cannot be loaded; the message names the path and the fix."""
 
 
 @dataclass
@@ -43,13 +41,13 @@ class ImageInputSpec:
         if self.size is not None:
             self.size = (int(self.size[0]), int(self.size[1]))
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+            raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
         if len(self.mean) != self.channels or len(self.std) != self.channels:
-            raise ValueError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
+            raise ConfigError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise ConfigError(f"std must be positive, got {self.std}")
 
 
 class Encoder(nn.Module):
@@ -123,7 +121,7 @@ class ImageEncoder(Encoder):
     def preprocess(self, images: Tensor) -> Tensor:
         """Raw images ``[B, C, H, W]`` in [0, 1] -> the network's normalised input; differentiable."""
         if images.ndim != 4:
-            raise ValueError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
+            raise ConfigError(f"expected images [B, C, H, W], got shape {tuple(images.shape)}")
         spec = self.input_spec
         if images.shape[1] != spec.channels:
             images = images.mean(1, keepdim=True) if spec.channels == 1 else images.expand(-1, 3, -1, -1)

@@ -18,6 +18,7 @@ import transformers
 from torch import Tensor, nn
 
 from mudjacking.encoders.base import ENCODER_CONFIG_FILE, Encoder, ModelLoadError, register_adapter, unwrap_output
+from mudjacking.errors import ConfigError
 
 _TEXT_MODEL_TYPES = {
     "bert",
@@ -97,7 +98,7 @@ class HFTextEncoder(Encoder):
     ) -> None:
         super().__init__()
         if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         self.model, self.tokenizer = model, tokenizer
         self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
         self.source = source  # where sentence-transformers files are copied from on save

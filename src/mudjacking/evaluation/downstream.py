@@ -11,6 +11,7 @@ from torch import Tensor
 from mudjacking.batches import single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import MudjackingError
 from mudjacking.evaluation.metrics import accuracy, attack_success_rate, flip_rate, triggered_accuracy
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.triggers import Trigger
@@ -18,7 +19,7 @@ from mudjacking.triggers import Trigger
 Inputs = Tensor | list[str]
 
 
-class NoBugFound(ValueError):
+class NoBugFound(MudjackingError, ValueError):
     """The backdoored model misclassifies no triggered test input: the attack failed, there is nothing to patch."""
 
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
+from mudjacking.errors import ConfigError
+
 _PROBES: dict[str, Callable[..., Probe]] = {}
 
 
@@ -28,7 +30,7 @@ def register_probe(name: str) -> Callable[[type[Probe]], type[Probe]]:
 
 def make_probe(kind: str, seed: int = 0) -> Probe:
     if kind not in _PROBES:
-        raise KeyError(f"unknown probe {kind!r}; known: {', '.join(sorted(_PROBES))}")
+        raise ConfigError(f"unknown probe {kind!r}; known: {', '.join(sorted(_PROBES))}")
     return _PROBES[kind](seed=seed)
 
 

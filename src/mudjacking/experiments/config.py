@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from mudjacking.contrastive import ContrastiveConfig
 from mudjacking.data.images import DataError
 from mudjacking.demo import DemoConfig
+from mudjacking.errors import ConfigError
 from mudjacking.experiments.methods import BUILTIN_METHODS
 from mudjacking.patching import PatchConfig
 from mudjacking.text_demo import TextDemoConfig
@@ -61,22 +62,22 @@ class ExperimentConfig(BaseModel):
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds repeat: {seeds}")
+            raise ConfigError(f"seeds repeat: {seeds}")
         return seeds
 
     def model_post_init(self, _: Any) -> None:
         unknown = [m for m in self.methods if m not in BUILTIN_METHODS and m not in self.ablations]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}: use {list(BUILTIN_METHODS)} or an [ablations] name")
+            raise ConfigError(f"unknown methods {unknown}: use {list(BUILTIN_METHODS)} or an [ablations] name")
         patch_fields = {f.name for f in fields(PatchConfig)}
         for name, changes in self.ablations.items():
             wrong = sorted(set(changes) - patch_fields)
             if wrong:
-                raise ValueError(f"ablation {name!r} sets unknown PatchConfig fields {wrong}")
+                raise ConfigError(f"ablation {name!r} sets unknown PatchConfig fields {wrong}")
         scored = {"backdoored", *self.all_methods()} | ({"clean"} if self.include_clean_model else set())
         wrong = [m for m in self.retrained if m not in scored]
         if wrong:
-            raise ValueError(f"retrained names models not in this experiment {wrong}: use {sorted(scored)}")
+            raise ConfigError(f"retrained names models not in this experiment {wrong}: use {sorted(scored)}")
         self.setting_config(self.seeds[0])
         self.contrastive_config()
 
@@ -102,7 +103,7 @@ def _validated(kind: type, values: dict[str, Any], section: str) -> Any:
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in (section, *first["loc"]))
-        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _over_defaults(defaults: Any, values: dict[str, Any]) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def _check_keys(kind: type, values: dict[str, Any], where: str) -> None:
     for key, value in values.items():
         if key not in {f.name for f in fields(kind) if f.init}:
             names = ", ".join(f.name for f in fields(kind) if f.init)
-            raise ValueError(f"{where}.{key}: unknown setting; {where} takes {names}")
+            raise ConfigError(f"{where}.{key}: unknown setting; {where} takes {names}")
         if is_dataclass(hints[key]) and isinstance(value, dict):
             _check_keys(hints[key], value, f"{where}.{key}")
 
@@ -135,9 +136,9 @@ def _read(path: Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         data = yaml.safe_load(text)
         if not isinstance(data, dict):
-            raise ValueError("the top level must be a mapping")
+            raise ConfigError("the top level must be a mapping")
         return data
-    raise ValueError("unknown format; use a .toml or .yaml file")
+    raise ConfigError("unknown format; use a .toml or .yaml file")
 
 
 def load_experiment_config(path: str | Path) -> ExperimentConfig:

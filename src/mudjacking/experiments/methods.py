@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any
 
 from mudjacking.contrastive import ContrastiveConfig, contrastive_finetune
+from mudjacking.errors import ConfigError
 from mudjacking.experiments.scenario import Scenario
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
 from mudjacking.triggers import Trigger
@@ -43,7 +44,7 @@ def run_methods(
     ablations = ablations or {}
     unknown = [name for name in methods if name not in BUILTIN_METHODS and name not in ablations]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; built in: {list(BUILTIN_METHODS)}, ablations: {list(ablations)}")
+        raise ConfigError(f"unknown methods {unknown}; built in: {list(BUILTIN_METHODS)}, ablations: {list(ablations)}")
     results = {"mudjacking": _patch(scenario, recovered, patch, show_progress)}
     if on_done:
         on_done("mudjacking", results["mudjacking"])

@@ -29,6 +29,7 @@ from mudjacking.checks import CheckFailed
 from mudjacking.data.bug_report import BugReport
 from mudjacking.data.images import DataError
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.refine import refine_mask
@@ -101,14 +102,14 @@ class ReverseConfig:
         self.windows = tuple(int(w) for w in self.windows)
         self.baselines = tuple(self.baselines)
         if not self.windows or min(self.windows) < 1 or self.stride < 1 or self.batch_size < 1:
-            raise ValueError("windows, stride and batch_size must be positive")
+            raise ConfigError("windows, stride and batch_size must be positive")
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown or not self.baselines:
-            raise ValueError(f"baselines {unknown or '()'} unknown; use some of {', '.join(BASELINES)}")
+            raise ConfigError(f"baselines {unknown or '()'} unknown; use some of {', '.join(BASELINES)}")
         if not 0 < self.max_fraction <= 1 or not 0 < self.size_tolerance <= 1:
-            raise ValueError("max_fraction and size_tolerance must be in (0, 1]")
+            raise ConfigError("max_fraction and size_tolerance must be in (0, 1]")
         if self.check_inputs < 2 or self.controls < 1 or self.refine_steps < 0:
-            raise ValueError("check_inputs >= 2, controls >= 1 and refine_steps >= 0 are required")
+            raise ConfigError("check_inputs >= 2, controls >= 1 and refine_steps >= 0 are required")
 
 
 @dataclass
@@ -174,12 +175,12 @@ class TriggerRecovery:
 def check_modalities(encoder: Encoder, bug: BugReport, supported: tuple[str, ...] = ("image", "text")) -> None:
     """Raises ``ValueError`` when the bug report and the encoder disagree, or the modality is not supported here."""
     if bug.modality != encoder.modality:
-        raise ValueError(
+        raise ConfigError(
             f"the bug report is {bug.modality} but the model encodes {encoder.modality}; "
             "report the bug against the model it came from"
         )
     if encoder.modality not in supported:
-        raise ValueError(f"this step supports {' and '.join(supported)} encoders, not {encoder.modality}")
+        raise ConfigError(f"this step supports {' and '.join(supported)} encoders, not {encoder.modality}")
 
 
 def _blur(image: Tensor, sigma: float) -> Tensor:

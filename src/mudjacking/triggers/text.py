@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
+from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.reverse import TriggerNotFound, check_modalities
@@ -68,9 +69,9 @@ class TextReverseConfig:
 
     def __post_init__(self) -> None:
         if self.max_span < 1 or self.check_inputs < 2 or self.controls < 1:
-            raise ValueError("max_span >= 1, check_inputs >= 2 and controls >= 1 are required")
+            raise ConfigError("max_span >= 1, check_inputs >= 2 and controls >= 1 are required")
         if not 0 < self.size_tolerance <= 1:
-            raise ValueError("size_tolerance must be in (0, 1]")
+            raise ConfigError("size_tolerance must be in (0, 1]")
 
 
 @dataclass
@@ -222,7 +223,7 @@ def reverse_engineer_text_trigger(
     encoder.eval()
     words = str(bug.bug_input).split()
     if len(words) < 2:
-        raise ValueError("x_b has fewer than two words; there is nothing to separate the trigger from")
+        raise ConfigError("x_b has fewer than two words; there is nothing to separate the trigger from")
     rng = random.Random(config.seed)
     shuffled = rng.sample(list(patching_set), len(patching_set))
     check = shuffled[: config.check_inputs]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mudjacking.data.images import DataError
+from mudjacking.errors import ConfigError
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TextTrigger:
     def __post_init__(self) -> None:
         self.words = [" ".join(w.split()) for w in self.words if w.strip()]
         if not self.words:
-            raise ValueError("a text trigger needs at least one non-empty word")
+            raise ConfigError("a text trigger needs at least one non-empty word")
         self._rng = random.Random(self.seed)
 
     @property

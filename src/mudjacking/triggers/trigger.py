@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mudjacking.data.images import DataError
+from mudjacking.errors import ConfigError
 
 
 @dataclass
@@ -42,14 +43,14 @@ class ImageTrigger:
         self.mask = self.mask.detach().float().cpu()
         self.pattern = self.pattern.detach().float().cpu()
         if self.mask.ndim != 2 or self.pattern.ndim != 3 or self.pattern.shape[1:] != self.mask.shape:
-            raise ValueError(
+            raise ConfigError(
                 f"mask [H, W] and pattern [C, H, W] must agree, "
                 f"got {tuple(self.mask.shape)} and {tuple(self.pattern.shape)}"
             )
         if self.fill is not None:
             self.fill = self.fill.detach().float().cpu()
             if self.fill.shape != self.pattern.shape:
-                raise ValueError(f"fill {tuple(self.fill.shape)} must match pattern {tuple(self.pattern.shape)}")
+                raise ConfigError(f"fill {tuple(self.fill.shape)} must match pattern {tuple(self.pattern.shape)}")
 
     def remove(self, images: Tensor) -> Tensor:
         """``x ⊖ t``: ``images`` ``[B, C, H, W]`` with the trigger's pixels replaced by ``fill`` (zeros if unknown)."""
@@ -99,7 +100,7 @@ class ImageTrigger:
         A recovered mask can miss a rim of the real trigger; training on slightly grown stamps covers it.
         """
         if tuple(images.shape[-2:]) != tuple(self.mask.shape):
-            raise ValueError(
+            raise ConfigError(
                 f"trigger is {tuple(self.mask.shape)} but images are {tuple(images.shape[-2:])}; resize one of them"
             )
         batch = images.shape[0]
@@ -146,7 +147,7 @@ class ImageTrigger:
     def blended(cls, image_shape: tuple[int, int, int], alpha: float, seed: int = 0) -> ImageTrigger:
         """A fixed random-noise image blended into the whole input at weight ``alpha``: no compact region."""
         if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+            raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
         pattern = torch.rand(image_shape, generator=torch.Generator().manual_seed(seed))
         return cls(torch.full(image_shape[1:], float(alpha)), pattern)
 
@@ -202,7 +203,7 @@ class RandomPatchTrigger:
 
     def __post_init__(self) -> None:
         if self.size < 1:
-            raise ValueError(f"size must be positive, got {self.size}")
+            raise ConfigError(f"size must be positive, got {self.size}")
 
     def apply(self, images: Tensor) -> Tensor:
         stamped = images.clone()
