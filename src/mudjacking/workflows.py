@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,9 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
 from mudjacking.checks import BugVisibility, inspect_bug, require_visible
 from mudjacking.data.bug_report import BugReport, load_bug_report
-from mudjacking.data.images import DataError, load_image_folder, load_labeled_images
-from mudjacking.data.text_files import load_labeled_texts, load_sentences
+from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder
-from mudjacking.errors import ConfigError
+from mudjacking.errors import DataError
 from mudjacking.evaluation.downstream import embed_task, score_probe
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.geometry import EmbeddingGeometry
@@ -29,35 +28,13 @@ from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
 from mudjacking.recipes import context_recipe, recipe, scaled_lr, trained_parameters, trigger_token_shares
 from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
 from mudjacking.triggers import Trigger
-from mudjacking.triggers.reverse import ReverseConfig, TriggerRecovery, reverse_engineer_trigger
-from mudjacking.triggers.text import TextReverseConfig, TextTriggerRecovery, reverse_engineer_text_trigger
+from mudjacking.triggers.recover import RecoverySettings, load_trigger, recover_trigger, reverse_config_for
+from mudjacking.triggers.reverse import TriggerRecovery
+from mudjacking.triggers.text import TextTriggerRecovery
 from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
 MODEL_DIR = "model"
-
-
-def load_inputs(path: str | Path, modality: str) -> Tensor | list[str]:
-    """A user's unlabeled set: a folder (or npz) of images, or a file of sentences, as the model reads."""
-    return load_sentences(path) if modality == "text" else load_image_folder(path)
-
-
-def load_labeled(path: str | Path, modality: str) -> tuple[Tensor | list[str], Tensor]:
-    """A user's labeled set: images (class folders or npz x, y) or sentences (jsonl or tsv)."""
-    inputs, labels, _ = load_labeled_texts(path) if modality == "text" else load_labeled_images(path)
-    return inputs, labels
-
-
-def load_trigger(path: str | Path, modality: str) -> Trigger:
-    """A trigger file: text triggers are JSON (``trigger.json``), image triggers npz."""
-    path = Path(path)
-    if modality == "text":
-        if path.suffix != ".json":
-            raise DataError(f"{path}: a text model needs a text trigger JSON (as written by reverse-trigger)")
-        return TextTrigger.load(path)
-    if path.suffix == ".json":
-        raise DataError(f"{path}: a text trigger cannot be stamped on images; pass a trigger npz")
-    return ImageTrigger.load(path)
 
 
 def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
@@ -67,38 +44,6 @@ def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
         )
 
 
-RecoverySettings = ReverseConfig | TextReverseConfig | Mapping[str, Any] | None
-
-
-def reverse_config_for(modality: str, settings: RecoverySettings = None) -> ReverseConfig | TextReverseConfig:
-    """The recovery settings of ``modality``: ``settings`` itself when it is a config, else the defaults with the
-    mapping's fields changed (``None`` values ignored; a field of the other modality's recovery is an error)."""
-    if isinstance(settings, (ReverseConfig, TextReverseConfig)):
-        return settings
-    kind = TextReverseConfig if modality == "text" else ReverseConfig
-    names = {f.name for f in fields(kind)}
-    given = {key: value for key, value in (settings or {}).items() if value is not None}
-    wrong = sorted(set(given) - names)
-    if wrong:
-        raise ConfigError(f"{', '.join(wrong)} do not apply to trigger recovery on {modality} models")
-    return kind(**given)
-
-
-def recover_trigger(
-    encoder: Encoder,
-    bug: BugReport,
-    patching_set: Tensor | list[str],
-    config: RecoverySettings = None,
-    force: bool = False,
-    show_progress: bool = False,
-) -> TriggerRecovery | TextTriggerRecovery:
-    """Reverse-engineers and verifies the trigger of ``bug`` for either modality (raises ``TriggerNotFound``)."""
-    config = reverse_config_for(encoder.modality, config)
-    if encoder.modality == "text":
-        return reverse_engineer_text_trigger(encoder, bug, list(patching_set), config, force)
-    return reverse_engineer_trigger(encoder, bug, patching_set, config, force, show_progress)
-
-
 def write_recovery(
     directory: Path,
     recovery: TriggerRecovery | TextTriggerRecovery,
@@ -106,9 +51,7 @@ def write_recovery(
     true_trigger: Trigger | None = None,
 ) -> dict[str, Any]:
     """Writes the recovered trigger's files and picture into ``directory``; returns its summary."""
-    if isinstance(recovery, TextTriggerRecovery):
-        return write_text_trigger_outputs(directory, recovery, true_trigger)
-    return write_trigger_outputs(directory, recovery, bug, true_trigger)
+    return RECOVERY_WRITERS[type(recovery)](directory, recovery, bug, true_trigger)
 
 
 def write_text_trigger_outputs(
@@ -499,3 +442,12 @@ __all__ = [
     "write_text_trigger_outputs",
     "write_trigger_outputs",
 ]
+
+
+# how each modality's recovery is written (``write_recovery``): (directory, recovery, bug, true trigger) -> summary
+RECOVERY_WRITERS: dict[type, Any] = {
+    TriggerRecovery: write_trigger_outputs,
+    TextTriggerRecovery: lambda directory, recovery, _, true_trigger: write_text_trigger_outputs(
+        directory, recovery, true_trigger
+    ),
+}
