@@ -61,15 +61,11 @@ def test_trainable_patterns_freeze_everything_else(backdoored):
 
 
 def test_early_stop_ends_once_goals_are_met(backdoored):
+    # a lax pull goal (0.5) stopped after one epoch with the trigger still pulling 0.45 of the way
     config = PatchConfig(
-        lr=1e-3,
-        max_epochs=40,
-        min_epochs=1,
-        goal_locality=0.5,
-        goal_generalizability=0.5,
-        goal_effectiveness=0.5,
+        lr=1e-3, max_epochs=40, min_epochs=1, goal_locality=0.5, goal_generalizability=0.5, goal_effectiveness=0.5,
         goal_pull=0.25,
-    )  # fmt: skip (a lax pull goal, 0.5, stopped after one epoch with the trigger still pulling 0.45 of the way)
+    )  # fmt: skip
     result = patch_encoder(
         backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
     )
