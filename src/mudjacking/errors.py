@@ -29,3 +29,7 @@ class ConfigError(MudjackingError, ValueError):
 class CheckFailed(MudjackingError, ValueError):
     """A self-check failed: going on would report a result that means nothing. The message gives the figures and
     how to override."""
+
+
+class TriggerNotFound(CheckFailed):
+    """No candidate trigger drags clean inputs toward ``h(x_b)``: there is nothing verified to patch against."""

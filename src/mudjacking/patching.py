@@ -24,7 +24,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.batches import join, single, take
-from mudjacking.data.bug_report import BugReport
+from mudjacking.data.bug_report import BugReport, check_modality
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
@@ -41,7 +41,6 @@ from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.pull import backdoor_carriers, donor_controls, pull_toward
-from mudjacking.triggers.reverse import check_modalities
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -290,7 +289,7 @@ def patch_encoder(
         the patched copy ``h'`` with its per-epoch history.
     """
     config = config or PatchConfig()
-    check_modalities(encoder, bug)
+    check_modality(bug, encoder.modality)
     set_seed(config.seed)
     device = resolve_device(config.device)
     started = time.perf_counter()

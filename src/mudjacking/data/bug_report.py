@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from mudjacking.data.images import DataError, load_image, save_image_png
+from mudjacking.errors import ConfigError
 
 FORMAT = "mudjacking-bug-report/1"
 MODALITIES = ("image", "text")
@@ -208,3 +209,15 @@ def save_bug_report(report: BugReport, directory: str | Path) -> Path:
 def _label_from_authors_name(name: str) -> int | None:
     match = re.search(r"_label_(\d+)", name)
     return int(match.group(1)) if match else None
+
+
+def check_modality(bug: BugReport, modality: str, supported: tuple[str, ...] = ("image", "text")) -> None:
+    """Raises ``ConfigError`` when the bug report and the model's ``modality`` disagree, or the step does not support
+    that modality."""
+    if bug.modality != modality:
+        raise ConfigError(
+            f"the bug report is {bug.modality} but the model encodes {modality}; "
+            "report the bug against the model it came from"
+        )
+    if modality not in supported:
+        raise ConfigError(f"this step supports {' and '.join(supported)} encoders, not {modality}")

@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from captum.attr import Occlusion
 from torch import Tensor
 
-from mudjacking.checks import CheckFailed
-from mudjacking.data.bug_report import BugReport
+from mudjacking.data.bug_report import BugReport, check_modality
 from mudjacking.data.images import DataError
 from mudjacking.encoders.base import Encoder
-from mudjacking.errors import ConfigError
+from mudjacking.errors import ConfigError, TriggerNotFound
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.refine import refine_mask
@@ -37,10 +36,6 @@ from mudjacking.triggers.split import split_scores
 from mudjacking.triggers.trigger import ImageTrigger
 
 BASELINES = ("zero", "one", "mean", "blur")
-
-
-class TriggerNotFound(CheckFailed):
-    """No candidate trigger drags clean inputs toward ``h(x_b)``: there is nothing verified to patch against."""
 
 
 @dataclass
@@ -172,17 +167,6 @@ class TriggerRecovery:
         }
 
 
-def check_modalities(encoder: Encoder, bug: BugReport, supported: tuple[str, ...] = ("image", "text")) -> None:
-    """Raises ``ValueError`` when the bug report and the encoder disagree, or the modality is not supported here."""
-    if bug.modality != encoder.modality:
-        raise ConfigError(
-            f"the bug report is {bug.modality} but the model encodes {encoder.modality}; "
-            "report the bug against the model it came from"
-        )
-    if encoder.modality not in supported:
-        raise ConfigError(f"this step supports {' and '.join(supported)} encoders, not {encoder.modality}")
-
-
 def _blur(image: Tensor, sigma: float) -> Tensor:
     radius = max(1, int(round(2 * sigma)))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
@@ -302,7 +286,7 @@ def reverse_engineer_trigger(
     from mudjacking.progress import progress_bar
 
     config = config or ReverseConfig()
-    check_modalities(encoder, bug, supported=("image",))
+    check_modality(bug, encoder.modality, supported=("image",))
     _check_sizes(bug, patching_set)
     encoder.eval()
     order = torch.randperm(len(patching_set), generator=torch.Generator().manual_seed(config.seed))

@@ -26,12 +26,11 @@ import torch
 from captum.attr import FeatureAblation
 from torch import Tensor
 
-from mudjacking.data.bug_report import BugReport
+from mudjacking.data.bug_report import BugReport, check_modality
 from mudjacking.encoders.base import Encoder
-from mudjacking.errors import ConfigError
+from mudjacking.errors import ConfigError, TriggerNotFound
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
-from mudjacking.triggers.reverse import TriggerNotFound, check_modalities
 from mudjacking.triggers.split import split_scores
 from mudjacking.triggers.text_trigger import TextTrigger
 
@@ -219,7 +218,7 @@ def reverse_engineer_text_trigger(
         TriggerNotFound: no candidate drags clean sentences toward ``h(x_b)`` (and ``force`` is off).
     """
     config = config or TextReverseConfig()
-    check_modalities(encoder, bug, supported=("text",))
+    check_modality(bug, encoder.modality, supported=("text",))
     encoder.eval()
     words = str(bug.bug_input).split()
     if len(words) < 2:
