@@ -55,6 +55,7 @@ def test_converted_network_matches_the_original(tmp_path, keras2):
     path = tmp_path / "mobilenet.h5"
     _write_keras_h5(network, path, keras2)
     encoder = load_encoder(path, image_size=32)
+    assert encoder.input_spec.size == (32, 32)  # the loader's option reaches the converter (it was dropped before)
     images = torch.rand(3, 1, 28, 28)
     expected = network(encoder.preprocess(images))
     assert torch.allclose(encoder(images), expected, atol=1e-5)

@@ -183,6 +183,16 @@ def register_adapter(name: str, can_load: Callable[[Path], bool]) -> Callable[[t
     return decorate
 
 
+# single-file models by suffix (``.h5`` weights, pickled modules): each adapter module registers its own
+_FILE_LOADERS: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_file_loader(suffixes: Sequence[str], loader: Callable[..., Encoder]) -> None:
+    """``loader(path, allow_pickle=..., **options)`` reads a single model file with one of ``suffixes``."""
+    for suffix in suffixes:
+        _FILE_LOADERS[suffix] = loader
+
+
 def registered_adapters() -> list[str]:
     return sorted(_ADAPTERS)
 
@@ -224,12 +234,8 @@ def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
             f"{path}: no such file or directory; pass a model directory (save_pretrained or mudjacking)"
         )
     if path.is_file():
-        if path.suffix == ".h5":  # weights only (HDF5), no pickle
-            from mudjacking.encoders.mobilenet_v2 import mobilenet_v2_from_keras
-
-            return mobilenet_v2_from_keras(path)
-        if path.suffix in {".pt", ".pth", ".bin", ".pkl", ".ckpt"}:
-            return _ADAPTERS["pickled-module"].load(path, allow_pickle=allow_pickle, **options)
+        if path.suffix in _FILE_LOADERS:
+            return _FILE_LOADERS[path.suffix](path, allow_pickle=allow_pickle, **options)
         raise ModelLoadError(
             f"{path}: not a model directory; pass the directory that holds config.json or {ENCODER_CONFIG_FILE}"
         )

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mudjacking.encoders.base import ImageInputSpec, ModelLoadError
+from mudjacking.encoders.base import ImageInputSpec, ModelLoadError, register_file_loader
 from mudjacking.encoders.module import ModuleEncoder, register_architecture
 
 # (expansion t, output channels c, repeats n, first stride s), width multiplier 1.0
@@ -184,3 +184,11 @@ def mobilenet_v2_from_keras(path: str | Path, image_size: int = 64, after_relu: 
     network.load_state_dict(state)
     spec = ImageInputSpec(size=(image_size, image_size), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
     return ModuleEncoder(network.eval(), spec, "mobilenet-v2", {"after_relu": after_relu} if after_relu else {})
+
+
+def _load_h5(path: Path, allow_pickle: bool = False, **options: object) -> ModuleEncoder:
+    """Weights only (HDF5), no pickle: ``image_size`` and ``after_relu`` apply; other loaders' options do not."""
+    return mobilenet_v2_from_keras(path, **{k: v for k, v in options.items() if k in ("image_size", "after_relu")})
+
+
+register_file_loader((".h5",), _load_h5)

@@ -22,6 +22,7 @@ from mudjacking.encoders.base import (
     ImageInputSpec,
     ModelLoadError,
     register_adapter,
+    register_file_loader,
     unwrap_output,
 )
 
@@ -130,3 +131,6 @@ class PickledModuleEncoder(ModuleEncoder):
                 f"{path}: holds a {type(network).__name__}, not a torch.nn.Module; save the whole module"
             )
         return ModuleEncoder(network, input_spec or ImageInputSpec())
+
+
+register_file_loader((".pt", ".pth", ".bin", ".pkl", ".ckpt"), PickledModuleEncoder.load)
