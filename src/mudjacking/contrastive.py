@@ -18,9 +18,10 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.batches import take
+from mudjacking.devices import resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
-from mudjacking.patching import PatchResult, resolve_device
+from mudjacking.patching import PatchResult
 from mudjacking.pretraining import augment, nt_xent
 from mudjacking.progress import progress_bar
 

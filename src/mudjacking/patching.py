@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport, check_modality
+from mudjacking.devices import resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
@@ -257,12 +258,6 @@ def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.
     keep = torch.zeros(weight.shape[0], 1, device=weight.device)
     keep[rows] = 1.0
     return [weight], weight.register_hook(lambda grad: grad * keep)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def patch_encoder(
