@@ -203,3 +203,33 @@ def test_markdown_report_without_retrained_classifiers_has_one_table(tmp_path):
     write_markdown_report(report, tmp_path / "report.md")
     text = (tmp_path / "report.md").read_text()
     assert "| t | linear | mudjacking | 50.0 ± 0.0 |" in text and "retrain their classifier" not in text
+
+
+def test_a_registered_defence_is_accepted_by_configs_and_run_on_mudjackings_budget(tmp_path, monkeypatch):
+    """A new defence is one function and its registration: experiment files accept its name, and the runner gives
+    it Mudjacking's epochs and seconds like every built-in one."""
+    from types import SimpleNamespace
+
+    from mudjacking.experiments import methods
+
+    seen = {}
+
+    def toy(scenario, recovered, budget, show_progress):
+        seen.update(epochs=budget.epochs, seconds=budget.seconds, early_stop=budget.patch.early_stop)
+        return SimpleNamespace(epochs=budget.epochs, seconds=0.0)
+
+    monkeypatch.setitem(methods._DEFENCES, "toy", toy)
+    ran = SimpleNamespace(epochs=3, seconds=1.5)
+    monkeypatch.setitem(methods._DEFENCES, "mudjacking", lambda *args: ran)
+    text = 'name = "t"\nsetting = "image"\nmethods = ["mudjacking", "toy"]\n'
+    assert load_experiment_config(_write(tmp_path / "toy.toml", text)).methods == ["mudjacking", "toy"]
+    from mudjacking.contrastive import ContrastiveConfig
+    from mudjacking.patching import PatchConfig
+
+    results = methods.run_methods(None, None, ["mudjacking", "toy"], PatchConfig(), lambda e: PatchConfig(),
+                                  ContrastiveConfig(), show_progress=False)  # fmt: skip
+    assert list(results) == ["mudjacking", "toy"] and results["mudjacking"] is ran
+    assert seen == {"epochs": 3, "seconds": 1.5, "early_stop": False}
+    monkeypatch.delitem(methods._DEFENCES, "toy")
+    with pytest.raises(DataError, match="unknown methods"):
+        load_experiment_config(_write(tmp_path / "gone.toml", text))

@@ -34,7 +34,7 @@ from mudjacking.contrastive import ContrastiveConfig
 from mudjacking.data.images import DataError
 from mudjacking.demo import DemoConfig
 from mudjacking.errors import ConfigError
-from mudjacking.experiments.methods import BUILTIN_METHODS
+from mudjacking.experiments.methods import BUILTIN_METHODS, registered_defences
 from mudjacking.patching import PatchConfig
 from mudjacking.text_demo import TextDemoConfig
 
@@ -66,9 +66,10 @@ class ExperimentConfig(BaseModel):
         return seeds
 
     def model_post_init(self, _: Any) -> None:
-        unknown = [m for m in self.methods if m not in BUILTIN_METHODS and m not in self.ablations]
+        known = registered_defences()
+        unknown = [m for m in self.methods if m not in known and m not in self.ablations]
         if unknown:
-            raise ConfigError(f"unknown methods {unknown}: use {list(BUILTIN_METHODS)} or an [ablations] name")
+            raise ConfigError(f"unknown methods {unknown}: use {known} or an [ablations] name")
         patch_fields = {f.name for f in fields(PatchConfig)}
         for name, changes in self.ablations.items():
             wrong = sorted(set(changes) - patch_fields)

@@ -16,7 +16,7 @@ baseline beside a patch of a few embedding rows thus gets the same seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mudjacking.contrastive import ContrastiveConfig, contrastive_finetune
@@ -25,7 +25,70 @@ from mudjacking.experiments.scenario import Scenario
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
 from mudjacking.triggers import Trigger
 
-BUILTIN_METHODS = ("mudjacking", "locality-only", "contrastive", "no-L_gen", "oracle-trigger")
+
+@dataclass(frozen=True)
+class Budget:
+    """What every defence after Mudjacking is given: Mudjacking's epochs and seconds, and the setting's recipes."""
+
+    epochs: int
+    seconds: float
+    patch: PatchConfig  # Mudjacking's config with its epochs and seconds as limits and early stopping off
+    mudjacking: PatchConfig  # Mudjacking's config as it ran
+    locality_only: Callable[[int], PatchConfig]
+    contrastive: ContrastiveConfig
+
+
+Defence = Callable[[Scenario, Trigger, Budget, bool], PatchResult]
+"""``(scenario, recovered trigger, budget, show_progress) -> result``: one registered defence."""
+
+_DEFENCES: dict[str, Defence] = {}
+
+
+def register_defence(name: str) -> Callable[[Defence], Defence]:
+    """Registers a defence under ``name`` for ``methods = [...]`` in experiment configs."""
+
+    def decorate(defence: Defence) -> Defence:
+        _DEFENCES[name] = defence
+        return defence
+
+    return decorate
+
+
+def registered_defences() -> list[str]:
+    """``mudjacking`` first, then the others in the order they registered."""
+    return ["mudjacking", *[name for name in _DEFENCES if name != "mudjacking"]]
+
+
+@register_defence("mudjacking")
+def _mudjacking(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(scenario, recovered, budget.mudjacking, show_progress)
+
+
+@register_defence("locality-only")
+def _locality_only(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+    config = replace(budget.locality_only(budget.epochs), max_seconds=budget.seconds)
+    return _patch(scenario, recovered, config, show_progress)
+
+
+@register_defence("contrastive")
+def _contrastive(scenario: Scenario, _: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+    passes = budget.epochs * (1 + budget.mudjacking.augmented_copies)
+    settings = replace(budget.contrastive, epochs=passes, max_seconds=budget.seconds, seed=budget.mudjacking.seed,
+                       device=budget.mudjacking.device)  # fmt: skip
+    return contrastive_finetune(scenario.backdoored, scenario.patching_set, settings, show_progress)
+
+
+@register_defence("no-L_gen")
+def _no_generalizability(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(scenario, recovered, replace(budget.patch, lambda_gen=0.0), show_progress)
+
+
+@register_defence("oracle-trigger")
+def _oracle_trigger(scenario: Scenario, _: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(scenario, scenario.true_trigger, budget.patch, show_progress)
+
+
+BUILTIN_METHODS = tuple(registered_defences())
 
 
 def run_methods(
@@ -39,32 +102,29 @@ def run_methods(
     show_progress: bool = True,
     on_done: Callable[[str, PatchResult], None] | None = None,
 ) -> dict[str, PatchResult]:
-    """Runs Mudjacking first (it fixes the epoch budget), then every other method named, in order.
-    ``locality_only(epochs)`` gives the setting's locality-only fine-tuning (the whole model, at its usual lr)."""
+    """Runs Mudjacking first (it fixes the budget), then every other method named, in order: a registered defence
+    or an ablation (Mudjacking with some settings changed, on the budget). ``locality_only(epochs)`` gives the
+    setting's locality-only fine-tuning (the whole model, at its usual lr)."""
     ablations = ablations or {}
-    unknown = [name for name in methods if name not in BUILTIN_METHODS and name not in ablations]
+    unknown = [name for name in methods if name not in _DEFENCES and name not in ablations]
     if unknown:
-        raise ConfigError(f"unknown methods {unknown}; built in: {list(BUILTIN_METHODS)}, ablations: {list(ablations)}")
-    results = {"mudjacking": _patch(scenario, recovered, patch, show_progress)}
+        raise ConfigError(
+            f"unknown methods {unknown}; registered: {registered_defences()}, ablations: {list(ablations)}"
+        )
+    first = Budget(0, 0.0, patch, patch, locality_only, contrastive)
+    results = {"mudjacking": _DEFENCES["mudjacking"](scenario, recovered, first, show_progress)}
     if on_done:
         on_done("mudjacking", results["mudjacking"])
     epochs, seconds = results["mudjacking"].epochs, results["mudjacking"].seconds
-    budget = replace(patch, max_epochs=epochs, early_stop=False, max_seconds=seconds)
+    limits = replace(patch, max_epochs=epochs, early_stop=False, max_seconds=seconds)
+    budget = Budget(epochs, seconds, limits, patch, locality_only, contrastive)
     for name in methods:
         if name == "mudjacking":
             continue
-        if name == "locality-only":
-            result = _patch(scenario, recovered, replace(locality_only(epochs), max_seconds=seconds), show_progress)
-        elif name == "no-L_gen":
-            result = _patch(scenario, recovered, replace(budget, lambda_gen=0.0), show_progress)
-        elif name == "oracle-trigger":
-            result = _patch(scenario, scenario.true_trigger, budget, show_progress)
-        elif name == "contrastive":
-            passes = epochs * (1 + patch.augmented_copies)
-            settings = replace(contrastive, epochs=passes, max_seconds=seconds, seed=patch.seed, device=patch.device)
-            result = contrastive_finetune(scenario.backdoored, scenario.patching_set, settings, show_progress)
+        if name in _DEFENCES:
+            result = _DEFENCES[name](scenario, recovered, budget, show_progress)
         else:
-            result = _patch(scenario, recovered, replace(budget, **ablations[name]), show_progress)
+            result = _patch(scenario, recovered, replace(limits, **ablations[name]), show_progress)
         results[name] = result
         if on_done:
             on_done(name, result)
