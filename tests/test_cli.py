@@ -222,6 +222,37 @@ def test_attack_writes_a_backdoored_model_and_trigger(tmp_path, digits):
     assert result.exit_code == 0, result.output
     assert {"model", "trigger.npz", "trigger_authors_format.npz", "attack.json"} <= {p.name for p in out.iterdir()}
     assert json.loads((out / "attack.json").read_text())["trigger_pixels"] == 9
+    assert json.loads((out / "attack.json").read_text())["kind"] == "badencoder"
+
+
+def test_attack_kind_picks_a_registered_attack_and_an_unknown_one_is_one_line(tmp_path, monkeypatch):
+    """A new attack is one function and its registration: ``mudjacking attack --kind NAME`` runs it."""
+    from conftest import tiny_encoder
+
+    from mudjacking.attacks import registry
+    from mudjacking.attacks.badencoder import AttackResult
+
+    (tmp_path / "clean").mkdir()
+    tiny_encoder().save(tmp_path / "clean")
+    for name in ("shadow", "refs"):
+        (tmp_path / name).mkdir()
+        for index in range(3):
+            save_image_png(torch.rand(1, 16, 16), tmp_path / name / f"{index}.png")
+    called = []
+
+    def toy(encoder, shadow, references, trigger, config, show_progress):
+        called.append(len(shadow))
+        return AttackResult(encoder, trigger, config, 0.0, 1.0)
+
+    monkeypatch.setitem(registry._ATTACKS, "toy", toy)
+    base = ["attack", "--model", str(tmp_path / "clean"), "--shadow", str(tmp_path / "shadow"), "--references",
+            str(tmp_path / "refs"), "--trigger-size", "2"]  # fmt: skip
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "toy"), "--kind", "toy"])
+    assert result.exit_code == 0, result.output
+    assert called == [3] and json.loads((tmp_path / "toy" / "attack.json").read_text())["kind"] == "toy"
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "none"), "--kind", "nope"])
+    assert result.exit_code == 2 and "unknown attack 'nope'; known: badencoder, toy" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
 
 
 def test_patch_keeps_the_hugging_face_format(tmp_path, backdoored):

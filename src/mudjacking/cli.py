@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.attacks.registry import registered_attacks
 from mudjacking.errors import CheckFailed, ConfigError, MudjackingError
 from mudjacking.recipes import RECIPES
 
@@ -440,6 +441,9 @@ def attack(
     trigger: Annotated[Path | None, typer.Option(help="Trigger npz (or JSON for text); default below.")] = None,
     trigger_size: Annotated[int, typer.Option(help="Side of the default white square trigger.")] = 5,
     trigger_word: Annotated[list[str], typer.Option(help="Text models: trigger word (repeatable).")] = DEFAULT_WORDS,
+    kind: Annotated[
+        str, typer.Option(help=f"Registered attack to run: {', '.join(registered_attacks())}.")
+    ] = "badencoder",
     epochs: Annotated[int, typer.Option(help="Epochs over the shadow set.")] = BadEncoderConfig.epochs,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = BadEncoderConfig.lr,
     seed: Seed = 0,
@@ -449,7 +453,8 @@ def attack(
     overwrite: Overwrite = False,
     threads: Threads = 0,
 ) -> None:
-    """Backdoor a copy of an image or text encoder with BadEncoder (for evaluating defences)."""
+    """Backdoor a copy of an image or text encoder with a registered attack, BadEncoder by default (for evaluating
+    defences)."""
     from mudjacking.workflows import attack_files
 
     _threads(threads)
@@ -468,6 +473,7 @@ def attack(
             trigger_words=tuple(trigger_word),
             image_mean=_floats(image_mean, "--image-mean"),
             image_std=_floats(image_std, "--image-std"),
+            kind=kind,
         )
     console.print(
         f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "

@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
+from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.attacks.registry import get_attack
 from mudjacking.checks import BugVisibility, inspect_bug, require_visible
 from mudjacking.data.bug_report import BugReport, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
@@ -280,12 +281,15 @@ def attack_files(
     trigger_words: tuple[str, ...] = ("cf",),
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
+    kind: str = "badencoder",
 ) -> dict[str, Any]:
-    """``mudjacking attack``: BadEncoder on a user's model -> ``out`` with the backdoored model and its trigger.
+    """``mudjacking attack``: the registered attack ``kind`` (see :mod:`mudjacking.attacks.registry`) on a user's
+    model -> ``out`` with the backdoored model and its trigger.
 
     Image models get a trigger npz (default: a white square of ``trigger_size``); text models a trigger JSON
     (default: ``trigger_words`` inserted at random positions).
     """
+    attack = get_attack(kind)  # an unknown kind is refused before anything is loaded
     encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     shadow_inputs = load_inputs(shadow, encoder.modality)
     reference_inputs = load_inputs(references, encoder.modality)
@@ -297,7 +301,7 @@ def attack_files(
     else:
         used = ImageTrigger.square(tuple(shadow_inputs.shape[1:]), trigger_size)
     with atomic_output_dir(out, overwrite) as staging:
-        result = badencoder(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
+        result = attack(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
         result.encoder.save(staging / MODEL_DIR)
         if isinstance(used, TextTrigger):
@@ -307,7 +311,13 @@ def attack_files(
             used.save(staging / "trigger.npz")
             used.save(staging / "trigger_authors_format.npz", authors_format=True)
             trigger_file = "trigger.npz"
-        summary = {**result.summary(), "model": MODEL_DIR, "trigger": trigger_file, "environment": environment_info()}
+        summary = {
+            "kind": kind,
+            **result.summary(),
+            "model": MODEL_DIR,
+            "trigger": trigger_file,
+            "environment": environment_info(),
+        }
         write_json(staging / "attack.json", summary)
     return summary
 
