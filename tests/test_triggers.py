@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mudjacking.data import DataError
-from mudjacking.triggers import ImageTrigger
+from mudjacking.triggers import ImageTrigger, TextTrigger
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-mudjacking"
 needs_official = pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
@@ -81,3 +81,15 @@ def test_apply_dilated_stamps_between_the_mask_and_its_growth():
     stamped = trigger.apply_dilated(torch.zeros(64, 1, 8, 8), 1, torch.Generator().manual_seed(0))
     counts = stamped.sum(dim=(1, 2, 3))
     assert set(counts.tolist()) == {4.0, 16.0}
+
+
+def test_a_text_stamp_cut_from_an_ordinary_sentence_keeps_unit_lengths_and_refuses_short_donors():
+    """The control stamp the patch compares the trigger against: spans as long as the trigger's units, drawn
+    reproducibly; a donor shorter than a unit gives none (the patch then keeps the trigger as its own control,
+    where it used to fail with an IndexError)."""
+    trigger = TextTrigger(["I watched this", "cf"], seed=3)
+    cut = trigger.cut_from("the film was long and slow but honest", index=1)
+    assert [len(unit.split()) for unit in cut.words] == [3, 1]
+    assert all(unit in "the film was long and slow but honest" for unit in cut.words)
+    assert cut.words == trigger.cut_from("the film was long and slow but honest", index=1).words
+    assert trigger.cut_from("too short", index=0) is None

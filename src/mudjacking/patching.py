@@ -16,7 +16,7 @@ import copy
 import fnmatch
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -41,8 +41,7 @@ from mudjacking.losses import (
 from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
 from mudjacking.triggers import Trigger
-from mudjacking.triggers.pull import backdoor_carriers, donor_controls, pull_toward
-from mudjacking.triggers.trigger import ImageTrigger
+from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 
 
 @dataclass
@@ -380,8 +379,7 @@ def _plan(
     held-out inputs the original model already puts near the backdoor point (``backdoor_carriers``: the target
     class's own inputs, and inputs that carry something the backdoor reads as its trigger)."""
     x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
-    if isinstance(trigger, ImageTrigger) and trigger.fill is None and isinstance(patching_set, Tensor):
-        trigger = replace(trigger, fill=patching_set.mean(0))  # x_b ⊖ t shows D's mean image under the mask
+    trigger = trigger.filled_from(patching_set)  # an image x_b ⊖ t shows D's mean image under a mask with no fill
     bug_target = _effectiveness_target(original, trigger, x_b, x_r, config, device)
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
@@ -409,11 +407,8 @@ def _plan(
 
 def _control_stamp(trigger: Trigger, holdout: Tensor | list[str]) -> Trigger:
     """The trigger's stamp (same mask and placement, or spans as long) cut from the last held-out input."""
-    last = holdout[-1:] if isinstance(holdout, Tensor) else holdout[-1:]
-    donor = last[0].cpu() if isinstance(last, Tensor) else last[0]
-    if isinstance(trigger, ImageTrigger):
-        return replace(trigger, pattern=donor)
-    return donor_controls(trigger, [donor], torch.zeros(1, 1))[0][0] if len(donor.split()) else trigger
+    donor = holdout[-1]
+    return trigger.cut_from(donor.cpu() if isinstance(donor, Tensor) else donor) or trigger
 
 
 def _excess_pull(

@@ -21,7 +21,6 @@ thresholds.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -151,18 +150,11 @@ def donor_controls(
     shorter than the trigger)."""
     pairs: list[tuple[ImageTrigger | TextTrigger, Tensor]] = []
     for index in range(len(donors)):
-        if isinstance(trigger, ImageTrigger):
-            stamp: ImageTrigger | TextTrigger = ImageTrigger(trigger.mask, donors[index])
+        if isinstance(trigger, ImageTrigger):  # a fresh stamp: the donor's pixels, placed only where the mask is
+            stamp: ImageTrigger | TextTrigger | None = ImageTrigger(trigger.mask, donors[index])
         else:
-            words = str(donors[index]).split()
-            lengths = [len(unit.split()) for unit in trigger.words]
-            if len(words) < max(lengths):
-                continue
-            rng = random.Random(f"{trigger.seed}\x00{index}")
-            units = []
-            for length in lengths:
-                start = rng.randint(0, len(words) - length)
-                units.append(" ".join(words[start : start + length]))
-            stamp = TextTrigger(units, seed=trigger.seed)
+            stamp = trigger.cut_from(str(donors[index]), index)
+        if stamp is None:
+            continue
         pairs.append((stamp, donor_embeddings[index : index + 1]))
     return pairs

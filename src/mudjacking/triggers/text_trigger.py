@@ -82,6 +82,24 @@ class TextTrigger:
             cleaned.append(" ".join(kept))
         return cleaned
 
+    def filled_from(self, inputs: Sequence[str]) -> TextTrigger:
+        """Removing words needs no fill: this trigger as it is."""
+        return self
+
+    def cut_from(self, donor: str, index: int = 0) -> TextTrigger | None:
+        """Spans of an ordinary sentence as long as this trigger's units, drawn by its seed and ``index``: what
+        inserting any such words does, whatever the backdoor; ``None`` when ``donor`` is shorter than a unit."""
+        words = donor.split()
+        lengths = [len(unit.split()) for unit in self.words]
+        if len(words) < max(lengths):
+            return None
+        rng = random.Random(f"{self.seed}\x00{index}")
+        units = []
+        for length in lengths:
+            start = rng.randint(0, len(words) - length)
+            units.append(" ".join(words[start : start + length]))
+        return TextTrigger(units, seed=self.seed)
+
     def overlap(self, other: TextTrigger) -> float:
         """Jaccard overlap of the two triggers' word sets (a phrase counts each of its words)."""
         a, b = set(self.tokens), set(other.tokens)

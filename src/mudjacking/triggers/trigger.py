@@ -11,7 +11,7 @@ the image is kept and 0 on trigger pixels, applied as ``x·tm + t``; both are re
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,15 @@ class ImageTrigger:
     def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
         """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels (random draws)."""
         return self.apply_dilated(images, grow)
+
+    def filled_from(self, inputs: Tensor) -> ImageTrigger:
+        """This trigger, taken out (``remove``) with ``inputs``' mean image when it has no fill of its own."""
+        return self if self.fill is not None else replace(self, fill=inputs.mean(0))
+
+    def cut_from(self, donor: Tensor) -> ImageTrigger:
+        """The same stamp (mask and placement) with an ordinary input's pixels ``[C, H, W]`` under it: what any
+        stamp there does, whatever the backdoor."""
+        return replace(self, pattern=donor)
 
     def iou(self, other: ImageTrigger) -> float:
         """Intersection over union of the two masks' supports."""
