@@ -380,7 +380,8 @@ def _plan(
     class's own inputs, and inputs that carry something the backdoor reads as its trigger)."""
     x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
     trigger = trigger.filled_from(patching_set)  # an image x_b ⊖ t shows D's mean image under a mask with no fill
-    bug_target = _effectiveness_target(original, trigger, x_b, x_r, config, device)
+    reference = original.embed(x_r).to(device)
+    bug_target = _effectiveness_target(original, trigger, x_b, reference, config, device)
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
@@ -400,7 +401,7 @@ def _plan(
     shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
     return _Plan(
         trigger, x_b, x_r, train, targets - shift, holdout, holdout_targets, carriers, near,
-        None if bug_target is None else bug_target - shift, backdoor_point, original.embed(x_r).to(device) - shift,
+        None if bug_target is None else bug_target - shift, backdoor_point, reference - shift,
         centre, geometry, whitening(targets - shift) if config.whitened_locality else None, pull_before, control,
     )  # fmt: skip
 
@@ -493,15 +494,16 @@ def _effectiveness_target(
     original: Encoder,
     trigger: Trigger,
     x_b: Tensor | list[str],
-    x_r: Tensor | list[str],
+    reference: Tensor,
     config: PatchConfig,
     device: torch.device,
 ) -> Tensor | None:
-    """``h(x_b ⊖ t)`` when ``L_e`` aims at the bug's own clean version; ``None`` when it aims at ``h'(x_r)``."""
+    """What ``L_e`` pulls ``h'(x_b)`` to when it is fixed: ``h(x_r)`` (``reference``, already embedded) or
+    ``h(x_b ⊖ t)``; ``None`` when it aims at ``h'(x_r)``, which moves with the patch."""
     if config.effectiveness_target == "reference" or config.lambda_eff == 0:
         return None
     if config.effectiveness_target == "original_reference":
-        return original.embed(x_r).to(device)
+        return reference
     return original.embed(trigger.remove(x_b)).to(device)
 
 

@@ -436,6 +436,15 @@ def _bar_values(scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# how each modality's recovery is written (``write_recovery``): (directory, recovery, bug, true trigger) -> summary
+RECOVERY_WRITERS: dict[type, Any] = {
+    TriggerRecovery: write_trigger_outputs,
+    TextTriggerRecovery: lambda directory, recovery, _, true_trigger: write_text_trigger_outputs(
+        directory, recovery, true_trigger
+    ),
+}
+
+
 __all__ = [
     "attack_files",
     "evaluate_files",
@@ -452,12 +461,3 @@ __all__ = [
     "write_text_trigger_outputs",
     "write_trigger_outputs",
 ]
-
-
-# how each modality's recovery is written (``write_recovery``): (directory, recovery, bug, true trigger) -> summary
-RECOVERY_WRITERS: dict[type, Any] = {
-    TriggerRecovery: write_trigger_outputs,
-    TextTriggerRecovery: lambda directory, recovery, _, true_trigger: write_text_trigger_outputs(
-        directory, recovery, true_trigger
-    ),
-}
