@@ -160,13 +160,14 @@ def build_resnet_cases(work: Path, names: list[str]) -> None:
 
 
 def build_mobilenet_case(work: Path) -> None:
+    from dataclasses import replace
+
     from mudjacking.experiments.config import load_experiment_config
-    from mudjacking.experiments.scenario import prepare_image_scenario
 
     config = load_experiment_config(Path(__file__).parents[1] / "configs" / "image-large.toml").setting_config(0)
     if not Path(config.foundation_model).exists():
         raise FileNotFoundError(f"{config.foundation_model}: run `make large-models` first")
-    scenario = prepare_image_scenario(config, show_progress=True, digits_task=False)
+    scenario = replace(config, digits_customer=False).prepare(show_progress=True)
     task = next(iter(scenario.tasks.values()))
     directory = work / "mobilenet-v2"
     directory.mkdir(parents=True)
@@ -182,10 +183,19 @@ def build_mobilenet_case(work: Path) -> None:
 
 
 def build_text_case(work: Path, name: str, words: tuple[str, ...]) -> None:
-    from mudjacking.text_demo import SENTIMENT, TextDemoConfig, load_text_setting
+    from mudjacking.pipeline.settings.text import (
+        SENTIMENT,
+        TextSetting,
+        load_clean_text_model,
+        load_text_tasks,
+        text_splits,
+    )
+    from mudjacking.triggers.text_trigger import TextTrigger
 
-    config = TextDemoConfig(seed=0, trigger_words=words, test_size=(400, 250))
-    _, clean, _, splits, trigger = load_text_setting(config)
+    config = TextSetting(seed=0, trigger_words=words, test_size=(400, 250))
+    _, clean = load_clean_text_model(config)
+    splits = text_splits(load_text_tasks(config), config)
+    trigger = TextTrigger(list(words), seed=config.seed)
     attack = badencoder(clean, splits["shadow"], splits["references"], trigger, config.attack)
     probe = make_probe("linear").fit(attack.encoder.embed(splits["train"][SENTIMENT][0]), splits["train"][SENTIMENT][1])
     target = target_label_of(attack.encoder, probe, splits["references"])
@@ -293,9 +303,9 @@ def judge(case: Path, patched_dir: Path) -> dict[str, Any]:
 
 @functools.cache
 def _text_tasks() -> dict[str, Any]:
-    from mudjacking.text_demo import TextDemoConfig, load_text_tasks
+    from mudjacking.pipeline.settings.text import TextSetting, load_text_tasks
 
-    return load_text_tasks(TextDemoConfig(seed=0))
+    return load_text_tasks(TextSetting(seed=0))
 
 
 def _whole_test_half(case: Path, key: str, name: str) -> tuple[list[str], torch.Tensor]:
@@ -312,11 +322,9 @@ def _whole_test_half(case: Path, key: str, name: str) -> tuple[list[str], torch.
 
 
 def _clean_text_model() -> Any:
-    from mudjacking.text_demo import TextDemoConfig, default_text_model
+    from mudjacking.pipeline.settings.text import TextSetting, load_clean_text_model
 
-    clean = load_encoder(default_text_model())
-    clean.max_length = TextDemoConfig().max_length
-    return clean
+    return load_clean_text_model(TextSetting())[1]
 
 
 def verdict(run: dict[str, Any], scores: dict[str, Any] | None, text: bool) -> str:

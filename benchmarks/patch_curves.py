@@ -19,13 +19,10 @@ from dataclasses import replace
 import torch
 import transformers
 
-from mudjacking.demo import DemoConfig
 from mudjacking.evaluation.downstream import embed_task, score_probe
-from mudjacking.experiments.scenario import prepare_image_scenario, prepare_text_scenario
 from mudjacking.patching import patch_encoder
-from mudjacking.text_demo import TextDemoConfig
-from mudjacking.triggers.reverse import reverse_engineer_trigger
-from mudjacking.triggers.text import reverse_engineer_text_trigger
+from mudjacking.pipeline.settings import ImageSetting, TextSetting
+from mudjacking.triggers.recover import recover_trigger
 
 
 def main() -> None:
@@ -39,16 +36,10 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()  # our own progress only
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.setting == "image":
-        setting = DemoConfig(seed=args.seed)
-        scenario = prepare_image_scenario(setting, show_progress=False)
-        recovered = reverse_engineer_trigger(
-            scenario.backdoored, scenario.bug, scenario.patching_set, setting.reverse
-        ).trigger
-    else:
-        setting = TextDemoConfig(seed=args.seed, probe_kinds=("linear",))
-        scenario = prepare_text_scenario(setting, show_progress=False)
-        recovered = reverse_engineer_text_trigger(scenario.backdoored, scenario.bug, scenario.patching_set).trigger
+    settings = {"image": ImageSetting(seed=args.seed), "text": TextSetting(seed=args.seed, probe_kinds=("linear",))}
+    setting = settings[args.setting]
+    scenario = setting.prepare(show_progress=False)
+    recovered = recover_trigger(scenario.backdoored, scenario.bug, scenario.patching_set, setting.reverse).trigger
     name, task = next(iter(scenario.tasks.items()))
     kind = next(iter(task.probes))
 
@@ -61,7 +52,8 @@ def main() -> None:
     print(f"{args.setting} setting, seed {args.seed}, task {name}, deployed {kind} classifier")
     print(f"backdoored: ACC {100 * acc0:.2f}  ASR {100 * asr0:.2f}")
     # the paper's recipe: D's own images only (no photo crops, no augmented copies), plain cosine locality
-    own_images = scenario.patching_set[: setting.patching_size] if args.setting == "image" else scenario.patching_set
+    own = setting.patching_size if isinstance(setting, ImageSetting) else len(scenario.patching_set)
+    own_images = scenario.patching_set[:own]
     paper = replace(
         setting.patch, max_epochs=args.long_epochs, early_stop=False, augmented_copies=0, whitened_locality=0.0
     )

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mudjacking.data.builtin import load_digits_images, load_photo_crops
-from mudjacking.demo import DemoConfig, _splits
+from mudjacking.pipeline.settings.image import ImageSetting, image_splits
 
 
 def test_photo_crops_are_grayscale_images_in_range_and_repeat_by_seed():
@@ -18,16 +18,18 @@ def test_photo_crops_are_grayscale_images_in_range_and_repeat_by_seed():
 
 def test_demo_patching_set_holds_its_images_then_the_crops():
     data = load_digits_images(0, size=(16, 16))
-    config = DemoConfig(patching_size=100, photo_crops=40, downstream_train_size=200, shadow_size=100)
-    patching = _splits(data, config)["patching"]
+    config = ImageSetting(patching_size=100, photo_crops=40, downstream_train_size=200, shadow_size=100)
+    patching = image_splits(data, config)["patching"]
     assert patching.shape == (140, 1, 16, 16)
     assert torch.equal(patching[100:], load_photo_crops(40, (16, 16), seed=0))
     assert (
-        _splits(data, DemoConfig(patching_size=100, photo_crops=0, downstream_train_size=200))["patching"].shape[0]
+        image_splits(data, ImageSetting(patching_size=100, photo_crops=0, downstream_train_size=200))["patching"].shape[
+            0
+        ]
         == 100
     )
 
 
 def test_negative_photo_crops_is_an_error():
     with pytest.raises(ValueError, match="photo_crops"):
-        DemoConfig(photo_crops=-1)
+        ImageSetting(photo_crops=-1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mudjacking.contrastive import ContrastiveConfig, contrastive_finetune, drop_words
+from mudjacking.defences.contrastive import ContrastiveConfig, contrastive_finetune, drop_words
 from mudjacking.patching import PatchConfig, patch_encoder
 
 

@@ -34,7 +34,7 @@ def test_shipped_configs_validate(config):
         ('setting = "image"\n[options]\ntest_sizes = 1\n', "options.test_sizes: unknown setting"),
         ('setting = "image"\n[options.patch]\nlr = "fast"\n', "options.patch.lr: Input should be a valid number"),
         ('setting = "image"\n[options.patch]\nlr = -1.0\n', "options.patch: lr, batch_size and max_epochs"),
-        ('setting = "audio"\n', "setting: Input should be 'image' or 'text'"),
+        ('setting = "audio"\n', "setting: unknown setting 'audio'; registered: image, text"),
         ('setting = "text"\nmethods = ["magic"]\n', "unknown methods ['magic']"),
         ('setting = "text"\nseeds = [1, 1]\n', "seeds repeat"),
         ('setting = "text"\n[ablations.x]\nlambda_gem = 0.1\n', "unknown PatchConfig fields ['lambda_gem']"),
@@ -57,10 +57,10 @@ def test_yaml_and_toml_read_alike(tmp_path):
 
 
 def test_a_nested_section_changes_only_the_fields_it_names(tmp_path):
-    from mudjacking.text_demo import TextDemoConfig
+    from mudjacking.pipeline.settings import TextSetting
 
     path = _write(tmp_path / "a.toml", 'setting = "text"\n[options.patch]\nmax_epochs = 3\nmin_epochs = 3\n')
-    patch, recipe = load_experiment_config(path).setting_config(5).patch, TextDemoConfig().patch
+    patch, recipe = load_experiment_config(path).setting_config(5).patch, TextSetting().patch
     assert (patch.max_epochs, patch.seed) == (3, 5)
     assert (patch.lr, patch.trigger_tokens_only, patch.effectiveness_target) == (
         recipe.lr,
@@ -148,7 +148,13 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
             if name != "mudjacking":
                 assert defence["config"]["max_seconds"] == pytest.approx(seconds, abs=1e-3)
         assert seed["trigger"]["quality"]["words"]
-        assert {"trigger_heatmap.png", "word_scores.png"} & {p.name for p in (out / f"seed-{seed['seed']}").iterdir()}
+        pictures = seed["trigger"]["pictures"]  # the text run's own pictures, each written where the report says
+        assert pictures == {
+            "trigger": "word_scores.png",
+            "histogram": "score_histogram.png",
+            "losses": "loss_curves.png",
+        }
+        assert all((out / f"seed-{seed['seed']}" / name).stat().st_size > 1000 for name in pictures.values())
     assert report["config"]["setting"] == "text" and "python" in report["environment"]
     markdown = (out / "report.md").read_text()
     assert "| movie-review sentiment | linear | oracle-trigger |" in markdown
@@ -210,11 +216,11 @@ def test_a_registered_defence_is_accepted_by_configs_and_run_on_mudjackings_budg
     it Mudjacking's epochs and seconds like every built-in one."""
     from types import SimpleNamespace
 
-    from mudjacking.experiments import methods
+    from mudjacking.defences import registry as methods
 
     seen = {}
 
-    def toy(scenario, recovered, budget, show_progress):
+    def toy(inputs, budget, show_progress):
         seen.update(epochs=budget.epochs, seconds=budget.seconds, early_stop=budget.patch.early_stop)
         return SimpleNamespace(epochs=budget.epochs, seconds=0.0)
 
@@ -223,11 +229,11 @@ def test_a_registered_defence_is_accepted_by_configs_and_run_on_mudjackings_budg
     monkeypatch.setitem(methods._DEFENCES, "mudjacking", lambda *args: ran)
     text = 'name = "t"\nsetting = "image"\nmethods = ["mudjacking", "toy"]\n'
     assert load_experiment_config(_write(tmp_path / "toy.toml", text)).methods == ["mudjacking", "toy"]
-    from mudjacking.contrastive import ContrastiveConfig
+    from mudjacking.defences.contrastive import ContrastiveConfig
     from mudjacking.patching import PatchConfig
 
-    results = methods.run_methods(None, None, ["mudjacking", "toy"], PatchConfig(), lambda e: PatchConfig(),
-                                  ContrastiveConfig(), show_progress=False)  # fmt: skip
+    results = methods.run_defences(None, ["mudjacking", "toy"], PatchConfig(), lambda e: PatchConfig(),
+                                   ContrastiveConfig(), show_progress=False)  # fmt: skip
     assert list(results) == ["mudjacking", "toy"] and results["mudjacking"] is ran
     assert seen == {"epochs": 3, "seconds": 1.5, "early_stop": False}
     monkeypatch.delitem(methods._DEFENCES, "toy")

@@ -71,7 +71,11 @@ def demo(
     modality: Annotated[str, typer.Option(help="image (a small CNN) or text (the real all-MiniLM-L6-v2).")] = "image",
     seed: Annotated[list[int], typer.Option(help="Seed; repeat for several runs (mean and range).")] = SEEDS,
     model: Annotated[
-        Path | None, typer.Option(help="Text demo only: a local text-encoder directory instead of MiniLM.")
+        Path | None,
+        typer.Option(
+            help="The foundation model to attack instead of the demo's: image, a saved encoder directory or a Keras"
+            " MobileNetV2 .h5; text, a local sentence-encoder directory."
+        ),
     ] = None,
     threads: Threads = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
@@ -79,21 +83,13 @@ def demo(
     """Backdoor a foundation model, report a bug, recover the trigger, patch it, and measure."""
     _threads(threads)
     with _user_errors():
-        if modality == "image":
-            from mudjacking.demo import DemoConfig, run_demo_seeds
+        from mudjacking.demo import demo as preset
+        from mudjacking.demo import run_demo_seeds
 
-            out = out or Path("runs/demo")
-            reports = run_demo_seeds([DemoConfig(seed=s) for s in seed], out, show_progress=not quiet)
-        elif modality == "text":
-            from mudjacking.text_demo import TextDemoConfig, run_text_demo_seeds
-
-            out = out or Path("runs/demo-text")
-            configs = [TextDemoConfig(seed=s, model=str(model) if model else None) for s in seed]
-            reports = run_text_demo_seeds(configs, out, show_progress=not quiet)
-        else:
-            raise ConfigError(f"--modality {modality!r}: use image or text")
+        out = out or Path(preset(modality).out)
+        reports = run_demo_seeds(modality, list(seed), out, str(model) if model else None, show_progress=not quiet)
     for report in reports:
-        (_print_demo if report["demo"] == "image" else _print_text_demo)(report)
+        _print_demo(report)
     console.print(f"Report, models and pictures written to [bold]{out}[/]")
 
 
@@ -130,55 +126,36 @@ def experiment(
     console.print(f"report.json, report.md and report.html written to [bold]{out}[/] ({report['total_seconds']:.0f} s)")
 
 
-def _score_row(name: str, scores: dict, text: bool = False) -> list[str]:
-    values = ["accuracy", "attack_success_rate"]
-    values += ["clean_target_rate", "flip_rate"] if text else ["triggered_accuracy"]
-    return [name, *(f"{100 * scores[key]:.1f}%" for key in values), str(scores["bug_fixed"])]
-
-
-def _print_text_demo(report: dict) -> None:
-    trigger = report["trigger"]
-    caption = f"trigger: recovered {trigger['words']}, inserted {trigger['true_words']}"
+def _print_demo(report: dict) -> None:
+    quality = report["summary"]["trigger"]
+    caption = "recovered trigger: " + ", ".join(f"{key} {_figure(value)}" for key, value in quality.items())
     for task, per_kind in report["scores"].items():
-        for kind in report["config"]["probe_kinds"]:
-            row = report["summary"][task][kind]
-            control = row.get("control_word_flip_rate_after")
-            note = (
-                ""
-                if control is None
-                else (
+        for kind, rows in per_kind.items():
+            row = report["summary"]["tasks"][task][kind]
+            note = ""
+            if row.get("control_word_flip_rate_after") is not None:
+                note = (
                     f"\ninserting the ordinary word {report['config']['control_word']!r} instead flips"
-                    f" {100 * control:.1f}% after the patch"
+                    f" {100 * row['control_word_flip_rate_after']:.1f}% after the patch"
                 )
-            )
-            title = f"text demo, seed {report['seed']}: {task}, {kind} classifier"
-            table = Table(title=title, caption=caption + note)
+            table = Table(title=f"{report['demo']} demo, seed {report['seed']}: {task}, {kind} classifier",
+                          caption=caption + note)  # fmt: skip
             for column in ("model", "ACC", "ASR", "ASR w/o trigger", "flip rate", "x_b fixed"):
                 table.add_column(column, justify="left" if column == "model" else "right")
-            for name, entry in per_kind[kind].items():
-                table.add_row(*_score_row(name, entry["deployed"], text=True))
+            for name, entry in rows.items():
+                table.add_row(*_score_row(name, entry["deployed"], DEMO_FIGURES))
             console.print(table)
 
 
-def _print_demo(report: dict) -> None:
-    iou = report["summary"]["trigger_iou"]
-    for kind in report["config"]["probe_kinds"]:
-        title = f"demo on {report['dataset']}, seed {report['seed']}: {kind} classifier of the backdoored model"
-        table = Table(title=title, caption=f"recovered trigger IoU {iou:.2f}")
-        for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):
-            table.add_column(column, justify="left" if column == "model" else "right")
-        for name, entry in report["scores"][kind].items():
-            if name == "clean":
-                continue
-            scores = entry["deployed"]
-            table.add_row(
-                name,
-                f"{100 * scores['accuracy']:.1f}%",
-                f"{100 * scores['attack_success_rate']:.1f}%",
-                f"{100 * scores['triggered_accuracy']:.1f}%",
-                str(scores["bug_fixed"]),
-            )
-        console.print(table)
+DEMO_FIGURES = ("accuracy", "attack_success_rate", "clean_target_rate", "flip_rate")
+
+
+def _score_row(name: str, scores: dict, figures: tuple[str, ...]) -> list[str]:
+    return [name, *(f"{100 * scores[key]:.1f}%" for key in figures), str(scores["bug_fixed"])]
+
+
+def _figure(value: object) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def _defaults(field: str) -> str:
@@ -511,10 +488,11 @@ def evaluate(
         )  # fmt: skip
     for kind, per_model in summary["scores"].items():
         table = Table(title=f"{kind} classifier trained on '{next(iter(models))}'")
-        for column in ("model", "ACC", "ASR", "TBA", "x_b fixed"):
+        for column in ("model", "ACC", "ASR", "TBA", "flip rate", "x_b fixed"):
             table.add_column(column)
+        figures = ("accuracy", "attack_success_rate", "triggered_accuracy", "flip_rate")
         for name, entry in per_model.items():
-            table.add_row(*_score_row(name, entry["deployed"]))
+            table.add_row(*_score_row(name, entry["deployed"], figures))
         console.print(table)
 
 

@@ -21,21 +21,17 @@ from mudjacking.data.bug_report import BugReport, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder
 from mudjacking.errors import DataError
-from mudjacking.evaluation.downstream import embed_task, score_probe
-from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.geometry import EmbeddingGeometry
-from mudjacking.outputs import atomic_output_dir, environment_info, save_weight_delta, write_json
-from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
+from mudjacking.outputs import atomic_output_dir, environment_info, write_json
+from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.recipes import context_recipe, recipe, scaled_lr, trained_parameters, trigger_token_shares
-from mudjacking.report.plots import plot_before_after, plot_trigger_heatmap, plot_word_scores
+from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
+from mudjacking.report.plots import plot_before_after
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.recover import RecoverySettings, load_trigger, recover_trigger, reverse_config_for
-from mudjacking.triggers.reverse import TriggerRecovery
-from mudjacking.triggers.text import TextTriggerRecovery
 from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
-
-MODEL_DIR = "model"
 
 
 def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
@@ -43,60 +39,6 @@ def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
         raise DataError(
             f"{path}: a {bug.modality} bug report for a {encoder.modality} model; report a {encoder.modality} input"
         )
-
-
-def write_recovery(
-    directory: Path,
-    recovery: TriggerRecovery | TextTriggerRecovery,
-    bug: BugReport,
-    true_trigger: Trigger | None = None,
-) -> dict[str, Any]:
-    """Writes the recovered trigger's files and picture into ``directory``; returns its summary."""
-    return RECOVERY_WRITERS[type(recovery)](directory, recovery, bug, true_trigger)
-
-
-def write_text_trigger_outputs(
-    directory: Path, recovery: TextTriggerRecovery, true_trigger: TextTrigger | None = None
-) -> dict[str, Any]:
-    """Writes the recovered trigger words (``trigger.json``) and the per-word score chart; returns their summary."""
-    recovery.trigger.save(directory / "trigger.json")
-    plot_word_scores(
-        recovery.words,
-        recovery.scores,
-        recovery.threshold,
-        directory / "word_scores.png",
-        None if true_trigger is None else true_trigger.tokens,
-    )
-    summary: dict[str, Any] = {
-        **recovery.summary(),
-        "word_scores": [[word, score] for word, score in zip(recovery.words, recovery.scores.tolist(), strict=True)],
-        "files": ["trigger.json", "word_scores.png"],
-    }
-    if true_trigger is not None:
-        summary["true_words"] = true_trigger.words
-        summary["exact_match"] = set(recovery.trigger.words) == set(true_trigger.words)
-    return summary
-
-
-def write_trigger_outputs(
-    directory: Path, recovery: TriggerRecovery, bug: BugReport, true_trigger: ImageTrigger | None = None
-) -> dict[str, Any]:
-    """Writes the recovered trigger (ours and the authors' npz) and its heat map; returns its summary."""
-    recovery.trigger.save(directory / "trigger.npz")
-    recovery.trigger.save(directory / "trigger_authors_format.npz", authors_format=True)
-    plot_trigger_heatmap(
-        bug.bug_input,
-        recovery.attribution,
-        recovery.trigger.mask,
-        directory / "trigger_heatmap.png",
-        true_mask=None if true_trigger is None else true_trigger.mask,
-        reference_input=bug.reference_input,
-    )
-    summary = {**recovery.summary(), "files": ["trigger.npz", "trigger_authors_format.npz", "trigger_heatmap.png"]}
-    if true_trigger is not None:
-        summary["iou_with_true_trigger"] = recovery.trigger.iou(true_trigger)
-        summary["true_pixels"] = true_trigger.num_pixels
-    return summary
 
 
 def _checked_bug(
@@ -259,14 +201,6 @@ def adapt_recipe(
     )
 
 
-def save_patched(original: Encoder, result: PatchResult, directory: Path) -> dict[str, Any]:
-    """Saves the patched model (``model/``) and ``patch_delta.safetensors``; returns their summary."""
-    (directory / MODEL_DIR).mkdir()
-    result.encoder.save(directory / MODEL_DIR)
-    changed = save_weight_delta(original, result.encoder, directory / "patch_delta.safetensors")
-    return {"patch": result.summary(), "patched_model": MODEL_DIR, "delta_tensors": changed}
-
-
 def attack_files(
     model: str | Path,
     shadow: str | Path,
@@ -304,13 +238,7 @@ def attack_files(
         result = attack(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
         result.encoder.save(staging / MODEL_DIR)
-        if isinstance(used, TextTrigger):
-            used.save(staging / "trigger.json")
-            trigger_file = "trigger.json"
-        else:
-            used.save(staging / "trigger.npz")
-            used.save(staging / "trigger_authors_format.npz", authors_format=True)
-            trigger_file = "trigger.npz"
+        trigger_file = used.write(staging)[0]
         summary = {
             "kind": kind,
             **result.summary(),
@@ -320,54 +248,6 @@ def attack_files(
         }
         write_json(staging / "attack.json", summary)
     return summary
-
-
-def evaluate_models(
-    models: dict[str, Encoder],
-    train: tuple[Tensor | list[str], Tensor],
-    test: tuple[Tensor | list[str], Tensor],
-    trigger: Trigger,
-    target_label: int | Mapping[str, int],
-    bug: BugReport | None = None,
-    probe_kinds: tuple[str, ...] = ("linear",),
-    deployed_on: str | None = None,
-    seed: int = 0,
-    retrain: tuple[str, ...] | None = None,
-    deployed_probes: Mapping[str, Probe] | None = None,
-) -> dict[str, Any]:
-    """Scores every model with downstream classifiers of each kind.
-
-    ``retrained``: a classifier trained on that model's own embeddings. ``deployed``: the classifier trained on
-    ``models[deployed_on]`` (the one customers already run) applied unchanged, which is what locality protects.
-    ``retrain`` limits the retrained classifiers to the named models (``None``: all), since each costs a fit and
-    the embedding of the training set. ``target_label`` may differ per classifier kind (a mapping kind -> label).
-    ``deployed_probes`` (kind -> fitted classifier) reuses classifiers already trained on ``models[deployed_on]``.
-    """
-
-    def needs_train(name: str) -> bool:
-        return (name == deployed_on and not deployed_probes) or retrain is None or name in retrain
-
-    embedded = {
-        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug)
-        for name, encoder in models.items()
-    }
-    bug_label = None if bug is None else bug.label
-    results: dict[str, Any] = {}
-    for kind in probe_kinds:
-        target = target_label[kind] if isinstance(target_label, Mapping) else target_label
-        if deployed_probes:
-            deployed = deployed_probes[kind]
-        else:
-            deployed = make_probe(kind, seed).fit(embedded[deployed_on].train, train[1]) if deployed_on else None
-        for name, task in embedded.items():
-            entry = {}
-            if retrain is None or name in retrain:
-                retrained = make_probe(kind, seed).fit(task.train, train[1])
-                entry["retrained"] = asdict(score_probe(retrained, task, test[1], target, bug_label))
-            if deployed is not None:
-                entry["deployed"] = asdict(score_probe(deployed, task, test[1], target, bug_label))
-            results.setdefault(kind, {})[name] = entry
-    return results
 
 
 def evaluate_files(
@@ -436,19 +316,9 @@ def _bar_values(scores: dict[str, Any]) -> dict[str, float]:
     }
 
 
-# how each modality's recovery is written (``write_recovery``): (directory, recovery, bug, true trigger) -> summary
-RECOVERY_WRITERS: dict[type, Any] = {
-    TriggerRecovery: write_trigger_outputs,
-    TextTriggerRecovery: lambda directory, recovery, _, true_trigger: write_text_trigger_outputs(
-        directory, recovery, true_trigger
-    ),
-}
-
-
 __all__ = [
     "attack_files",
     "evaluate_files",
-    "evaluate_models",
     "load_inputs",
     "load_labeled",
     "load_trigger",
@@ -456,8 +326,4 @@ __all__ = [
     "recover_trigger",
     "reverse_config_for",
     "reverse_trigger_files",
-    "write_recovery",
-    "save_patched",
-    "write_text_trigger_outputs",
-    "write_trigger_outputs",
 ]

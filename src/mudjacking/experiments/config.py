@@ -3,11 +3,11 @@
 A file names a built-in setting and overrides any of its fields::
 
     name = "image"
-    setting = "image"                 # "image" (SimCLR CNN, Fashion-MNIST + digits) or "text" (MiniLM)
+    setting = "image"                 # a registered setting: "image" (SimCLR CNN, Fashion-MNIST + digits), "text"
     seeds = [0, 1, 2]
     methods = ["mudjacking", "locality-only", "contrastive", "no-L_gen", "oracle-trigger"]
 
-    [options]                         # fields of DemoConfig / TextDemoConfig (nested tables for attack, patch ...)
+    [options]                         # fields of ImageSetting / TextSetting (nested tables for attack, patch ...)
     test_size = 5000
 
     [contrastive]                     # ContrastiveConfig fields
@@ -25,20 +25,16 @@ import tomllib
 import typing
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from mudjacking.contrastive import ContrastiveConfig
-from mudjacking.data.images import DataError
-from mudjacking.demo import DemoConfig
-from mudjacking.errors import ConfigError
-from mudjacking.experiments.methods import BUILTIN_METHODS, registered_defences
+from mudjacking.defences.contrastive import ContrastiveConfig
+from mudjacking.defences.registry import BUILTIN_METHODS, check_methods
+from mudjacking.errors import ConfigError, DataError
 from mudjacking.patching import PatchConfig
-from mudjacking.text_demo import TextDemoConfig
-
-SETTINGS: dict[str, type] = {"image": DemoConfig, "text": TextDemoConfig}
+from mudjacking.pipeline.settings.registry import Setting, setting_class
 
 
 class ExperimentConfig(BaseModel):
@@ -47,7 +43,7 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "experiment"
-    setting: Literal["image", "text"]
+    setting: str
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: list[str] = Field(default_factory=lambda: list(BUILTIN_METHODS), min_length=1)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -58,6 +54,12 @@ class ExperimentConfig(BaseModel):
     # each costs one embedding of every task's training set per seed.
     retrained: list[str] = Field(default_factory=lambda: ["clean", "mudjacking"])
 
+    @field_validator("setting")
+    @classmethod
+    def _registered_setting(cls, name: str) -> str:
+        setting_class(name)
+        return name
+
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
@@ -66,10 +68,7 @@ class ExperimentConfig(BaseModel):
         return seeds
 
     def model_post_init(self, _: Any) -> None:
-        known = registered_defences()
-        unknown = [m for m in self.methods if m not in known and m not in self.ablations]
-        if unknown:
-            raise ConfigError(f"unknown methods {unknown}: use {known} or an [ablations] name")
+        check_methods(self.methods, self.ablations)
         patch_fields = {f.name for f in fields(PatchConfig)}
         for name, changes in self.ablations.items():
             wrong = sorted(set(changes) - patch_fields)
@@ -86,10 +85,10 @@ class ExperimentConfig(BaseModel):
         """The methods listed, then every ablation not already listed."""
         return [*self.methods, *[name for name in self.ablations if name not in self.methods]]
 
-    def setting_config(self, seed: int) -> DemoConfig | TextDemoConfig:
+    def setting_config(self, seed: int) -> Setting:
         """The setting's dataclass with the file's options, for one seed. A nested section such as
         ``[options.patch]`` changes only the fields it names; the rest keep the setting's own recipe."""
-        kind = SETTINGS[self.setting]
+        kind = setting_class(self.setting)
         return _validated(kind, {**_over_defaults(kind(), self.options), "seed": seed}, "options")
 
     def contrastive_config(self) -> ContrastiveConfig:

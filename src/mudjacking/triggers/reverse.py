@@ -152,6 +152,16 @@ class TriggerRecovery:
     geometry: EmbeddingGeometry | None = None
     moved_pull: float = float("nan")
 
+    unit = "pixel"  # what one attribution score is of (histograms name it)
+
+    def unit_scores(self) -> Tensor:
+        """One attribution score per pixel, the values k-means split."""
+        return self.attribution
+
+    def quality(self, true_trigger: ImageTrigger) -> dict[str, object]:
+        """How close the recovered mask is to the attacker's (when a test knows it)."""
+        return {"iou": self.trigger.iou(true_trigger), "pixels": self.trigger.num_pixels}
+
     def summary(self) -> dict[str, object]:
         return {
             "pixels": self.trigger.num_pixels,

@@ -101,6 +101,20 @@ class TextTriggerRecovery:
     verified: bool = True
     geometry: EmbeddingGeometry | None = None
 
+    unit = "word"  # what one attribution score is of (histograms name it)
+
+    def unit_scores(self) -> Tensor:
+        """One score per word of ``x_b``, the values k-means split."""
+        return self.scores
+
+    def quality(self, true_trigger: TextTrigger) -> dict[str, object]:
+        """Whether the recovered words are the attacker's (when a test knows them)."""
+        return {
+            "words": self.trigger.words,
+            "exact_match": set(self.trigger.words) == set(true_trigger.words),
+            "jaccard": self.trigger.overlap(true_trigger),
+        }
+
     def summary(self) -> dict[str, object]:
         return {
             "words": self.trigger.words,

@@ -105,6 +105,11 @@ class TextTrigger:
         a, b = set(self.tokens), set(other.tokens)
         return len(a & b) / len(a | b)
 
+    def write(self, directory: Path, stem: str = "trigger") -> list[str]:
+        """Writes ``stem.json``; returns its name."""
+        self.save(directory / f"{stem}.json")
+        return [f"{stem}.json"]
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"format": "mudjacking-text-trigger/1", "words": self.words}, indent=2))
 

@@ -160,6 +160,12 @@ class ImageTrigger:
         pattern = torch.rand(image_shape, generator=torch.Generator().manual_seed(seed))
         return cls(torch.full(image_shape[1:], float(alpha)), pattern)
 
+    def write(self, directory: Path, stem: str = "trigger") -> list[str]:
+        """Writes ``stem.npz`` and the authors' layout beside it; returns the file names, ours first."""
+        self.save(directory / f"{stem}.npz")
+        self.save(directory / f"{stem}_authors_format.npz", authors_format=True)
+        return [f"{stem}.npz", f"{stem}_authors_format.npz"]
+
     def save(self, path: str | Path, authors_format: bool = False) -> None:
         """Writes the npz (ours, or the authors' ``t``/``tm`` layout)."""
         with open(path, "wb") as stream:

@@ -1,4 +1,5 @@
-"""The defences an experiment compares, all starting from the same backdoored model and clean patching set.
+"""The defences a run compares, registered by name, all starting from the same backdoored model and clean patching
+set.
 
 - ``mudjacking``: the full loss with the trigger recovered from the bug; it sets the budget (its epoch count).
 - ``locality-only``: fine-tuning that only keeps embeddings where they were (what a cautious defender does).
@@ -19,11 +20,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from mudjacking.contrastive import ContrastiveConfig, contrastive_finetune
+from torch import Tensor
+
+from mudjacking.data.bug_report import BugReport
+from mudjacking.defences.contrastive import ContrastiveConfig, contrastive_finetune
+from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
-from mudjacking.experiments.scenario import Scenario
 from mudjacking.patching import PatchConfig, PatchResult, patch_encoder
 from mudjacking.triggers import Trigger
+
+
+@dataclass(frozen=True)
+class DefenceInputs:
+    """What a defence may use: the backdoored model, the bug report, the clean patching set D, the trigger
+    recovered from the bug, and the attacker's true trigger (for the oracle bound only)."""
+
+    backdoored: Encoder
+    bug: BugReport
+    patching_set: Tensor | list[str]
+    recovered: Trigger
+    true_trigger: Trigger
 
 
 @dataclass(frozen=True)
@@ -38,14 +54,14 @@ class Budget:
     contrastive: ContrastiveConfig
 
 
-Defence = Callable[[Scenario, Trigger, Budget, bool], PatchResult]
-"""``(scenario, recovered trigger, budget, show_progress) -> result``: one registered defence."""
+Defence = Callable[[DefenceInputs, Budget, bool], PatchResult]
+"""``(inputs, budget, show_progress) -> result``: one registered defence."""
 
 _DEFENCES: dict[str, Defence] = {}
 
 
 def register_defence(name: str) -> Callable[[Defence], Defence]:
-    """Registers a defence under ``name`` for ``methods = [...]`` in experiment configs."""
+    """Registers a defence under ``name`` for ``methods = [...]`` in experiment files and the demos."""
 
     def decorate(defence: Defence) -> Defence:
         _DEFENCES[name] = defence
@@ -60,40 +76,39 @@ def registered_defences() -> list[str]:
 
 
 @register_defence("mudjacking")
-def _mudjacking(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
-    return _patch(scenario, recovered, budget.mudjacking, show_progress)
+def _mudjacking(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(inputs, inputs.recovered, budget.mudjacking, show_progress)
 
 
 @register_defence("locality-only")
-def _locality_only(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+def _locality_only(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
     config = replace(budget.locality_only(budget.epochs), max_seconds=budget.seconds)
-    return _patch(scenario, recovered, config, show_progress)
+    return _patch(inputs, inputs.recovered, config, show_progress)
 
 
 @register_defence("contrastive")
-def _contrastive(scenario: Scenario, _: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
+def _contrastive(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
     passes = budget.epochs * (1 + budget.mudjacking.augmented_copies)
     settings = replace(budget.contrastive, epochs=passes, max_seconds=budget.seconds, seed=budget.mudjacking.seed,
                        device=budget.mudjacking.device)  # fmt: skip
-    return contrastive_finetune(scenario.backdoored, scenario.patching_set, settings, show_progress)
+    return contrastive_finetune(inputs.backdoored, inputs.patching_set, settings, show_progress)
 
 
 @register_defence("no-L_gen")
-def _no_generalizability(scenario: Scenario, recovered: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
-    return _patch(scenario, recovered, replace(budget.patch, lambda_gen=0.0), show_progress)
+def _no_generalizability(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(inputs, inputs.recovered, replace(budget.patch, lambda_gen=0.0), show_progress)
 
 
 @register_defence("oracle-trigger")
-def _oracle_trigger(scenario: Scenario, _: Trigger, budget: Budget, show_progress: bool) -> PatchResult:
-    return _patch(scenario, scenario.true_trigger, budget.patch, show_progress)
+def _oracle_trigger(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
+    return _patch(inputs, inputs.true_trigger, budget.patch, show_progress)
 
 
 BUILTIN_METHODS = tuple(registered_defences())
 
 
-def run_methods(
-    scenario: Scenario,
-    recovered: Trigger,
+def run_defences(
+    inputs: DefenceInputs,
     methods: list[str],
     patch: PatchConfig,
     locality_only: Callable[[int], PatchConfig],
@@ -106,13 +121,9 @@ def run_methods(
     or an ablation (Mudjacking with some settings changed, on the budget). ``locality_only(epochs)`` gives the
     setting's locality-only fine-tuning (the whole model, at its usual lr)."""
     ablations = ablations or {}
-    unknown = [name for name in methods if name not in _DEFENCES and name not in ablations]
-    if unknown:
-        raise ConfigError(
-            f"unknown methods {unknown}; registered: {registered_defences()}, ablations: {list(ablations)}"
-        )
+    check_methods(methods, ablations)
     first = Budget(0, 0.0, patch, patch, locality_only, contrastive)
-    results = {"mudjacking": _DEFENCES["mudjacking"](scenario, recovered, first, show_progress)}
+    results = {"mudjacking": _DEFENCES["mudjacking"](inputs, first, show_progress)}
     if on_done:
         on_done("mudjacking", results["mudjacking"])
     epochs, seconds = results["mudjacking"].epochs, results["mudjacking"].seconds
@@ -122,14 +133,21 @@ def run_methods(
         if name == "mudjacking":
             continue
         if name in _DEFENCES:
-            result = _DEFENCES[name](scenario, recovered, budget, show_progress)
+            result = _DEFENCES[name](inputs, budget, show_progress)
         else:
-            result = _patch(scenario, recovered, replace(limits, **ablations[name]), show_progress)
+            result = _patch(inputs, inputs.recovered, replace(limits, **ablations[name]), show_progress)
         results[name] = result
         if on_done:
             on_done(name, result)
     return {name: results[name] for name in ["mudjacking", *[m for m in methods if m != "mudjacking"]]}
 
 
-def _patch(scenario: Scenario, trigger: Trigger, config: PatchConfig, show_progress: bool) -> PatchResult:
-    return patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set, config, show_progress)
+def check_methods(methods: list[str], ablations: dict[str, Any]) -> None:
+    """Every method must be a registered defence or a named ablation (``ConfigError`` before any work starts)."""
+    unknown = [name for name in methods if name not in _DEFENCES and name not in ablations]
+    if unknown:
+        raise ConfigError(f"unknown methods {unknown}: use {registered_defences()} or an [ablations] name")
+
+
+def _patch(inputs: DefenceInputs, trigger: Trigger, config: PatchConfig, show_progress: bool) -> PatchResult:
+    return patch_encoder(inputs.backdoored, inputs.bug, trigger, inputs.patching_set, config, show_progress)

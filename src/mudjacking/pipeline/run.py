@@ -1,0 +1,147 @@
+"""The pipeline every demo and experiment runs: a setting's scenario -> the bug report -> the trigger recovered from
+it -> the defences, on one budget -> every model scored on every customer's task with the classifiers they deployed.
+
+``run_pipeline`` writes the bug report, the recovered trigger and its pictures and the loss curves into the given
+folder, and returns typed results; what else is kept (models, tables, report files) is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mudjacking.data.bug_report import save_bug_report
+from mudjacking.defences.contrastive import ContrastiveConfig
+from mudjacking.defences.registry import run_defences
+from mudjacking.encoders.base import Encoder
+from mudjacking.evaluation.compare import control_flip_rates, evaluate_models
+from mudjacking.patching import PatchResult
+from mudjacking.pipeline.scenario import Scenario
+from mudjacking.pipeline.settings.registry import Setting
+from mudjacking.report.artifacts import write_recovery
+from mudjacking.report.plots import plot_loss_curves
+from mudjacking.triggers import Trigger
+from mudjacking.triggers.recover import recover_trigger
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Which rows are scored besides every model under the customers' deployed classifiers.
+
+    Args:
+        include_clean: score the clean model too (a reference row; defences never see it).
+        retrained: models also scored with a classifier retrained on their own embeddings (what a customer who
+            retrains gets); each costs one embedding of every task's training set.
+        control: also measure the flip rate of the setting's control stamp (an ordinary word for text) on the
+            backdoored and the patched model, the floor a removed trigger's flip rate can reach.
+    """
+
+    include_clean: bool = True
+    retrained: tuple[str, ...] = ("clean", "mudjacking")
+    control: bool = False
+
+
+@dataclass
+class RecoveredTrigger:
+    """The trigger reverse-engineered from the bug, how close it is to the attacker's, and the files written."""
+
+    trigger: Trigger
+    quality: dict[str, Any]
+    pictures: dict[str, str]
+    details: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class PipelineRun:
+    """Everything one run produced.
+
+    Attributes:
+        scores: task -> classifier kind -> model -> ``{"deployed": ..., "retrained": ...}`` (see ``evaluate_models``).
+        control: model -> task -> classifier kind -> the control stamp's flip rate (``None`` unless asked).
+    """
+
+    scenario: Scenario
+    recovered: RecoveredTrigger
+    results: dict[str, PatchResult]
+    scores: dict[str, dict[str, dict[str, Any]]]
+    control: dict[str, dict[str, dict[str, float]]] | None = None
+    models: dict[str, Encoder] = field(default_factory=dict)
+
+
+def recover(scenario: Scenario, reverse: Any, directory: Path) -> RecoveredTrigger:
+    """Reverse-engineers the trigger from the bug and writes it with its pictures into ``directory``."""
+    started = time.perf_counter()
+    recovery = recover_trigger(scenario.backdoored, scenario.bug, scenario.patching_set, reverse)
+    seconds = time.perf_counter() - started
+    details = write_recovery(directory, recovery, scenario.bug, scenario.true_trigger, histogram=True)
+    pictures = [name for name in details["files"] if name.endswith(".png")]
+    return RecoveredTrigger(
+        recovery.trigger,
+        recovery.quality(scenario.true_trigger),
+        {"trigger": pictures[0], "histogram": pictures[-1]},
+        details,
+        seconds,
+    )
+
+
+def run_pipeline(
+    setting: Setting,
+    directory: Path,
+    methods: list[str],
+    ablations: dict[str, dict[str, Any]] | None = None,
+    contrastive: ContrastiveConfig | None = None,
+    scoring: Scoring = Scoring(),
+    show_progress: bool = True,
+) -> PipelineRun:
+    """Prepares the setting's scenario, recovers the trigger, runs ``methods`` (Mudjacking first; it sets every
+    other method's budget) and scores every model; writes the bug, trigger and loss-curve files into ``directory``."""
+    scenario = setting.prepare(show_progress)
+    save_bug_report(scenario.bug, directory / "bug")
+    recovered = recover(scenario, setting.reverse, directory)
+    scenario.laps.lap("reverse_trigger")
+    results = run_defences(
+        scenario.defence_inputs(recovered.trigger),
+        methods,
+        setting.patch,
+        setting.locality_only,
+        contrastive or ContrastiveConfig(),
+        ablations,
+        show_progress,
+        on_done=lambda name, _: scenario.laps.lap(name),
+    )
+    title = f"Mudjacking, seed {setting.seed}"
+    plot_loss_curves(results["mudjacking"].step_losses, directory / "loss_curves.png", title)
+    recovered.pictures["losses"] = "loss_curves.png"
+
+    models = {"clean": scenario.clean} if scoring.include_clean else {}
+    models |= {"backdoored": scenario.backdoored, **{name: result.encoder for name, result in results.items()}}
+    first = next(iter(scenario.tasks))
+    scores = {
+        name: evaluate_models(
+            models,
+            task.train,
+            task.test,
+            scenario.true_trigger,
+            task.targets,
+            scenario.bug if name == first else None,
+            tuple(task.probes),
+            deployed_on="backdoored",
+            seed=setting.seed,
+            retrain=scoring.retrained,
+            deployed_probes=task.probes,
+        )
+        for name, task in scenario.tasks.items()
+    }
+    control = None
+    if scoring.control and setting.control_trigger() is not None:
+        compared = {"backdoored": scenario.backdoored, "mudjacking": results["mudjacking"].encoder}
+        per_task = {
+            name: control_flip_rates(compared, task.test, setting.control_trigger(), task.probes, task.targets)
+            for name, task in scenario.tasks.items()
+        }
+        control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
+    scenario.laps.lap("evaluate")
+    return PipelineRun(scenario, recovered, results, scores, control, models)

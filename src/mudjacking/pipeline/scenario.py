@@ -1,0 +1,137 @@
+"""One attacked deployment, ready to be defended: clean and backdoored models, the customers' classifiers on
+every downstream task, a real bug report and the clean patching set.
+
+Every defence starts from the same scenario, so their figures differ only by the defence. A setting
+(:mod:`mudjacking.pipeline.settings`) builds the scenario; :mod:`mudjacking.pipeline.run` defends and scores it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
+from mudjacking.data.bug_report import BugReport
+from mudjacking.defences.registry import DefenceInputs
+from mudjacking.encoders.base import Encoder
+from mudjacking.evaluation.downstream import deploy_probes, find_bug
+from mudjacking.evaluation.probes import Probe
+from mudjacking.timing import Laps
+from mudjacking.triggers import Trigger
+
+Inputs = Tensor | list[str]
+
+
+@dataclass
+class DownstreamTask:
+    """One customer's task: its data, the classifiers it deployed on the backdoored model, and the class each of
+    them gives the attacker's target embedding (the class ASR counts)."""
+
+    name: str
+    class_names: list[str]
+    train: tuple[Inputs, Tensor]
+    test: tuple[Inputs, Tensor]
+    probes: dict[str, Probe] = field(default_factory=dict)
+    targets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Scenario:
+    """Args:
+    modality: what the models read (``"image"``, ``"text"``), for reports.
+    clean: the foundation model before the attack (for reference rows only; defences never see it).
+    backdoored: the attacked model every defence starts from.
+    true_trigger: the attacker's trigger (the oracle baseline and the scoring use it).
+    bug: the customer's bug report, from the first task's test set.
+    patching_set: clean, unlabeled inputs D.
+    tasks: downstream tasks by name; the first one is where the bug came from.
+    attack: the attack's summary.
+    laps: seconds per preparation step.
+    about: what the setting was built from (data set, model path), for reports.
+    """
+
+    modality: str
+    clean: Encoder
+    backdoored: Encoder
+    true_trigger: Trigger
+    bug: BugReport
+    patching_set: Inputs
+    tasks: dict[str, DownstreamTask]
+    attack: dict[str, Any]
+    laps: Laps
+    about: dict[str, Any] = field(default_factory=dict)
+
+    def defence_inputs(self, recovered: Trigger) -> DefenceInputs:
+        """What a defence may use: never the clean model or the customers' labels."""
+        return DefenceInputs(self.backdoored, self.bug, self.patching_set, recovered, self.true_trigger)
+
+
+@dataclass
+class Deployment:
+    """What every setting hands :func:`attack_and_deploy`: the clean model, the attacker's data and trigger, the
+    customers' tasks and how the first one's bug is picked.
+
+    Args:
+        attacker_targets: class per task fixed by the attacker's design (else: what each classifier gives the
+            references' embedding).
+        bug_caused_by_trigger: keep only bugs classified correctly without the trigger.
+    """
+
+    modality: str
+    clean: Encoder
+    shadow: Inputs
+    references: Inputs
+    true_trigger: Trigger
+    patching_set: Inputs
+    tasks: dict[str, DownstreamTask]
+    attack: BadEncoderConfig
+    probe_kinds: tuple[str, ...]
+    seed: int
+    attacker_targets: dict[str, int] = field(default_factory=dict)
+    bug_caused_by_trigger: bool = True
+    about: dict[str, Any] = field(default_factory=dict)
+
+
+def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = True) -> Scenario:
+    """Backdoors the clean model, deploys every customer's classifiers on it and finds a real bug in the first
+    task: the steps every setting shares."""
+    attack = badencoder(
+        deployment.clean,
+        deployment.shadow,
+        deployment.references,
+        deployment.true_trigger,
+        deployment.attack,
+        show_progress,
+    )
+    laps.lap("attack")
+    kinds, seed = deployment.probe_kinds, deployment.seed
+    for name, task in deployment.tasks.items():
+        task.probes, task.targets = deploy_probes(attack.encoder, task.train, kinds, deployment.references, seed)
+        if name in deployment.attacker_targets:
+            task.targets = dict.fromkeys(kinds, deployment.attacker_targets[name])
+    first = next(iter(deployment.tasks.values()))
+    bug = find_bug(
+        attack.encoder,
+        first.probes[kinds[0]],
+        *first.test,
+        deployment.true_trigger,
+        first.targets[kinds[0]],
+        first.class_names,
+        seed,
+        caused_by_trigger=deployment.bug_caused_by_trigger,
+    )
+    laps.lap("deploy_and_find_bug")
+    return Scenario(
+        deployment.modality,
+        deployment.clean,
+        attack.encoder,
+        deployment.true_trigger,
+        bug,
+        deployment.patching_set,
+        deployment.tasks,
+        attack.summary(),
+        laps,
+        deployment.about,
+    )
