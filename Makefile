@@ -61,8 +61,9 @@ demo: setup
 demo-text: setup
 	$(BIN)/mudjacking demo --modality text --out runs/demo-text
 
+# every test, the slow end-to-end runs too (`.venv/bin/python -m pytest` alone leaves those out while you work)
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "slow or not slow"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks tools

@@ -121,6 +121,7 @@ lambda_gen = 0.1
     return out, result.output
 
 
+@pytest.mark.slow
 @needs_text_data
 def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     out, output = text_experiment
@@ -162,6 +163,7 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     assert "mean ± std over seeds [0, 1]" in output and "report.html" in output
 
 
+@pytest.mark.slow
 @needs_text_data
 def test_html_report_is_self_contained(text_experiment):
     page = (text_experiment[0] / "report.html").read_text()
@@ -169,6 +171,7 @@ def test_html_report_is_self_contained(text_experiment):
     assert page.count("data:image/png;base64,") >= 2 * 3 + 2  # 3 per seed, one bar chart per task
 
 
+@pytest.mark.slow
 @needs_text_data
 def test_html_report_renders_in_headless_chromium(text_experiment, tmp_path):
     """The report opens in Chromium with no console errors, every image decodes, and the table is there."""

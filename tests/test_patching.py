@@ -159,9 +159,8 @@ def test_a_narrow_cone_is_patched_in_centred_similarities(backdoored):
 
 
 def test_a_trigger_answered_anywhere_gets_twice_the_passes_copies_and_whitening_and_a_note():
-    from mudjacking.recipes import image_recipe
+    from mudjacking.recipes import adapt_recipe, image_recipe
     from mudjacking.triggers import ImageTrigger
-    from mudjacking.workflows import adapt_recipe
 
     trigger = ImageTrigger.square((1, 8, 8), 2)
     trigger.anywhere = True

@@ -21,6 +21,7 @@ if not (data_dir() / VADER_SDIST).exists():
     pytest.skip("the vaderSentiment archive is not downloaded (make setup does it)", allow_module_level=True)
 
 
+@pytest.mark.slow
 def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, monkeypatch):
     small = TextSetting(
         model=str(tiny_bert_dir),
@@ -50,8 +51,10 @@ def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, mon
         assert headline["asr_after"] == rows["mudjacking"]["deployed"]["attack_success_rate"]
         assert headline["flip_rate_before"] == rows["backdoored"]["deployed"]["flip_rate"]
         assert headline["baseline_asr"] == {"locality-only": rows["locality-only"]["deployed"]["attack_success_rate"]}
-        assert 0 <= headline["control_word_flip_rate_after"] <= 1
-    assert isinstance(summary["movie-review sentiment"]["linear"]["bug_fixed"], bool)
+        assert headline["control_word_flip_rate_after"] is not None
+    sentiment = summary["movie-review sentiment"]["linear"]  # an ordinary word flips far less than the trigger
+    assert sentiment["control_word_flip_rate_before"] < sentiment["flip_rate_before"] / 2
+    assert isinstance(sentiment["bug_fixed"], bool)
     assert summary["BBC News topics"]["linear"]["bug_fixed"] is None  # the bug came from the sentiment task
     assert report["baselines"]["locality-only"]["epochs"] == report["patch"]["epochs"]  # the same budget
     assert report["bug"]["modality"] == "text" and "cf" in report["bug"]["bug_input"].split()

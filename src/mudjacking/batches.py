@@ -11,6 +11,11 @@ def single(example: Tensor | str, device: torch.device) -> Tensor | list[str]:
     return example.unsqueeze(0).to(device) if isinstance(example, Tensor) else [example]
 
 
+def to_device(data: Tensor | list[str] | str, device: torch.device) -> Tensor | list[str] | str:
+    """Images (or one image) moved to ``device``; sentences as they are."""
+    return data.to(device) if isinstance(data, Tensor) else data
+
+
 def take(data: Tensor | list[str], index: Tensor, device: torch.device) -> Tensor | list[str]:
     """Rows ``index`` of images ``[N, ...]`` (moved to ``device``) or of a list of sentences."""
     return data[index].to(device) if isinstance(data, Tensor) else [data[i] for i in index.tolist()]

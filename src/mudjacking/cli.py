@@ -160,7 +160,7 @@ def _figure(value: object) -> str:
 
 def _defaults(field: str) -> str:
     """``(default: image X; text Y)`` for a ``PatchConfig`` field, from the recipes."""
-    values = {modality: getattr(make(), field) for modality, make in RECIPES.items()}
+    values = {modality: getattr(recipe.make(), field) for modality, recipe in RECIPES.items()}
     shown = {m: ", ".join(v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
              for m, v in values.items()}  # fmt: skip
     return f"(default: {'; '.join(f'{m} {v}' for m, v in shown.items())})"
@@ -273,7 +273,7 @@ def patch(
 
     Defaults follow the model's modality (each option shows both); the report records the settings used.
     """
-    from mudjacking.workflows import patch_files
+    from mudjacking.api import patch_files
 
     _threads(threads)
     given = {
@@ -376,7 +376,7 @@ def reverse_trigger(
     overwrite: Overwrite = False,
 ) -> None:
     """Recover the trigger behind a bug report (occlusion or word/span ablation, k-means, verified on clean data)."""
-    from mudjacking.workflows import reverse_trigger_files
+    from mudjacking.api import reverse_trigger_files
 
     with _user_errors():
         summary = reverse_trigger_files(
@@ -432,7 +432,7 @@ def attack(
 ) -> None:
     """Backdoor a copy of an image or text encoder with a registered attack, BadEncoder by default (for evaluating
     defences)."""
-    from mudjacking.workflows import attack_files
+    from mudjacking.api import attack_files
 
     _threads(threads)
     with _user_errors():
@@ -477,7 +477,7 @@ def evaluate(
     threads: Threads = 0,
 ) -> None:
     """ACC, ASR, TBA and bug-fixed for each model through downstream classifiers."""
-    from mudjacking.workflows import evaluate_files
+    from mudjacking.api import evaluate_files
 
     _threads(threads)
     with _user_errors():

@@ -23,7 +23,7 @@ import torch
 from accelerate.utils import set_seed
 from torch import Tensor
 
-from mudjacking.batches import join, single, take
+from mudjacking.batches import join, single, take, to_device
 from mudjacking.data.bug_report import BugReport, check_modality
 from mudjacking.devices import resolve_device
 from mudjacking.encoders.base import Encoder
@@ -246,11 +246,12 @@ def select_parameters(encoder: Encoder, patterns: tuple[str, ...]) -> list[torch
 def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.nn.Parameter], Any]:
     """Freezes everything but the input embeddings, and masks their gradient to the trigger tokens' rows (Adam
     leaves a row whose gradient is always zero exactly where it was)."""
-    if not hasattr(encoder, "input_embedding_rows") or not hasattr(trigger, "words"):
+    words = trigger.vocabulary()
+    if not hasattr(encoder, "input_embedding_rows") or words is None:
         raise ConfigError("trigger_tokens_only needs a text encoder and a text trigger")
-    weight, rows = encoder.input_embedding_rows(trigger.words)
+    weight, rows = encoder.input_embedding_rows(words)
     if not rows:
-        raise ConfigError(f"the trigger words {trigger.words} split into no tokens")
+        raise ConfigError(f"the trigger words {words} split into no tokens")
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     weight.requires_grad_(True)
@@ -409,7 +410,7 @@ def _plan(
 def _control_stamp(trigger: Trigger, holdout: Tensor | list[str]) -> Trigger:
     """The trigger's stamp (same mask and placement, or spans as long) cut from the last held-out input."""
     donor = holdout[-1]
-    return trigger.cut_from(donor.cpu() if isinstance(donor, Tensor) else donor) or trigger
+    return trigger.cut_from(to_device(donor, torch.device("cpu"))) or trigger
 
 
 def _excess_pull(

@@ -8,11 +8,14 @@ row is read by every sentence holding it), so the text recipe falls back to patc
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchConfig
+from mudjacking.triggers.text_trigger import TextTrigger
+from mudjacking.triggers.trigger import ImageTrigger
 
 COMMON_SHARE = 0.01
 """A trigger token found in more than this share of the patching sentences is a common one."""
@@ -67,14 +70,32 @@ def text_recipe() -> PatchConfig:
     )
 
 
-RECIPES = {"image": image_recipe, "text": text_recipe}
+@dataclass(frozen=True)
+class Recipe:
+    """One modality's recipe: its settings, and whether its learning rate follows the model's size (a whole-model
+    patch: see :func:`scaled_lr`) unless the user gives one."""
+
+    make: Callable[[], PatchConfig]
+    lr_follows_size: bool
+
+
+RECIPES = {"image": Recipe(image_recipe, lr_follows_size=True), "text": Recipe(text_recipe, lr_follows_size=False)}
 
 
 def recipe(modality: str, **changes: Any) -> PatchConfig:
     """The modality's recipe with ``changes`` (``PatchConfig`` fields) applied."""
     if modality not in RECIPES:
         raise ConfigError(f"no patch recipe for {modality!r} models; known: {', '.join(RECIPES)}")
-    return replace(RECIPES[modality](), **changes)
+    return replace(RECIPES[modality].make(), **changes)
+
+
+def recipe_for(encoder: Any, **changes: Any) -> PatchConfig:
+    """The recipe of ``encoder``'s modality with ``changes`` applied, at a learning rate fitted to the model's size
+    where the recipe's follows it and ``changes`` names none."""
+    config = recipe(encoder.modality, **changes)
+    if RECIPES[encoder.modality].lr_follows_size and "lr" not in changes:
+        config = replace(config, lr=scaled_lr(trained_parameters(encoder, config.trainable)))
+    return config
 
 
 def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
@@ -128,3 +149,63 @@ def trigger_token_shares(encoder: Any, words: list[str], sentences: list[str]) -
     return TokenShares(
         {tokenizer.convert_ids_to_tokens(row): sum(row in ids for ids in held) / max(len(held), 1) for row in rows}
     )
+
+
+def adapt_recipe(
+    encoder: Any,
+    config: PatchConfig,
+    trigger: ImageTrigger | TextTrigger,
+    patching_set: Any,
+    options: Mapping[str, Any] | None = None,
+) -> tuple[PatchConfig, str | None]:
+    """Fits the recipe to the trigger found; returns the config and a note saying what changed, if anything.
+
+    - A trigger the backdoor answers anywhere (``ImageTrigger.anywhere``) is stamped anywhere, which asks far more
+      of the patch: twice the passes, twice the augmented copies and twice the whitened-locality weight, each
+      unless the user gave it. On a noise-patch ResNet (locality still short of its goal) the deployed linear
+      classifier lost 1.2 points after 10 passes, 1.1 after 20, 0.2 with the copies and the weight doubled too.
+    - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
+      embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
+    """
+    return RECIPE_FITS[type(trigger)](encoder, config, trigger, patching_set, options or {})
+
+
+def _fit_image_trigger(
+    encoder: Any, config: PatchConfig, trigger: ImageTrigger, patching_set: Any, options: Mapping[str, Any]
+) -> tuple[PatchConfig, str | None]:
+    if trigger.anywhere:
+        doubled = {
+            name: 2 * getattr(config, name)
+            for name in ("max_epochs", "augmented_copies", "whitened_locality")
+            if name not in options and getattr(config, name)
+        }
+        if not doubled:
+            return config, None
+        return replace(config, **doubled), (
+            "the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, with twice the "
+            + ", ".join(f"{name} ({value:g})" for name, value in doubled.items())
+        )
+    return config, None
+
+
+def _fit_text_trigger(
+    encoder: Any, config: PatchConfig, trigger: TextTrigger, patching_set: Any, options: Mapping[str, Any]
+) -> tuple[PatchConfig, str | None]:
+    if not config.trigger_tokens_only:
+        return config, None
+    common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
+    if not common:
+        return config, None
+    shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
+    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable))
+    return context_recipe(config, lr), (
+        f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
+        "would move every sentence that holds them, so the whole model was patched instead"
+    )
+
+
+# how the recipe fits each kind of trigger: (encoder, config, trigger, patching set, options) -> (config, note)
+RECIPE_FITS: dict[type, Callable[..., tuple[PatchConfig, str | None]]] = {
+    ImageTrigger: _fit_image_trigger,
+    TextTrigger: _fit_text_trigger,
+}

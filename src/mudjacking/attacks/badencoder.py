@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.attacks.registry import register_attack
-from mudjacking.batches import join, take
+from mudjacking.batches import join, take, to_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.losses import cosine
@@ -69,11 +69,7 @@ class AttackResult:
             "attack": "badencoder",
             "config": asdict(self.config),
             "seconds": round(self.seconds, 3),
-            **(
-                {"trigger_words": self.trigger.words}
-                if isinstance(self.trigger, TextTrigger)
-                else {"trigger_pixels": self.trigger.num_pixels}
-            ),
+            **self.trigger.describe(),
             "final_effectiveness": self.final_effectiveness,
         }
 
@@ -107,8 +103,7 @@ def badencoder(
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
     shadow_targets = encoder.embed(shadow_images).to(device)
-    if isinstance(reference_images, Tensor):
-        reference_images = reference_images.to(device)
+    reference_images = to_device(reference_images, device)
     reference_targets = encoder.embed(reference_images).to(device)
     steps = -(-len(shadow_images) // config.batch_size)
     effectiveness = 0.0

@@ -211,12 +211,15 @@ def _label_from_authors_name(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def check_modality(bug: BugReport, modality: str, supported: tuple[str, ...] = ("image", "text")) -> None:
-    """Raises ``ConfigError`` when the bug report and the model's ``modality`` disagree, or the step does not support
-    that modality."""
+def check_modality(
+    bug: BugReport, modality: str, supported: tuple[str, ...] = ("image", "text"), source: str | Path | None = None
+) -> None:
+    """Raises ``DataError`` (naming ``source``, the bug report's path, when given) when the bug report and the
+    model's ``modality`` disagree, and ``ConfigError`` when the step does not support that modality."""
     if bug.modality != modality:
-        raise ConfigError(
-            f"the bug report is {bug.modality} but the model encodes {modality}; "
+        raise DataError(
+            ("" if source is None else f"{source}: ")
+            + f"the bug report is {bug.modality} but the model encodes {modality}; "
             "report the bug against the model it came from"
         )
     if modality not in supported:

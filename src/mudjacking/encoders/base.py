@@ -197,6 +197,12 @@ def registered_adapters() -> list[str]:
     return sorted(_ADAPTERS)
 
 
+def require_modality(encoder: Encoder, modality: str, source: str | Path) -> None:
+    """Refuses (``ModelLoadError`` naming ``source``) a model of another modality where ``modality`` is needed."""
+    if encoder.modality != modality:
+        raise ModelLoadError(f"{source}: a {encoder.modality} model where a {modality} one is needed")
+
+
 def load_encoder(
     path: str | Path,
     allow_pickle: bool = False,

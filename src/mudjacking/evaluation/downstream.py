@@ -159,6 +159,6 @@ def find_bug(
                 label=label,
                 predicted_label=target_label,
                 label_name=class_names[label] if class_names else None,
-                modality="image" if isinstance(test_inputs, Tensor) else "text",
+                modality=encoder.modality,
             )
     raise NoBugFound("no correctly classified reference input exists for any misclassified triggered input")

@@ -83,6 +83,22 @@ def recover_trigger(
     return recoverer(encoder.modality).recover(encoder, bug, patching_set, config, force, show_progress)
 
 
+# the trigger an attack stamps when the user names none: (shadow inputs, square side, words, seed) -> trigger
+ATTACK_TRIGGERS: dict[str, Callable[[Any, int, tuple[str, ...], int], ImageTrigger | TextTrigger]] = {
+    "image": lambda inputs, size, _, __: ImageTrigger.square(tuple(inputs.shape[1:]), size),
+    "text": lambda _, __, words, seed: TextTrigger(list(words), seed=seed),
+}
+
+
+def attack_trigger(
+    modality: str, inputs: Any, size: int, words: tuple[str, ...], seed: int
+) -> ImageTrigger | TextTrigger:
+    """The default trigger of an attack on ``modality`` models: a white square of side ``size`` in the corner for
+    images, ``words`` inserted at random positions for text."""
+    recoverer(modality)  # an unknown modality is refused in one line
+    return ATTACK_TRIGGERS[modality](inputs, size, words, seed)
+
+
 def load_trigger(path: str | Path, modality: str) -> ImageTrigger | TextTrigger:
     """A trigger file of ``modality`` (text: ``trigger.json``; images: npz), refused in one line if it is another's."""
     path = Path(path)

@@ -105,6 +105,14 @@ class TextTrigger:
         a, b = set(self.tokens), set(other.tokens)
         return len(a & b) / len(a | b)
 
+    def describe(self) -> dict[str, object]:
+        """What a report says about this trigger."""
+        return {"trigger_words": self.words}
+
+    def vocabulary(self) -> list[str]:
+        """The words whose token embedding rows a trigger-rows patch retrains."""
+        return self.words
+
     def write(self, directory: Path, stem: str = "trigger") -> list[str]:
         """Writes ``stem.json``; returns its name."""
         self.save(directory / f"{stem}.json")

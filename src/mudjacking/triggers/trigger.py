@@ -160,6 +160,14 @@ class ImageTrigger:
         pattern = torch.rand(image_shape, generator=torch.Generator().manual_seed(seed))
         return cls(torch.full(image_shape[1:], float(alpha)), pattern)
 
+    def describe(self) -> dict[str, object]:
+        """What a report says about this trigger."""
+        return {"trigger_pixels": self.num_pixels}
+
+    def vocabulary(self) -> None:
+        """No words: a patch of token embedding rows does not apply to an image trigger."""
+        return None
+
     def write(self, directory: Path, stem: str = "trigger") -> list[str]:
         """Writes ``stem.npz`` and the authors' layout beside it; returns the file names, ours first."""
         self.save(directory / f"{stem}.npz")

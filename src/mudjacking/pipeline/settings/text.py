@@ -15,7 +15,7 @@ import torch
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
-from mudjacking.encoders.base import Encoder, load_encoder
+from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.errors import ConfigError, DataError
 from mudjacking.patching import PatchConfig
 from mudjacking.pipeline.scenario import Deployment, DownstreamTask, Scenario, attack_and_deploy
@@ -140,8 +140,7 @@ def load_clean_text_model(setting: TextSetting) -> tuple[Path, Encoder]:
     """The clean text encoder the setting names (the installed MiniLM by default), cut to ``max_length``."""
     model_path = Path(setting.model) if setting.model else default_text_model()
     clean = load_encoder(model_path)
-    if clean.modality != "text":
-        raise ConfigError(f"{model_path}: not a text encoder; pass a BERT-family sentence encoder directory")
+    require_modality(clean, "text", model_path)
     clean.max_length = setting.max_length
     return model_path, clean
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +17,23 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import get_attack
 from mudjacking.checks import BugVisibility, inspect_bug, require_visible
-from mudjacking.data.bug_report import BugReport, load_bug_report
+from mudjacking.data.bug_report import BugReport, check_modality, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
-from mudjacking.encoders.base import Encoder, load_encoder
-from mudjacking.errors import DataError
+from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.geometry import EmbeddingGeometry
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
-from mudjacking.recipes import context_recipe, recipe, scaled_lr, trained_parameters, trigger_token_shares
+from mudjacking.recipes import adapt_recipe, recipe_for
 from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
 from mudjacking.report.plots import plot_before_after
-from mudjacking.triggers import Trigger
-from mudjacking.triggers.recover import RecoverySettings, load_trigger, recover_trigger, reverse_config_for
-from mudjacking.triggers.text_trigger import TextTrigger
-from mudjacking.triggers.trigger import ImageTrigger
-
-
-def _check_bug_fits(encoder: Encoder, bug: BugReport, path: str | Path) -> None:
-    if bug.modality != encoder.modality:
-        raise DataError(
-            f"{path}: a {bug.modality} bug report for a {encoder.modality} model; report a {encoder.modality} input"
-        )
+from mudjacking.triggers.recover import (
+    RecoverySettings,
+    attack_trigger,
+    load_trigger,
+    recover_trigger,
+    reverse_config_for,
+)
 
 
 def _checked_bug(
@@ -71,7 +66,7 @@ def reverse_trigger_files(
     """
     encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     report_bug = load_bug_report(bug)
-    _check_bug_fits(encoder, report_bug, bug)
+    check_modality(report_bug, encoder.modality, source=bug)
     patching_set = load_inputs(data, encoder.modality)
     truth = load_trigger(true_trigger, encoder.modality) if true_trigger else None
     config = reverse_config_for(encoder.modality, config)
@@ -120,13 +115,11 @@ def patch_files(
     """
     encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
     report_bug = load_bug_report(bug)
-    _check_bug_fits(encoder, report_bug, bug)
+    check_modality(report_bug, encoder.modality, source=bug)
     patching_set = load_inputs(data, encoder.modality)
     known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
     options = dict(patch_options or {})
-    config = patch_config or recipe(encoder.modality, **options)
-    if patch_config is None and encoder.modality == "image" and "lr" not in options:
-        config = replace(config, lr=scaled_lr(trained_parameters(encoder, config.trainable)))
+    config = patch_config or recipe_for(encoder, **options)
     geometry, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
     report: dict[str, Any] = {
         "inputs": {"model": str(model), "bug": str(bug), "data": str(data)},
@@ -159,48 +152,6 @@ def patch_files(
     return report
 
 
-def adapt_recipe(
-    encoder: Encoder,
-    config: PatchConfig,
-    trigger: Trigger,
-    patching_set: Tensor | list[str],
-    options: Mapping[str, Any] | None = None,
-) -> tuple[PatchConfig, str | None]:
-    """Fits the recipe to the trigger found; returns the config and a note saying what changed, if anything.
-
-    - A trigger the backdoor answers anywhere (``ImageTrigger.anywhere``) is stamped anywhere, which asks far more
-      of the patch: twice the passes, twice the augmented copies and twice the whitened-locality weight, each
-      unless the user gave it. On a noise-patch ResNet (locality still short of its goal) the deployed linear
-      classifier lost 1.2 points after 10 passes, 1.1 after 20, 0.2 with the copies and the weight doubled too.
-    - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
-      embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
-    """
-    options = options or {}
-    if isinstance(trigger, ImageTrigger) and trigger.anywhere:
-        doubled = {
-            name: 2 * getattr(config, name)
-            for name in ("max_epochs", "augmented_copies", "whitened_locality")
-            if name not in options and getattr(config, name)
-        }
-        if not doubled:
-            return config, None
-        return replace(config, **doubled), (
-            "the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, with twice the "
-            + ", ".join(f"{name} ({value:g})" for name, value in doubled.items())
-        )
-    if not (config.trigger_tokens_only and isinstance(trigger, TextTrigger)):
-        return config, None
-    common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
-    if not common:
-        return config, None
-    shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable))
-    return context_recipe(config, lr), (
-        f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
-        "would move every sentence that holds them, so the whole model was patched instead"
-    )
-
-
 def attack_files(
     model: str | Path,
     shadow: str | Path,
@@ -230,10 +181,8 @@ def attack_files(
     seed = config.seed if config else 0
     if trigger:
         used = load_trigger(trigger, encoder.modality)
-    elif encoder.modality == "text":
-        used = TextTrigger(list(trigger_words), seed=seed)
     else:
-        used = ImageTrigger.square(tuple(shadow_inputs.shape[1:]), trigger_size)
+        used = attack_trigger(encoder.modality, shadow_inputs, trigger_size, trigger_words, seed)
     with atomic_output_dir(out, overwrite) as staging:
         result = attack(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
@@ -272,16 +221,13 @@ def evaluate_files(
     }
     first = next(iter(models))
     modality = encoders[first].modality
-    for name, encoder in encoders.items():
-        if encoder.modality != modality:
-            raise DataError(
-                f"{models[name]}: a {encoder.modality} model beside a {modality} one; compare like with like"
-            )
+    for name, encoder in encoders.items():  # compare like with like
+        require_modality(encoder, modality, models[name])
     train_set = load_labeled(train, modality)
     test_set = load_labeled(test, modality)
     report_bug = load_bug_report(bug) if bug else None
     if report_bug is not None:
-        _check_bug_fits(encoders[first], report_bug, bug)
+        check_modality(report_bug, modality, source=bug)
     with atomic_output_dir(out, overwrite) as staging:
         scores = evaluate_models(
             encoders,
