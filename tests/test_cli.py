@@ -244,14 +244,15 @@ def test_attack_kind_picks_a_registered_attack_and_an_unknown_one_is_one_line(tm
         called.append(len(shadow))
         return AttackResult(encoder, trigger, config, 0.0, 1.0)
 
-    monkeypatch.setitem(registry._ATTACKS, "toy", toy)
+    monkeypatch.setitem(registry._ATTACKS, "toy", registry.Attack(toy))
     base = ["attack", "--model", str(tmp_path / "clean"), "--shadow", str(tmp_path / "shadow"), "--references",
             str(tmp_path / "refs"), "--trigger-size", "2"]  # fmt: skip
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "toy"), "--kind", "toy"])
     assert result.exit_code == 0, result.output
     assert called == [3] and json.loads((tmp_path / "toy" / "attack.json").read_text())["kind"] == "toy"
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "none"), "--kind", "nope"])
-    assert result.exit_code == 2 and "unknown attack 'nope'; known: badencoder, toy" in result.output
+    assert result.exit_code == 2 and "unknown attack 'nope'; known: badencoder, blended," in result.output
+    assert "tiny-trigger, toy" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
 
 

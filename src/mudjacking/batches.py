@@ -16,6 +16,11 @@ def to_device(data: Tensor | list[str] | str, device: torch.device) -> Tensor | 
     return data.to(device) if isinstance(data, Tensor) else data
 
 
+def input_shape(data: Tensor | list[str]) -> tuple[int, ...] | None:
+    """``(C, H, W)`` of a batch of images; ``None`` for sentences."""
+    return tuple(data.shape[1:]) if isinstance(data, Tensor) else None
+
+
 def take(data: Tensor | list[str], index: Tensor, device: torch.device) -> Tensor | list[str]:
     """Rows ``index`` of images ``[N, ...]`` (moved to ``device``) or of a list of sentences."""
     return data[index].to(device) if isinstance(data, Tensor) else [data[i] for i in index.tolist()]

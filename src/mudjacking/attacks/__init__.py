@@ -1,6 +1,24 @@
 """Attacks that researchers evaluate Mudjacking against; each registers itself by name."""
 
+from mudjacking.attacks import trigger_variants  # noqa: F401  (registers the trigger variants)
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder
-from mudjacking.attacks.registry import get_attack, register_attack, registered_attacks
+from mudjacking.attacks.registry import (
+    Attack,
+    TriggerRequest,
+    attack_named,
+    get_attack,
+    register_attack,
+    registered_attacks,
+)
 
-__all__ = ["AttackResult", "BadEncoderConfig", "badencoder", "get_attack", "register_attack", "registered_attacks"]
+__all__ = [
+    "Attack",
+    "AttackResult",
+    "BadEncoderConfig",
+    "TriggerRequest",
+    "attack_named",
+    "badencoder",
+    "get_attack",
+    "register_attack",
+    "registered_attacks",
+]

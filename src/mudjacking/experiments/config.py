@@ -7,6 +7,8 @@ A file names a built-in setting and overrides any of its fields::
     seeds = [0, 1, 2]
     methods = ["mudjacking", "locality-only", "contrastive", "no-L_gen", "oracle-trigger"]
 
+    attacks = ["badencoder", "blended"]   # registered attacks, each over every seed (default: the setting's own)
+
     [options]                         # fields of ImageSetting / TextSetting (nested tables for attack, patch ...)
     test_size = 5000
 
@@ -46,6 +48,8 @@ class ExperimentConfig(BaseModel):
     setting: str
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     methods: list[str] = Field(default_factory=lambda: list(BUILTIN_METHODS), min_length=1)
+    # registered attacks to run one after another (each over every seed and method); empty: the setting's own
+    attacks: list[str] = Field(default_factory=list)
     options: dict[str, Any] = Field(default_factory=dict)
     contrastive: dict[str, Any] = Field(default_factory=dict)
     ablations: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -78,18 +82,21 @@ class ExperimentConfig(BaseModel):
         wrong = [m for m in self.retrained if m not in scored]
         if wrong:
             raise ConfigError(f"retrained names models not in this experiment {wrong}: use {sorted(scored)}")
-        self.setting_config(self.seeds[0])
+        for attack in self.attacks or [None]:
+            self.setting_config(self.seeds[0], attack)
         self.contrastive_config()
 
     def all_methods(self) -> list[str]:
         """The methods listed, then every ablation not already listed."""
         return [*self.methods, *[name for name in self.ablations if name not in self.methods]]
 
-    def setting_config(self, seed: int) -> Setting:
-        """The setting's dataclass with the file's options, for one seed. A nested section such as
-        ``[options.patch]`` changes only the fields it names; the rest keep the setting's own recipe."""
+    def setting_config(self, seed: int, attack: str | None = None) -> Setting:
+        """The setting's dataclass with the file's options, for one seed (and ``attack`` as its ``attack_kind``).
+        A nested section such as ``[options.patch]`` changes only the fields it names; the rest keep the
+        setting's own recipe."""
         kind = setting_class(self.setting)
-        return _validated(kind, {**_over_defaults(kind(), self.options), "seed": seed}, "options")
+        values = {**_over_defaults(kind(), self.options), "seed": seed} | ({"attack_kind": attack} if attack else {})
+        return _validated(kind, values, "attacks" if attack else "options")
 
     def contrastive_config(self) -> ContrastiveConfig:
         return _validated(ContrastiveConfig, self.contrastive, "contrastive")

@@ -24,7 +24,11 @@ def run_experiment(config: ExperimentConfig, out: str | Path, show_progress: boo
     """Runs every seed and writes ``report.json``, ``report.md`` and ``report.html`` into ``out``."""
     started = time.perf_counter()
     with atomic_output_dir(out, overwrite=True) as staging:
-        seeds = [_run_seed(config, seed, staging / f"seed-{seed}", show_progress) for seed in config.seeds]
+        seeds = [
+            _run_seed(config, seed, staging, attack, show_progress)
+            for attack in config.attacks or [None]
+            for seed in config.seeds
+        ]
         report = {
             "experiment": config.name,
             "config": config.model_dump(),
@@ -39,28 +43,41 @@ def run_experiment(config: ExperimentConfig, out: str | Path, show_progress: boo
     return report
 
 
-def _run_seed(config: ExperimentConfig, seed: int, directory: Path, show_progress: bool) -> dict[str, Any]:
+def _run_seed(
+    config: ExperimentConfig, seed: int, root: Path, attack: str | None, show_progress: bool
+) -> dict[str, Any]:
+    """One seed (of one attack, when the experiment names several) into ``root/[ATTACK/]seed-N``."""
+    folder = f"seed-{seed}" if attack is None else f"{attack}/seed-{seed}"
+    directory = root / folder
     directory.mkdir(parents=True)
     scoring = Scoring(include_clean=config.include_clean_model, retrained=tuple(config.retrained))
+    setting = config.setting_config(seed, attack)
     run = run_pipeline(
-        config.setting_config(seed),
+        setting,
         directory,
         config.all_methods(),
         config.ablations,
         config.contrastive_config(),
         scoring,
         show_progress,
+        keep_going=bool(config.attacks),  # an attack suite records a refusal as that attack's result
     )
     recovered = run.recovered
+    rows = seed_rows(run.scores, {name: result.seconds for name, result in run.results.items()})
     return {
         "seed": seed,
+        "attack_kind": setting.attack_kind,
+        "folder": folder,
+        "refused": run.refused,
         "bug": run.scenario.bug.summary(),
         "bug_task": next(iter(run.scenario.tasks)),
-        "trigger": {"quality": recovered.quality, "pictures": recovered.pictures, "details": recovered.details},
-        "trigger_recovery_seconds": round(recovered.seconds, 2),
+        "trigger": None
+        if recovered is None
+        else {"quality": recovered.quality, "pictures": recovered.pictures, "details": recovered.details},
+        "trigger_recovery_seconds": None if recovered is None else round(recovered.seconds, 2),
         "attack": run.scenario.attack,
         "defences": {name: result.summary() for name, result in run.results.items()},
         "targets": {name: task.targets for name, task in run.scenario.tasks.items()},
-        "rows": seed_rows(run.scores, {name: result.seconds for name, result in run.results.items()}),
+        "rows": rows if attack is None else [{"attack": attack, **row} for row in rows],
         "timings_seconds": run.scenario.laps.with_total(),
     }

@@ -49,14 +49,15 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of every metric, per model × task × classifier; ``bug_fixed`` as a count."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    """Mean ± std over seeds of every metric, per (attack ×) model × task × classifier; ``bug_fixed`` as a count."""
+    groups: dict[tuple[str | None, str, str, str], list[dict[str, Any]]] = {}
     for seed in seeds:
         for row in seed["rows"]:
-            groups.setdefault((row["model"], row["task"], row["classifier"]), []).append(row)
+            groups.setdefault((row.get("attack"), row["model"], row["task"], row["classifier"]), []).append(row)
     table = []
-    for (model, task, kind), rows in groups.items():
-        entry: dict[str, Any] = {"model": model, "task": task, "classifier": kind, "seeds": len(rows)}
+    for (attack, model, task, kind), rows in groups.items():
+        entry: dict[str, Any] = {} if attack is None else {"attack": attack}
+        entry |= {"model": model, "task": task, "classifier": kind, "seeds": len(rows)}
         for metric in (*METRICS, "acc_drop_points"):
             entry[metric] = _mean_std([row[metric] for row in rows])
         for metric in RETRAINED:

@@ -22,7 +22,7 @@ from mudjacking.pipeline.scenario import Scenario
 from mudjacking.pipeline.settings.registry import Setting
 from mudjacking.report.artifacts import write_recovery
 from mudjacking.report.plots import plot_loss_curves
-from mudjacking.triggers import Trigger
+from mudjacking.triggers import Trigger, TriggerNotFound
 from mudjacking.triggers.recover import recover_trigger
 
 
@@ -64,11 +64,12 @@ class PipelineRun:
     """
 
     scenario: Scenario
-    recovered: RecoveredTrigger
+    recovered: RecoveredTrigger | None
     results: dict[str, PatchResult]
     scores: dict[str, dict[str, dict[str, Any]]]
     control: dict[str, dict[str, dict[str, float]]] | None = None
     models: dict[str, Encoder] = field(default_factory=dict)
+    refused: str | None = None  # why no defence ran (trigger recovery refused), with ``keep_going``
 
 
 def recover(scenario: Scenario, reverse: Any, directory: Path) -> RecoveredTrigger:
@@ -95,12 +96,26 @@ def run_pipeline(
     contrastive: ContrastiveConfig | None = None,
     scoring: Scoring = Scoring(),
     show_progress: bool = True,
+    keep_going: bool = False,
 ) -> PipelineRun:
     """Prepares the setting's scenario, recovers the trigger, runs ``methods`` (Mudjacking first; it sets every
-    other method's budget) and scores every model; writes the bug, trigger and loss-curve files into ``directory``."""
+    other method's budget) and scores every model; writes the bug, trigger and loss-curve files into ``directory``.
+
+    When trigger recovery refuses (``TriggerNotFound``), ``keep_going`` scores the clean and backdoored models
+    alone and returns the refusal in ``refused`` (an attack suite records it as that attack's result); otherwise
+    the refusal propagates."""
     scenario = setting.prepare(show_progress)
     save_bug_report(scenario.bug, directory / "bug")
-    recovered = recover(scenario, setting.reverse, directory)
+    try:
+        recovered = recover(scenario, setting.reverse, directory)
+    except TriggerNotFound as error:
+        if not keep_going:
+            raise
+        models = {"clean": scenario.clean} if scoring.include_clean else {}
+        models["backdoored"] = scenario.backdoored
+        scores = _scores(scenario, models, scoring, setting.seed)
+        scenario.laps.lap("evaluate")
+        return PipelineRun(scenario, None, {}, scores, None, models, refused=str(error))
     scenario.laps.lap("reverse_trigger")
     results = run_defences(
         scenario.defence_inputs(recovered.trigger),
@@ -118,23 +133,7 @@ def run_pipeline(
 
     models = {"clean": scenario.clean} if scoring.include_clean else {}
     models |= {"backdoored": scenario.backdoored, **{name: result.encoder for name, result in results.items()}}
-    first = next(iter(scenario.tasks))
-    scores = {
-        name: evaluate_models(
-            models,
-            task.train,
-            task.test,
-            scenario.true_trigger,
-            task.targets,
-            scenario.bug if name == first else None,
-            tuple(task.probes),
-            deployed_on="backdoored",
-            seed=setting.seed,
-            retrain=scoring.retrained,
-            deployed_probes=task.probes,
-        )
-        for name, task in scenario.tasks.items()
-    }
+    scores = _scores(scenario, models, scoring, setting.seed)
     control = None
     if scoring.control and setting.control_trigger() is not None:
         compared = {"backdoored": scenario.backdoored, "mudjacking": results["mudjacking"].encoder}
@@ -145,3 +144,26 @@ def run_pipeline(
         control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
     scenario.laps.lap("evaluate")
     return PipelineRun(scenario, recovered, results, scores, control, models)
+
+
+def _scores(
+    scenario: Scenario, models: dict[str, Encoder], scoring: Scoring, seed: int
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every model on every task, through the customers' deployed classifiers (and retrained ones where asked)."""
+    first = next(iter(scenario.tasks))
+    return {
+        name: evaluate_models(
+            models,
+            task.train,
+            task.test,
+            scenario.true_trigger,
+            task.targets,
+            scenario.bug if name == first else None,
+            tuple(task.probes),
+            deployed_on="backdoored",
+            seed=seed,
+            retrain=tuple(model for model in scoring.retrained if model in models),
+            deployed_probes=task.probes,
+        )
+        for name, task in scenario.tasks.items()
+    }

@@ -12,7 +12,8 @@ from typing import Any
 
 from torch import Tensor
 
-from mudjacking.attacks.badencoder import BadEncoderConfig, badencoder
+from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.attacks.registry import attack_named
 from mudjacking.data.bug_report import BugReport
 from mudjacking.defences.registry import DefenceInputs
 from mudjacking.encoders.base import Encoder
@@ -74,6 +75,7 @@ class Deployment:
     customers' tasks and how the first one's bug is picked.
 
     Args:
+        attack_kind: the registered attack (``mudjacking.attacks.registry``) that backdoors the clean model.
         attacker_targets: class per task fixed by the attacker's design (else: what each classifier gives the
             references' embedding).
         bug_caused_by_trigger: keep only bugs classified correctly without the trigger.
@@ -89,6 +91,7 @@ class Deployment:
     attack: BadEncoderConfig
     probe_kinds: tuple[str, ...]
     seed: int
+    attack_kind: str = "badencoder"
     attacker_targets: dict[str, int] = field(default_factory=dict)
     bug_caused_by_trigger: bool = True
     about: dict[str, Any] = field(default_factory=dict)
@@ -97,7 +100,7 @@ class Deployment:
 def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = True) -> Scenario:
     """Backdoors the clean model, deploys every customer's classifiers on it and finds a real bug in the first
     task: the steps every setting shares."""
-    attack = badencoder(
+    attack = attack_named(deployment.attack_kind).run(
         deployment.clean,
         deployment.shadow,
         deployment.references,

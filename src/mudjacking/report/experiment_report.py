@@ -20,13 +20,20 @@ def _pm(stats: dict[str, float] | None, scale: float = 100.0, digits: int = 1) -
     return f"{scale * stats['mean']:.{digits}f} ± {scale * stats['std']:.{digits}f}"
 
 
+def _by_attack(report: dict[str, Any]) -> bool:
+    return any("attack" in row for row in report["table"])
+
+
 def table_lines(report: dict[str, Any]) -> list[list[str]]:
-    """Header and rows of the experiment table, as strings."""
-    header = ["task", "classifier", "model", *[label for _, label in COLUMNS], "ACC drop (pts)", "x_b fixed", "time s"]
+    """Header and rows of the experiment table, as strings (an ``attack`` column first when it ran several)."""
+    attack = ["attack"] if _by_attack(report) else []
+    header = [*attack, "task", "classifier", "model", *[label for _, label in COLUMNS], "ACC drop (pts)", "x_b fixed",
+              "time s"]  # fmt: skip
     rows = [header]
     for row in report["table"]:
         rows.append(
             [
+                *([row["attack"]] if attack else []),
                 row["task"],
                 row["classifier"],
                 row["model"],
@@ -42,9 +49,11 @@ def table_lines(report: dict[str, Any]) -> list[list[str]]:
 def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
     """Header and rows of the second table: models also scored with a classifier retrained on their own
     embeddings (empty when none were)."""
-    header = ["task", "classifier", "model", "ACC %", "ASR %", "ACC drop (pts)"]
+    attack = ["attack"] if _by_attack(report) else []
+    header = [*attack, "task", "classifier", "model", "ACC %", "ASR %", "ACC drop (pts)"]
     rows = [
         [
+            *([row["attack"]] if attack else []),
             row["task"],
             row["classifier"],
             row["model"],
@@ -72,13 +81,19 @@ def _markdown_table(lines: list[list[str]]) -> list[str]:
     ]
 
 
+def _seed_name(seed: dict[str, Any]) -> str:
+    return seed.get("folder", f"seed-{seed['seed']}").replace("/", ", ")
+
+
 def _trigger_line(seed: dict[str, Any]) -> str:
+    if seed.get("trigger") is None:
+        return f"{_seed_name(seed)}: trigger recovery REFUSED, so no defence ran: {seed.get('refused')}"
     quality = seed["trigger"]["quality"]
     if "iou" in quality:
         return (
-            f"seed {seed['seed']}: recovered {quality['pixels']} pixels, IoU with the true trigger {quality['iou']:.2f}"
+            f"{_seed_name(seed)}: recovered {quality['pixels']} pixels, IoU with the true trigger {quality['iou']:.2f}"
         )
-    return f"seed {seed['seed']}: recovered words {quality['words']}, exact match {quality['exact_match']}"
+    return f"{_seed_name(seed)}: recovered words {quality['words']}, exact match {quality['exact_match']}"
 
 
 def write_markdown_report(report: dict[str, Any], path: Path) -> None:
@@ -115,16 +130,17 @@ def _data_uri(path: Path) -> str:
 def _bar_pictures(report: dict[str, Any], directory: Path) -> list[tuple[str, str]]:
     """ACC/ASR bars per task and classifier (mean over seeds), as data URIs."""
     pictures = []
-    groups: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    groups: dict[tuple[str, str, str], dict[str, dict[str, float]]] = {}
     for row in report["table"]:
-        groups.setdefault((row["task"], row["classifier"]), {})[row["model"]] = {
+        groups.setdefault((row.get("attack", ""), row["task"], row["classifier"]), {})[row["model"]] = {
             "ACC": row["ACC"]["mean"],
             "ASR": row["ASR"]["mean"],
         }
-    for index, ((task, kind), rows) in enumerate(groups.items()):
+    for index, ((attack, task, kind), rows) in enumerate(groups.items()):
         path = directory / f"bars_{index}.png"
-        plot_method_bars(rows, path, f"{task}: {kind} classifier (mean over seeds)")
-        pictures.append((f"ACC and ASR per defence — {task}, {kind} classifier", _data_uri(path)))
+        where = f"{attack + ', ' if attack else ''}{task}"
+        plot_method_bars(rows, path, f"{where}: {kind} classifier (mean over seeds)")
+        pictures.append((f"ACC and ASR per defence — {where}, {kind} classifier", _data_uri(path)))
         path.unlink()
     return pictures
 
@@ -133,7 +149,8 @@ TEMPLATE = """{% macro figure(caption, uri) %}
 <figure><img src="{{ uri }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
 {% endmacro %}{% macro table(id, lines) %}
 <table id="{{ id }}"><thead><tr>{% for h in lines[0] %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
-{% for row in lines[1:] %}<tr class="{{ row[2] }}">{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% set names = lines[0].index('model') %}{% for row in lines[1:] %}<tr class="{{ row[names] }}">
+{%- for cell in row %}<td{% if loop.index0 <= names %} class="name"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
 {% endmacro %}<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>mudjacking experiment: {{ name }}</title>
@@ -141,7 +158,7 @@ TEMPLATE = """{% macro figure(caption, uri) %}
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; font-size: 13px; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
-th { background: #f0f0f0; } td:nth-child(-n+3) { text-align: left; }
+th { background: #f0f0f0; } td.name { text-align: left; }
 tr.mudjacking td { background: #eef7ee; font-weight: 600; }
 figure { display: inline-block; margin: 0.5em; vertical-align: top; }
 figcaption { font-size: 12px; color: #555; max-width: 560px; }
@@ -157,7 +174,7 @@ backdoored model), mean ± std over seeds.</p>
 <h2>What the patch did</h2>
 {% for caption, uri in bars %}{{ figure(caption, uri) }}{% endfor %}
 <h2>Trigger recovery and patching, per seed</h2>
-{% for seed in per_seed %}<h3>Seed {{ seed.seed }}</h3><p>{{ seed.line }}. Bug: <code>{{ seed.bug }}</code></p>
+{% for seed in per_seed %}<h3>{{ seed.name }}</h3><p>{{ seed.line }}. Bug: <code>{{ seed.bug }}</code></p>
 {% for caption, uri in seed.pictures %}{{ figure(caption, uri) }}{% endfor %}{% endfor %}
 <h2>Environment</h2><pre>{{ environment }}</pre>
 </body></html>
@@ -176,12 +193,13 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
     lines = table_lines(report)
     per_seed = []
     for seed in report["seeds"]:
-        folder = directory / f"seed-{seed['seed']}"
-        pictures = [(CAPTIONS[key], _data_uri(folder / name)) for key, name in seed["trigger"]["pictures"].items()]
+        folder = directory / seed.get("folder", f"seed-{seed['seed']}")
+        shown = (seed["trigger"] or {}).get("pictures", {})
+        pictures = [(CAPTIONS[key], _data_uri(folder / name)) for key, name in shown.items()]
         bug = seed["bug"].get("bug_input")
         per_seed.append(
             {
-                "seed": seed["seed"],
+                "name": _seed_name(seed),
                 "line": _trigger_line(seed),
                 "pictures": pictures,
                 "bug": bug if isinstance(bug, str) else "image",

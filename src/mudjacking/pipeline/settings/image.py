@@ -8,12 +8,14 @@ MobileNetV2 leaves no time for an attack, a patch and four evaluations within th
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.data.builtin import LabeledImages, load_demo_images, load_digits_images, load_photo_crops
 from mudjacking.encoders.architectures import ConvEncoderNet
 from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
@@ -40,6 +42,7 @@ class ImageSetting:
     trigger_size: side of the white square trigger, placed 1 pixel from the bottom-right corner.
     pretrain: SimCLR settings.
     attack: BadEncoder settings.
+    attack_kind: the registered attack that backdoors the clean model (``mudjacking attack --kind``).
     shadow_size: unlabeled images the attacker fine-tunes on.
     reference_count: target-class images the attacker aims triggered inputs at.
     patching_size: clean, unlabeled images in the patching set D.
@@ -67,6 +70,7 @@ class ImageSetting:
     trigger_size: int = 5
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=200))
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=5))
+    attack_kind: str = "badencoder"
     shadow_size: int = 5000
     reference_count: int = 10
     patching_size: int = 2000
@@ -84,6 +88,7 @@ class ImageSetting:
             raise ConfigError("trigger_size and the set sizes must be positive")
         if self.photo_crops < 0:
             raise ConfigError(f"photo_crops must be >= 0, got {self.photo_crops}")
+        attack_named(self.attack_kind, "image")  # an unknown attack is refused before any work
         self.pretrain = replace(self.pretrain, seed=self.seed)
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)
@@ -139,7 +144,15 @@ def clean_image_model(config: ImageSetting, pretraining: torch.Tensor, show_prog
     with SimCLR on ``pretraining``."""
     if config.foundation_model:
         return load_encoder(config.foundation_model)
-    return pretrain_simclr(new_demo_encoder(pretraining.shape[1]), pretraining, config.pretrain, show_progress)
+    key = (config.seed, repr(config.pretrain), tuple(pretraining.shape), float(pretraining.sum()))
+    if key not in _PRETRAINED:  # an attack suite attacks one clean model per seed: pre-train it once
+        _PRETRAINED[key] = pretrain_simclr(
+            new_demo_encoder(pretraining.shape[1]), pretraining, config.pretrain, show_progress
+        )
+    return copy.deepcopy(_PRETRAINED[key])
+
+
+_PRETRAINED: dict[tuple[Any, ...], Encoder] = {}
 
 
 def _task(data: LabeledImages, train: tuple[torch.Tensor, torch.Tensor], test_size: int) -> DownstreamTask:
@@ -154,7 +167,8 @@ def prepare_image_scenario(setting: ImageSetting, show_progress: bool = True) ->
     data = load_demo_images()
     splits = image_splits(data, setting)
     shape = tuple(data.train_images.shape[1:])
-    trigger = ImageTrigger.square(shape, setting.trigger_size)
+    square = ImageTrigger.square(shape, setting.trigger_size)
+    trigger = attack_named(setting.attack_kind).trigger_for(TriggerRequest(square, shape, setting.seed))
     laps.lap("load_data")
     clean = clean_image_model(setting, splits["pretraining"], show_progress)
     laps.lap("pretrain")
@@ -173,6 +187,7 @@ def prepare_image_scenario(setting: ImageSetting, show_progress: bool = True) ->
         setting.attack,
         setting.probe_kinds,
         setting.seed,
+        setting.attack_kind,
         attacker_targets={data.name: setting.target_label},  # the attacker's class, by design
         bug_caused_by_trigger=setting.bug_caused_by_trigger,
         about={"dataset": data.name, "foundation_model": setting.foundation_model},

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
+from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.errors import ConfigError, DataError
@@ -57,6 +58,7 @@ class TextSetting:
     test_size: labeled test sentences per task (fewer if the split holds fewer).
     probe_kinds: downstream classifiers ("linear", "mlp").
     attack: BadEncoder settings.
+    attack_kind: the registered attack that backdoors the clean model (``mudjacking attack --kind``).
     patch: Mudjacking settings; the locality-only baseline reuses them with the same number of epochs.
     reverse: trigger recovery settings (span length, verification thresholds).
     whole_model_lr: learning rate when the whole model is fine-tuned (the locality-only baseline).
@@ -76,6 +78,7 @@ class TextSetting:
     test_size: tuple[int, int] = (800, 500)
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
     attack: BadEncoderConfig = field(default_factory=lambda: BadEncoderConfig(epochs=1, batch_size=32, lr=2e-4))
+    attack_kind: str = "badencoder"
     patch: PatchConfig = field(default_factory=text_recipe)
     reverse: TextReverseConfig = field(default_factory=TextReverseConfig)
     whole_model_lr: float = WHOLE_TEXT_MODEL_LR
@@ -84,6 +87,7 @@ class TextSetting:
     def __post_init__(self) -> None:
         if not self.trigger_words or not self.target_sentences or self.max_length < 8 or self.news_words < 4:
             raise ConfigError("need a trigger word, a target sentence, max_length >= 8 and news_words >= 4")
+        attack_named(self.attack_kind, "text")  # an unknown attack is refused before any work
         self.attack = replace(self.attack, seed=self.seed)
         self.patch = replace(self.patch, seed=self.seed)
         self.reverse = replace(self.reverse, seed=self.seed)
@@ -163,12 +167,15 @@ def prepare_text_scenario(setting: TextSetting, show_progress: bool = True) -> S
         clean,
         splits["shadow"],
         splits["references"],
-        TextTrigger(list(setting.trigger_words), seed=setting.seed),
+        attack_named(setting.attack_kind).trigger_for(
+            TriggerRequest(TextTrigger(list(setting.trigger_words), seed=setting.seed), None, setting.seed)
+        ),
         splits["patching"],
         tasks,
         setting.attack,
         setting.probe_kinds,
         setting.seed,
+        setting.attack_kind,
         about={"model": str(model_path)},
     )
     return attack_and_deploy(deployment, laps, show_progress)

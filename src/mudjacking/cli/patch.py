@@ -1,0 +1,191 @@
+"""``mudjacking patch``: a user's model, bug report and patching set -> the patched model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mudjacking.cli.common import (
+    EXIT_CODES,
+    GOALS_NOT_MET,
+    AllowPickle,
+    Force,
+    ImageMean,
+    ImageStd,
+    Overwrite,
+    Seed,
+    Threads,
+    app,
+    console,
+    errors,
+    floats_option,
+    reverse_settings,
+    set_threads,
+    user_errors,
+)
+from mudjacking.recipes import RECIPES
+
+
+def _defaults(field: str) -> str:
+    """``(default: image X; text Y)`` for a ``PatchConfig`` field, from the recipes."""
+    values = {modality: getattr(recipe.make(), field) for modality, recipe in RECIPES.items()}
+    shown = {m: ", ".join(v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v)
+             for m, v in values.items()}  # fmt: skip
+    return f"(default: {'; '.join(f'{m} {v}' for m, v in shown.items())})"
+
+
+def _recipe(help: str, field: str, more: str = "") -> typer.models.OptionInfo:
+    """A ``patch`` option whose default comes from the modality's recipe; the help shows both defaults."""
+    return typer.Option(help=f"{help} {_defaults(field)}{more}.")
+
+
+@app.command(epilog=EXIT_CODES)
+def patch(
+    model: Annotated[Path, typer.Option(help="Backdoored model: save_pretrained or mudjacking directory.")],
+    bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
+    data: Annotated[
+        Path, typer.Option(help="Patching set: folder of clean images (or npz with x); for text .txt or .jsonl.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder for the patched model and report.")],
+    trigger: Annotated[
+        Path | None, typer.Option(help="Known trigger (npz, or JSON for text); skips reverse-engineering.")
+    ] = None,
+    lr: Annotated[
+        float | None,
+        _recipe(
+            "Learning rate",
+            "lr",
+            "; a whole-model patch of a model over 100k parameters scales it by sqrt(100k / parameters)",
+        ),
+    ] = None,
+    epochs: Annotated[int | None, _recipe("Maximum epochs over the patching set", "max_epochs")] = None,
+    batch_size: Annotated[int | None, _recipe("Clean inputs per step", "batch_size")] = None,
+    lambda_gen: Annotated[float | None, _recipe("Weight of generalizability", "lambda_gen")] = None,
+    lambda_eff: Annotated[float | None, _recipe("Weight of effectiveness", "lambda_eff")] = None,
+    optimizer: Annotated[str | None, _recipe("adam or sgd", "optimizer")] = None,
+    train: Annotated[list[str] | None, _recipe("Parameter-name patterns to train (repeatable)", "trainable")] = None,
+    early_stop: Annotated[bool | None, _recipe("Stop once the goals are met on held-out data", "early_stop")] = None,
+    trigger_tokens_only: Annotated[
+        bool | None,
+        _recipe(
+            "Text: train only the trigger words' embedding rows (other sentences embed as before); common "
+            "trigger words switch it off",
+            "trigger_tokens_only",
+        ),
+    ] = None,
+    effectiveness_target: Annotated[
+        str | None,
+        _recipe(
+            "L_e aims x_b at: reference (h'(x_r), the paper's), original_reference (h(x_r), held fixed) or "
+            "clean_bug (x_b without its trigger)",
+            "effectiveness_target",
+        ),
+    ] = None,
+    augmented_copies: Annotated[
+        int | None,
+        _recipe("Images: augmented copies of each patching image, so locality holds around D", "augmented_copies"),
+    ] = None,
+    whitened_locality: Annotated[
+        float | None, _recipe("Weight of locality measured in D's whitened embedding space", "whitened_locality")
+    ] = None,
+    lr_schedule: Annotated[
+        str | None, _recipe("constant or cosine (decays to 0 over the epochs)", "lr_schedule")
+    ] = None,
+    centring: Annotated[
+        str | None,
+        _recipe("Similarities around D's mean embedding: auto (when D sits in a narrow cone), on or off", "centring"),
+    ] = None,
+    window: Annotated[
+        list[int] | None,
+        typer.Option(help="Images: occlusion window for trigger recovery (repeatable) (default: 3 5 7)."),
+    ] = None,
+    max_span: Annotated[
+        int | None, typer.Option(help="Text: longest phrase scored as one trigger candidate (default: 5).")
+    ] = None,
+    image_mean: ImageMean = None,
+    image_std: ImageStd = None,
+    force: Force = False,
+    seed: Seed = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    allow_pickle: AllowPickle = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 0,
+) -> None:
+    """Patch a model from one bug report; writes the patched model, weight delta, trigger and report.json.
+
+    Defaults follow the model's modality (each option shows both); the report records the settings used.
+    """
+    from mudjacking.api import patch_files
+
+    set_threads(threads)
+    given = {
+        "lr": lr,
+        "max_epochs": epochs,
+        "batch_size": batch_size,
+        "lambda_gen": lambda_gen,
+        "lambda_eff": lambda_eff,
+        "optimizer": optimizer,
+        "trainable": tuple(train) if train else None,
+        "early_stop": early_stop,
+        "trigger_tokens_only": trigger_tokens_only,
+        "effectiveness_target": effectiveness_target,
+        "augmented_copies": augmented_copies,
+        "whitened_locality": whitened_locality,
+        "centring": centring,
+        "lr_schedule": lr_schedule,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
+    with user_errors():
+        report = patch_files(
+            model,
+            bug,
+            data,
+            out,
+            trigger,
+            reverse_config=reverse_settings(window, max_span, seed),
+            allow_pickle=allow_pickle,
+            overwrite=overwrite,
+            patch_options={**options, "seed": seed, "device": device},
+            force=force,
+            image_mean=floats_option(image_mean, "--image-mean"),
+            image_std=floats_option(image_std, "--image-std"),
+        )
+    _print_patch(report, out)
+    if not report["patch"]["goals_met"]:
+        raise typer.Exit(code=GOALS_NOT_MET)
+
+
+def _print_patch(report: dict, out: Path) -> None:
+    trigger = report["trigger"]
+    if trigger["source"] == "reverse-engineered":
+        check = trigger["verification"]
+        what = f"words {trigger['words']}" if "words" in trigger else f"{trigger['pixels']} pixels"
+        console.print(
+            f"trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way to "
+            f"x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
+            + ("" if trigger["verified"] else " [bold red]NOT VERIFIED (--force)[/]")
+        )
+    if "recipe_note" in report:
+        console.print(f"[yellow]note:[/] {report['recipe_note']}")
+    pulls = report["trigger_pull"]
+    last = report["patch"]["history"][-1]
+    console.print(
+        f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): trigger pull on held-out "
+        f"inputs {_shown(pulls['before'])} before, {_shown(pulls['after'])} after; held-out locality "
+        f"{last['holdout_locality']:.3f}; bug similarity {last['bug_similarity']:.3f}"
+    )
+    if report["patch"]["goals_met"]:
+        console.print(f"goals met; written to [bold]{out}[/]")
+    else:
+        errors.print(
+            f"[bold red]goals NOT met[/] (see {out}/report.json: patch.history); the model is written to {out} but "
+            "is not known to be fixed",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _shown(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
