@@ -81,6 +81,11 @@ def _markdown_table(lines: list[list[str]]) -> list[str]:
     ]
 
 
+def _seeds(report: dict[str, Any]) -> list[int]:
+    """The seeds run (each attack of a suite runs all of them)."""
+    return sorted({seed["seed"] for seed in report["seeds"]})
+
+
 def _seed_name(seed: dict[str, Any]) -> str:
     return seed.get("folder", f"seed-{seed['seed']}").replace("/", ", ")
 
@@ -106,7 +111,7 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
     text = [
         f"# Experiment: {report['experiment']}",
         "",
-        f"Seeds {[s['seed'] for s in report['seeds']]}; every defence had Mudjacking's budget (its epochs and seconds, "
+        f"Seeds {_seeds(report)}; every defence had Mudjacking's budget (its epochs and seconds, "
         "whichever ended first). "
         "Figures are the customers' deployed classifiers (trained on the backdoored model), mean ± std over seeds.",
         "",
@@ -211,7 +216,7 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
         .render(
             name=report["experiment"],
             setting=report["config"]["setting"],
-            seeds=[s["seed"] for s in report["seeds"]],
+            seeds=_seeds(report),
             total=f"{report['total_seconds']:.0f}",
             lines=lines,
             retrained=retrained_lines(report),
