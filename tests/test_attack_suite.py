@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,9 +35,13 @@ def test_the_image_variants_bring_the_triggers_they_name():
     assert torch.allclose(blended.mask, torch.full((28, 28), 0.15))  # everywhere, at alpha
     moved = _trigger("random-location")
     assert moved.anywhere and moved.num_pixels == 25
-    images = torch.zeros(64, 1, 28, 28)
-    corners = {tuple(torch.nonzero(image[0])[0].tolist()) for image in moved.apply(images)}
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.5
+    stamped = moved.apply(images)
+    corners = {tuple(torch.nonzero((image[0] == 1) | (image[0] == 0))[0].tolist()) for image in stamped}
     assert len(corners) > 10  # stamped at many places, not in one corner
+    assert torch.equal(moved.apply(images[5:6]), stamped[5:6])  # an image's place is its own, wherever it sits
+    found = ImageTrigger.checkerboard((1, 28, 28), 5, margin=10)  # recovered from x_b, away from the corner
+    assert found.iou(moved) == 1.0 and found.iou(replace(moved, anywhere=False)) == 0.0
     checker = _trigger("checkerboard")
     assert 0 < float((checker.pattern[0] * checker.mask).sum()) < checker.num_pixels  # dark and light squares
 

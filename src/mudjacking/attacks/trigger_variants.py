@@ -7,7 +7,7 @@ Each registers under its own name with the trigger it brings; the attack itself 
 - ``large-trigger``: a white square covering ~10 % of the image.
 - ``checkerboard``: a 5x5 black-and-white checkerboard (half its pixels are dark, like much of the image).
 - ``blended``: a fixed noise image blended into the whole input at α = 0.15 (no compact region at all).
-- ``random-location``: the 5x5 square stamped anywhere, so ``x_b`` shows it at one place of many.
+- ``random-location``: the 5x5 checkerboard stamped anywhere, so ``x_b`` shows it at one place of many.
 - ``phrase``: a five-word phrase inserted as one span (text).
 - ``common-word``: the common word "story" (text): its embedding row is read by ordinary sentences too.
 """
@@ -44,7 +44,8 @@ def _blended(request: TriggerRequest) -> ImageTrigger:
 
 
 def _anywhere(request: TriggerRequest) -> ImageTrigger:
-    return replace(ImageTrigger.square(request.input_shape, 5), anywhere=True)
+    # a white square is invisible on a white garment, and was learnt on 52% of placements only (5 attack epochs)
+    return replace(ImageTrigger.checkerboard(request.input_shape, 5), anywhere=True)
 
 
 def _phrase(request: TriggerRequest) -> TextTrigger:
@@ -60,7 +61,7 @@ IMAGE_VARIANTS = {
     "large-trigger": (_large, "BadEncoder, a white square over ~10% of the image"),
     "checkerboard": (_checkerboard, "BadEncoder, a 5x5 black-and-white checkerboard"),
     "blended": (_blended, f"BadEncoder, a noise image blended in at alpha {BLEND_ALPHA}"),
-    "random-location": (_anywhere, "BadEncoder, the 5x5 square stamped anywhere"),
+    "random-location": (_anywhere, "BadEncoder, a 5x5 checkerboard stamped anywhere"),
 }
 TEXT_VARIANTS = {
     "phrase": (_phrase, f"BadEncoder, the phrase {PHRASE!r} as the trigger"),

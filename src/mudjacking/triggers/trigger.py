@@ -63,8 +63,10 @@ class ImageTrigger:
 
     def apply(self, images: Tensor) -> Tensor:
         """Stamps the trigger on ``images`` ``[B, C, H, W]`` (differentiable in the images); an ``anywhere`` trigger
-        at places that depend only on each image's index, so repeated calls stamp alike."""
-        return self.apply_dilated(images, 0, torch.Generator().manual_seed(0))
+        at a place drawn from each image's own pixels, so an image is always stamped alike and different images at
+        different places (an attacker training on such stamps teaches the backdoor every place, and every model is
+        scored on the same triggered inputs)."""
+        return self.apply_dilated(images, 0, torch.Generator().manual_seed(0), by_content=True)
 
     def dilated(self, pixels: int) -> ImageTrigger:
         """The same pattern under the mask grown by ``pixels`` in every direction (8-connected)."""
@@ -93,9 +95,11 @@ class ImageTrigger:
         ]
         return torch.stack(shifts, 1)
 
-    def apply_dilated(self, images: Tensor, max_pixels: int, generator: torch.Generator | None = None) -> Tensor:
+    def apply_dilated(
+        self, images: Tensor, max_pixels: int, generator: torch.Generator | None = None, by_content: bool = False
+    ) -> Tensor:
         """Stamps each image with the mask grown by a random 0..``max_pixels`` pixels (same pattern); an
-        ``anywhere`` trigger also at a random place per image.
+        ``anywhere`` trigger also at a random place per image (``by_content``: drawn from the image's own pixels).
 
         A recovered mask can miss a rim of the real trigger; training on slightly grown stamps covers it.
         """
@@ -109,7 +113,10 @@ class ImageTrigger:
             masks = masks[torch.randint(max_pixels + 1, (batch,), generator=generator)]
         patterns = self.pattern[None]
         if self.anywhere:
-            shifts = self.offsets(batch, generator or torch.Generator().manual_seed(0), max_pixels).tolist()
+            by_index = generator or torch.Generator().manual_seed(0)
+            shifts = (
+                self._offsets_by_content(images) if by_content else self.offsets(batch, by_index, max_pixels)
+            ).tolist()
             masks = torch.stack([torch.roll(m, tuple(d), (0, 1)) for m, d in zip(masks, shifts, strict=True)])
             patterns = torch.stack([torch.roll(self.pattern, tuple(d), (1, 2)) for d in shifts])
         masks, patterns = masks[:, None].to(images), patterns.to(images)
@@ -117,8 +124,17 @@ class ImageTrigger:
             patterns = patterns.mean(1, keepdim=True).expand(-1, images.shape[1], -1, -1)
         return images * (1 - masks) + patterns * masks
 
+    def _offsets_by_content(self, images: Tensor) -> Tensor:
+        """One shift per image, drawn from a generator seeded by the image's bytes."""
+        rows = []
+        for image in images:
+            digest = zlib.crc32(image.detach().cpu().numpy().tobytes())
+            rows.append(self.offsets(1, torch.Generator().manual_seed(digest))[0])
+        return torch.stack(rows)
+
     def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
-        """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels (random draws)."""
+        """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels (random draws); an
+        ``anywhere`` trigger at shifts that depend on each image's place in the batch."""
         return self.apply_dilated(images, grow)
 
     def filled_from(self, inputs: Tensor) -> ImageTrigger:
@@ -131,10 +147,19 @@ class ImageTrigger:
         return replace(self, pattern=donor)
 
     def iou(self, other: ImageTrigger) -> float:
-        """Intersection over union of the two masks' supports."""
-        a, b = self.mask > 0, other.mask > 0
-        union = (a | b).sum().item()
-        return float((a & b).sum().item() / union) if union else 1.0
+        """Intersection over union of the two masks' supports; against an ``anywhere`` trigger, at the placement of
+        ``other`` that overlaps this mask best (where it sits in ``x_b`` is where the attacker put it that time)."""
+        if not other.anywhere:
+            return _support_iou(self.mask, other.mask)
+        rows, columns = torch.nonzero(other.mask > 0, as_tuple=True)
+        if len(rows) == 0:
+            return _support_iou(self.mask, other.mask)
+        height, width = other.mask.shape
+        return max(
+            _support_iou(self.mask, torch.roll(other.mask, (down, right), (0, 1)))
+            for down in range(-int(rows.min()), height - int(rows.max()))
+            for right in range(-int(columns.min()), width - int(columns.max()))
+        )
 
     @classmethod
     def square(cls, image_shape: tuple[int, int, int], size: int, value: float = 1.0, margin: int = 1) -> ImageTrigger:
@@ -212,6 +237,12 @@ class ImageTrigger:
             mask = torch.from_numpy((tm[..., 0] == 0).astype(np.float32))
             return cls(mask, torch.from_numpy(t.transpose(2, 0, 1).astype(np.float32) / 255.0))
         raise DataError(f"{path}: no trigger arrays (expected mask+pattern or t+tm); re-save the trigger")
+
+
+def _support_iou(a: Tensor, b: Tensor) -> float:
+    a, b = a > 0, b > 0
+    union = (a | b).sum().item()
+    return float((a & b).sum().item() / union) if union else 1.0
 
 
 @dataclass
