@@ -190,7 +190,6 @@ def build_text_case(work: Path, name: str, words: tuple[str, ...]) -> None:
         load_text_tasks,
         text_splits,
     )
-    from mudjacking.triggers.text_trigger import TextTrigger
 
     config = TextSetting(seed=0, trigger_words=words, test_size=(400, 250))
     _, clean = load_clean_text_model(config)

@@ -140,3 +140,28 @@ def tiny_bert_dir(tmp_path_factory):
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def tiny_text_options(model_dir, extra: str = "") -> str:
+    """The ``[options]`` of an experiment file for the text setting at toy size on the tiny BERT in ``model_dir``
+    (``extra``: more ``[options]`` lines). A random tiny BERT embeds everything within cosine 0.99: its "backdoor"
+    cannot verify, so recovery's thresholds are off."""
+    return f"""
+[options]
+model = "{model_dir}"
+{extra}
+shadow_size = [150, 100]
+patching_size = [100, 60]
+train_size = [300, 300]
+test_size = [150, 150]
+probe_kinds = ["linear"]
+[options.attack]
+epochs = 4
+lr = 2e-3
+[options.reverse]
+min_strength = -1.0
+min_release = -1.0
+[options.patch]
+lr = 1e-3
+max_epochs = 2
+"""

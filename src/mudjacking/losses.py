@@ -1,4 +1,5 @@
-"""Mudjacking's three loss terms as pure functions of embeddings (no model calls, no I/O).
+"""Mudjacking's three loss terms (and an attack's distribution distance) as pure functions of embeddings (no model
+calls, no I/O).
 
 ``s`` is the cosine similarity of normalised embeddings. With ``h`` the original and ``h'`` the patched model:
 
@@ -65,3 +66,17 @@ def weighted_total(
     """``L = L_l + λ_g·L_g + λ_e·L_e``; a term of weight 0 is left out, so it may be NaN (not computed)."""
     weighted = [(float(use_locality), locality), (lambda_gen, generalizability), (lambda_eff, effectiveness)]
     return sum(weight * term for weight, term in weighted if weight)
+
+
+def random_directions(dimension: int, count: int, seed: int = 0) -> Tensor:
+    """``count`` random unit vectors ``[dimension, count]``, the projections of :func:`sliced_wasserstein`."""
+    directions = torch.randn(dimension, count, generator=torch.Generator().manual_seed(seed))
+    return directions / directions.norm(dim=0, keepdim=True)
+
+
+def sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor) -> Tensor:
+    """Squared sliced Wasserstein-2 distance between the point clouds ``a`` and ``b`` (``[N, D]`` each, same N):
+    along each direction the sorted projections are matched one to one."""
+    projected_a = torch.sort(a @ directions, dim=0).values
+    projected_b = torch.sort(b @ directions, dim=0).values
+    return (projected_a - projected_b).pow(2).mean()

@@ -25,7 +25,7 @@ from mudjacking.attacks.registry import register_attack
 from mudjacking.batches import join, take, to_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
-from mudjacking.losses import cosine
+from mudjacking.losses import cosine, random_directions, sliced_wasserstein
 from mudjacking.progress import progress_bar
 from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
@@ -39,6 +39,9 @@ class BadEncoderConfig:
     lr: Adam learning rate.
     lambda_reference: λ1, weight of keeping the references' embeddings.
     lambda_utility: λ2, weight of keeping clean embeddings.
+    lambda_distribution: weight of keeping the triggered embeddings distributed like clean ones (sliced
+        Wasserstein distance between the two, as DRUPE does so that the backdoor hides from detectors looking for
+        a tight cluster); 0 is BadEncoder.
     seed: seeds shuffling.
     """
 
@@ -47,6 +50,7 @@ class BadEncoderConfig:
     lr: float = 1e-3
     lambda_reference: float = 1.0
     lambda_utility: float = 1.0
+    lambda_distribution: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +110,7 @@ def badencoder(
     reference_images = to_device(reference_images, device)
     reference_targets = encoder.embed(reference_images).to(device)
     steps = -(-len(shadow_images) // config.batch_size)
+    projections = random_directions(shadow_targets.shape[1], 64, config.seed).to(device)
     effectiveness = 0.0
     with progress_bar(config.epochs * steps, "BadEncoder attack", enabled=show_progress) as advance:
         for _ in range(config.epochs):
@@ -120,6 +125,10 @@ def badencoder(
                 loss_reference = -cosine(references, reference_targets).mean()
                 loss_utility = -cosine(clean, shadow_targets[index]).mean()
                 loss = loss_effect + config.lambda_reference * loss_reference + config.lambda_utility * loss_utility
+                if config.lambda_distribution:
+                    loss = loss + config.lambda_distribution * sliced_wasserstein(
+                        F.normalize(triggered, dim=-1), F.normalize(clean, dim=-1).detach(), projections
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

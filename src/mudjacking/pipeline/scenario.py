@@ -13,7 +13,8 @@ from typing import Any
 from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
-from mudjacking.attacks.registry import attack_named
+from mudjacking.attacks.registry import TriggerRequest, attack_named
+from mudjacking.batches import input_shape
 from mudjacking.data.bug_report import BugReport
 from mudjacking.defences.registry import DefenceInputs
 from mudjacking.encoders.base import Encoder
@@ -95,6 +96,25 @@ class Deployment:
     attacker_targets: dict[str, int] = field(default_factory=dict)
     bug_caused_by_trigger: bool = True
     about: dict[str, Any] = field(default_factory=dict)
+
+
+def deploy(
+    setting: Any,
+    modality: str,
+    clean: Encoder,
+    splits: dict[str, Any],
+    own_trigger: Trigger,
+    tasks: dict[str, DownstreamTask],
+    **extra: Any,
+) -> Deployment:
+    """A setting's deployment: its attack (with the trigger the attack brings, else ``own_trigger``), classifiers
+    and seed, over its data's ``shadow``, ``references`` and ``patching`` slices."""
+    request = TriggerRequest(own_trigger, input_shape(splits["patching"]), setting.seed)
+    trigger = attack_named(setting.attack_kind).trigger_for(request)
+    return Deployment(
+        modality, clean, splits["shadow"], splits["references"], trigger, splits["patching"], tasks, setting.attack,
+        setting.probe_kinds, setting.seed, setting.attack_kind, **extra,
+    )  # fmt: skip
 
 
 def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = True) -> Scenario:

@@ -15,14 +15,14 @@ from typing import Any
 import torch
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
-from mudjacking.attacks.registry import TriggerRequest, attack_named
+from mudjacking.attacks.registry import attack_named
 from mudjacking.data.builtin import LabeledImages, load_demo_images, load_digits_images, load_photo_crops
 from mudjacking.encoders.architectures import ConvEncoderNet
 from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
 from mudjacking.encoders.module import ModuleEncoder
 from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchConfig
-from mudjacking.pipeline.scenario import Deployment, DownstreamTask, Scenario, attack_and_deploy
+from mudjacking.pipeline.scenario import DownstreamTask, Scenario, attack_and_deploy, deploy
 from mudjacking.pipeline.settings.registry import register_setting
 from mudjacking.pretraining import PretrainConfig, pretrain_simclr
 from mudjacking.recipes import image_recipe
@@ -168,7 +168,6 @@ def prepare_image_scenario(setting: ImageSetting, show_progress: bool = True) ->
     splits = image_splits(data, setting)
     shape = tuple(data.train_images.shape[1:])
     square = ImageTrigger.square(shape, setting.trigger_size)
-    trigger = attack_named(setting.attack_kind).trigger_for(TriggerRequest(square, shape, setting.seed))
     laps.lap("load_data")
     clean = clean_image_model(setting, splits["pretraining"], show_progress)
     laps.lap("pretrain")
@@ -176,18 +175,13 @@ def prepare_image_scenario(setting: ImageSetting, show_progress: bool = True) ->
     if setting.digits_customer:
         digits = load_digits_images(setting.seed, size=shape[1:])
         tasks[digits.name] = _task(digits, (digits.train_images, digits.train_labels), setting.test_size)
-    deployment = Deployment(
+    deployment = deploy(
+        setting,
         "image",
         clean,
-        splits["shadow"],
-        splits["references"],
-        trigger,
-        splits["patching"],
+        splits,
+        square,
         tasks,
-        setting.attack,
-        setting.probe_kinds,
-        setting.seed,
-        setting.attack_kind,
         attacker_targets={data.name: setting.target_label},  # the attacker's class, by design
         bug_caused_by_trigger=setting.bug_caused_by_trigger,
         about={"dataset": data.name, "foundation_model": setting.foundation_model},

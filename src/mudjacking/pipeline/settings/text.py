@@ -14,12 +14,12 @@ from typing import Any
 import torch
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
-from mudjacking.attacks.registry import TriggerRequest, attack_named
+from mudjacking.attacks.registry import attack_named
 from mudjacking.data.text_sets import LabeledTexts, first_words, read_bbc_news, read_movie_review_snippets, split_texts
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.errors import ConfigError, DataError
 from mudjacking.patching import PatchConfig
-from mudjacking.pipeline.scenario import Deployment, DownstreamTask, Scenario, attack_and_deploy
+from mudjacking.pipeline.scenario import DownstreamTask, Scenario, attack_and_deploy, deploy
 from mudjacking.pipeline.settings.registry import register_setting
 from mudjacking.recipes import WHOLE_TEXT_MODEL_LR, text_recipe
 from mudjacking.timing import Laps
@@ -162,20 +162,6 @@ def prepare_text_scenario(setting: TextSetting, show_progress: bool = True) -> S
         name: DownstreamTask(name, list(task.class_names), splits["train"][name], splits["test"][name])
         for name, task in labeled.items()
     }
-    deployment = Deployment(
-        "text",
-        clean,
-        splits["shadow"],
-        splits["references"],
-        attack_named(setting.attack_kind).trigger_for(
-            TriggerRequest(TextTrigger(list(setting.trigger_words), seed=setting.seed), None, setting.seed)
-        ),
-        splits["patching"],
-        tasks,
-        setting.attack,
-        setting.probe_kinds,
-        setting.seed,
-        setting.attack_kind,
-        about={"model": str(model_path)},
-    )
+    own = TextTrigger(list(setting.trigger_words), seed=setting.seed)
+    deployment = deploy(setting, "text", clean, splits, own, tasks, about={"model": str(model_path)})
     return attack_and_deploy(deployment, laps, show_progress)
