@@ -91,6 +91,7 @@ def run_demo(
             "summary": summarise(run.scores, run.recovered.quality, run.control),
             "bug": scenario.bug.summary(),
             "trigger": run.recovered.details,
+            "recipe_note": run.recipe_note,
             "attack": scenario.attack,
             **patch_outputs,
             "baselines": {method: result.summary() for method, result in run.results.items() if method != "mudjacking"},

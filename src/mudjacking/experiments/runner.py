@@ -69,6 +69,7 @@ def _run_seed(
         "attack_kind": setting.attack_kind,
         "folder": folder,
         "refused": run.refused,
+        "recipe_note": run.recipe_note,
         "bug": run.scenario.bug.summary(),
         "bug_task": next(iter(run.scenario.tasks)),
         "trigger": None

@@ -20,6 +20,7 @@ from mudjacking.evaluation.compare import control_flip_rates, evaluate_models
 from mudjacking.patching import PatchResult
 from mudjacking.pipeline.scenario import Scenario
 from mudjacking.pipeline.settings.registry import Setting
+from mudjacking.recipes import adapt_recipe
 from mudjacking.report.artifacts import write_recovery
 from mudjacking.report.plots import plot_loss_curves
 from mudjacking.triggers import Trigger, TriggerNotFound
@@ -70,6 +71,7 @@ class PipelineRun:
     control: dict[str, dict[str, dict[str, float]]] | None = None
     models: dict[str, Encoder] = field(default_factory=dict)
     refused: str | None = None  # why no defence ran (trigger recovery refused), with ``keep_going``
+    recipe_note: str | None = None  # how the patch recipe was fitted to the trigger found, as `mudjacking patch` does
 
 
 def recover(scenario: Scenario, reverse: Any, directory: Path) -> RecoveredTrigger:
@@ -117,10 +119,11 @@ def run_pipeline(
         scenario.laps.lap("evaluate")
         return PipelineRun(scenario, None, {}, scores, None, models, refused=str(error))
     scenario.laps.lap("reverse_trigger")
+    patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set)
     results = run_defences(
         scenario.defence_inputs(recovered.trigger),
         methods,
-        setting.patch,
+        patch,
         setting.locality_only,
         contrastive or ContrastiveConfig(),
         ablations,
@@ -143,7 +146,7 @@ def run_pipeline(
         }
         control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
     scenario.laps.lap("evaluate")
-    return PipelineRun(scenario, recovered, results, scores, control, models)
+    return PipelineRun(scenario, recovered, results, scores, control, models, recipe_note=note)
 
 
 def _scores(
