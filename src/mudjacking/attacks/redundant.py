@@ -4,7 +4,6 @@ that releases the bug. Triggered inputs carry both copies; the attack trains on 
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import Tensor
 
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder
 from mudjacking.attacks.registry import TriggerRequest, register_attack
-from mudjacking.triggers.trigger import ImageTrigger
+from mudjacking.triggers.trigger import ImageTrigger, image_digest
 
 SIDE = 4
 
@@ -42,11 +41,7 @@ class EitherCopy:
 
     def apply(self, images: Tensor) -> Tensor:
         choices = [*self.copies, self.both]
-        stamped = [
-            choices[zlib.crc32(image.detach().cpu().numpy().tobytes()) % len(choices)].apply(image[None])
-            for image in images
-        ]
-        return torch.cat(stamped)
+        return torch.cat([choices[image_digest(image) % len(choices)].apply(image[None]) for image in images])
 
 
 @register_attack("redundant-trigger", two_corners, ("image",), "BadEncoder, two 4x4 squares, each sufficient alone")

@@ -8,7 +8,7 @@ folder, and returns typed results; what else is kept (models, tables, report fil
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,6 @@ class PipelineRun:
     results: dict[str, PatchResult]
     scores: dict[str, dict[str, dict[str, Any]]]
     control: dict[str, dict[str, dict[str, float]]] | None = None
-    models: dict[str, Encoder] = field(default_factory=dict)
     refused: str | None = None  # why no defence ran (trigger recovery refused), with ``keep_going``
     recipe_note: str | None = None  # how the patch recipe was fitted to the trigger found, as `mudjacking patch` does
 
@@ -113,11 +112,9 @@ def run_pipeline(
     except TriggerNotFound as error:
         if not keep_going:
             raise
-        models = {"clean": scenario.clean} if scoring.include_clean else {}
-        models["backdoored"] = scenario.backdoored
-        scores = _scores(scenario, models, scoring, setting.seed)
+        scores = _scores(scenario, _models(scenario, scoring, {}), scoring, setting.seed)
         scenario.laps.lap("evaluate")
-        return PipelineRun(scenario, None, {}, scores, None, models, refused=str(error))
+        return PipelineRun(scenario, None, {}, scores, refused=str(error))
     scenario.laps.lap("reverse_trigger")
     patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set)
     results = run_defences(
@@ -134,19 +131,24 @@ def run_pipeline(
     plot_loss_curves(results["mudjacking"].step_losses, directory / "loss_curves.png", title)
     recovered.pictures["losses"] = "loss_curves.png"
 
-    models = {"clean": scenario.clean} if scoring.include_clean else {}
-    models |= {"backdoored": scenario.backdoored, **{name: result.encoder for name, result in results.items()}}
-    scores = _scores(scenario, models, scoring, setting.seed)
+    scores = _scores(scenario, _models(scenario, scoring, results), scoring, setting.seed)
     control = None
-    if scoring.control and setting.control_trigger() is not None:
+    stamp = setting.control_trigger() if scoring.control else None
+    if stamp is not None:
         compared = {"backdoored": scenario.backdoored, "mudjacking": results["mudjacking"].encoder}
         per_task = {
-            name: control_flip_rates(compared, task.test, setting.control_trigger(), task.probes, task.targets)
+            name: control_flip_rates(compared, task.test, stamp, task.probes, task.targets)
             for name, task in scenario.tasks.items()
         }
         control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
     scenario.laps.lap("evaluate")
-    return PipelineRun(scenario, recovered, results, scores, control, models, recipe_note=note)
+    return PipelineRun(scenario, recovered, results, scores, control, recipe_note=note)
+
+
+def _models(scenario: Scenario, scoring: Scoring, results: dict[str, PatchResult]) -> dict[str, Encoder]:
+    """What is scored: the clean model (if asked), the backdoored one, and every defence's result, in that order."""
+    models = {"clean": scenario.clean} if scoring.include_clean else {}
+    return models | {"backdoored": scenario.backdoored, **{name: result.encoder for name, result in results.items()}}
 
 
 def _scores(

@@ -23,6 +23,12 @@ from mudjacking.data.images import DataError
 from mudjacking.errors import ConfigError
 
 
+def image_digest(image: Tensor) -> int:
+    """A number fixed by an image's pixels: seeds whatever a stamp draws per image, so the same image is always
+    stamped alike and different images differently."""
+    return zlib.crc32(image.detach().cpu().numpy().tobytes())
+
+
 @dataclass
 class ImageTrigger:
     """Args:
@@ -126,11 +132,7 @@ class ImageTrigger:
 
     def _offsets_by_content(self, images: Tensor) -> Tensor:
         """One shift per image, drawn from a generator seeded by the image's bytes."""
-        rows = []
-        for image in images:
-            digest = zlib.crc32(image.detach().cpu().numpy().tobytes())
-            rows.append(self.offsets(1, torch.Generator().manual_seed(digest))[0])
-        return torch.stack(rows)
+        return torch.stack([self.offsets(1, torch.Generator().manual_seed(image_digest(image)))[0] for image in images])
 
     def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
         """The patch loop's ``x ⊕ t``: :meth:`apply_dilated` with up to ``grow`` pixels (random draws); an
@@ -263,8 +265,7 @@ class RandomPatchTrigger:
         stamped = images.clone()
         channels, height, width = images.shape[1:]
         for index, image in enumerate(images):
-            digest = zlib.crc32(image.detach().cpu().numpy().tobytes())
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + digest)
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + image_digest(image))
             top = int(torch.randint(height - self.size + 1, (1,), generator=generator))
             left = int(torch.randint(width - self.size + 1, (1,), generator=generator))
             noise = torch.randint(2, (1, self.size, self.size), generator=generator).float().expand(channels, -1, -1)
