@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import TARGET
 
+from mudjacking.errors import ConfigError
 from mudjacking.evaluation import score_encoder
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.triggers import ReverseConfig, reverse_engineer_trigger
@@ -175,3 +176,18 @@ def test_a_trigger_answered_anywhere_gets_twice_the_passes_copies_and_whitening_
     assert config.whitened_locality == 2 * recipe.whitened_locality and "whitened" in note  # choices stand
     everything = {**given, "whitened_locality": 0.0}
     assert adapt_recipe(None, recipe, trigger, torch.rand(4, 1, 8, 8), everything) == (recipe, None)
+
+
+def test_bf16_forward_patch_removes_the_backdoor_and_keeps_float32_weights(backdoored):
+    config = PatchConfig(precision="bf16", max_epochs=10)
+    result = patch_encoder(
+        backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set, config, show_progress=False
+    )
+    assert _scores(backdoored, result.encoder).attack_success_rate < 0.2
+    assert all(p.dtype == torch.float32 for p in result.encoder.parameters())
+    assert 0 < result.step_seconds < result.seconds
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ConfigError, match="precision"):
+        PatchConfig(precision="fp8")

@@ -118,6 +118,10 @@ class PatchConfig:
             of post-ReLU pooled outputs), ``"on"`` or ``"off"`` force it.
         seed: seeds python, numpy and torch (shuffling, the hold-out split).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        precision: ``"fp32"``, or ``"bf16"``: the patched model's forward pass runs under bfloat16 autocast (the
+            weights, optimiser state and losses stay float32: a locality goal of 0.995 is finer than bfloat16's
+            three significant digits). Measured per step: ViT-B/16 3.8x faster on an H200, 2.6x on 2 CPU cores with
+            AVX-512 BF16; MobileNetV2 at 64 px 1.5x and 1.2x slower (too small to gain; the casts cost more).
     """
 
     lambda_gen: float = 1.0
@@ -148,6 +152,7 @@ class PatchConfig:
     centring: str = "auto"
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.trainable = tuple(self.trainable)
@@ -180,6 +185,8 @@ class PatchConfig:
             raise ConfigError(f"centring must be auto, on or off, got {self.centring!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
 @dataclass
@@ -210,6 +217,7 @@ class PatchResult:
     epochs: int = 0
     steps: int = 0
     seconds: float = 0.0
+    step_seconds: float = 0.0  # in optimiser steps alone (no planning, no goal checks)
     goals_met: bool = False
     trainable_parameters: int = 0
     geometry: EmbeddingGeometry | None = None
@@ -243,7 +251,7 @@ def select_parameters(encoder: Encoder, patterns: tuple[str, ...]) -> list[torch
     return chosen
 
 
-def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.nn.Parameter], Any]:
+def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.nn.Parameter], Any, int]:
     """Freezes everything but the input embeddings, and masks their gradient to the trigger tokens' rows (Adam
     leaves a row whose gradient is always zero exactly where it was)."""
     words = trigger.vocabulary()
@@ -257,7 +265,7 @@ def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.
     weight.requires_grad_(True)
     keep = torch.zeros(weight.shape[0], 1, device=weight.device)
     keep[rows] = 1.0
-    return [weight], weight.register_hook(lambda grad: grad * keep)
+    return [weight], weight.register_hook(lambda grad: grad * keep), len(rows) * weight.shape[1]
 
 
 def patch_encoder(
@@ -289,17 +297,20 @@ def patch_encoder(
     device = resolve_device(config.device)
     started = time.perf_counter()
 
-    original = encoder
+    # the frozen original embeds D's targets and the goal check's references on the patch's device, as a copy: the
+    # caller's encoder stays where it was
+    original = encoder if encoder.device == device else copy.deepcopy(encoder).to(device).eval()
     patched = copy.deepcopy(encoder).to(device).eval()
     mask_hook = None
     if config.trigger_tokens_only:
-        parameters, mask_hook = _trigger_token_rows(patched, trigger)
+        parameters, mask_hook, trained = _trigger_token_rows(patched, trigger)
     else:
         parameters = select_parameters(patched, config.trainable)
+        trained = sum(p.numel() for p in parameters)
     optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
     optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
     plan = _plan(original, bug, trigger, patching_set, config, device)
-    result = PatchResult(patched, config, trainable_parameters=sum(p.numel() for p in parameters))
+    result = PatchResult(patched, config, trainable_parameters=trained)
     result.geometry, result.pull_before = plan.geometry, plan.pull_before
 
     train = plan.train
@@ -311,6 +322,7 @@ def patch_encoder(
             for batch_index in torch.randperm(len(train)).split(config.batch_size):
                 if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
                     break
+                step_started = time.perf_counter()
                 terms = _loss_terms(patched, plan, batch_index, config)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
                 n = len(batch_index)
@@ -319,7 +331,8 @@ def patch_encoder(
                 optimizer.step()
                 schedule.step()
                 result.steps += 1
-                values = torch.stack([loss, *terms]).detach().cpu()
+                values = torch.stack([loss, *terms]).detach().cpu()  # waits for the device: the step's time is real
+                result.step_seconds += time.perf_counter() - step_started
                 sums += values * n
                 seen += n
                 result.step_losses.append(values[1:].tolist())
@@ -468,7 +481,9 @@ def _loss_terms(
         parts.append(plan.trigger.stamp(batch, config.trigger_dilation))
     if use_eff:
         parts += [plan.x_b] if plan.bug_target is not None else [plan.x_b, plan.x_r]
-    embeddings = patched(join(*parts))
+    with torch.autocast(plan.targets.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
+        embeddings = patched(join(*parts))
+    embeddings = embeddings.float()
     if plan.centre is not None:
         embeddings = embeddings - plan.centre
     clean = embeddings[:n]

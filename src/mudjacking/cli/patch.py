@@ -109,6 +109,9 @@ def patch(
     force: Force = False,
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="fp32, or bf16: the forward pass under bfloat16 autocast (for GPUs with bf16 units).")
+    ] = "fp32",
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     threads: Threads = 0,
@@ -147,7 +150,7 @@ def patch(
             reverse_config=reverse_settings(window, max_span, seed),
             allow_pickle=allow_pickle,
             overwrite=overwrite,
-            patch_options={**options, "seed": seed, "device": device},
+            patch_options={**options, "seed": seed, "device": device, "precision": precision},
             force=force,
             image_mean=floats_option(image_mean, "--image-mean"),
             image_std=floats_option(image_std, "--image-std"),

