@@ -24,6 +24,7 @@ LAYERS = [
     {"experiments"},
     {"demo"},
     {"cli"},
+    {"__main__"},
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
 

@@ -23,7 +23,7 @@ from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.geometry import EmbeddingGeometry
-from mudjacking.outputs import atomic_output_dir, environment_info, write_json
+from mudjacking.outputs import atomic_output_dir, environment_info, main_process_output_dir, write_json
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.recipes import adapt_recipe, recipe_for
 from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
@@ -140,7 +140,7 @@ def patch_files(
     config, note = adapt_recipe(encoder, config, used_trigger, patching_set, options)
     if note:
         report["recipe_note"] = note
-    with atomic_output_dir(out, overwrite) as staging:
+    with main_process_output_dir(out, overwrite) as staging:  # under `accelerate launch`, one process writes
         if recovery is None:
             report["trigger"] = {"source": str(trigger)}
         else:

@@ -1,12 +1,104 @@
-"""Where training loops run: one rule shared by the patch, the attack and the baselines."""
+"""Where training loops run: one rule shared by the patch, the attack and the baselines, and which process of an
+``accelerate launch`` this is (accelerate owns the process group; nothing here makes one)."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 
+def launched() -> bool:
+    """Whether this process is one of several started by ``accelerate launch`` (or ``torchrun``)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def process_state():  # accelerate.PartialState; imported late so a single process never sets one up
+    """Accelerate's view of the launch (its rank, count and device); set up on first use. Without CUDA (or with
+    ``ACCELERATE_USE_CPU`` set) the processes talk over gloo on the CPU: accelerate only does so when asked."""
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def is_main_process() -> bool:
+    """True in a single process, and in the first process of a launch: the one that writes and prints."""
+    return not launched() or process_state().is_main_process
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` is CUDA when present, else the CPU; ``"cpu"`` and ``"cuda"`` are taken as given."""
+    """``"auto"`` is CUDA when present, else the CPU; ``"cpu"`` and ``"cuda"`` are taken as given. Under a launch of
+    several processes, ``auto`` and ``cuda`` are this process's own device (``cuda:RANK``, or the CPU for ``--cpu``)."""
+    if launched() and name != "cpu":
+        return process_state().device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+class Processes:
+    """A training loop's view of the launch: its share of each batch, gradients averaged by DDP, and decisions
+    (data order, time budget, early stop) taken once on the main process and shared. In a single process every
+    method is the identity and nothing of accelerate is set up."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.accelerator = None
+        self.count, self.rank = 1, 0
+        if launched():
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator(cpu=device.type == "cpu")
+            self.count, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: torch.nn.Module, example) -> torch.nn.Module:
+        """``model`` under DDP (the module itself stays reachable and is what the loop returns). Trainable parameters
+        the output does not depend on for ``example`` (a pooler the embedding does not read) are frozen first: DDP
+        would otherwise wait for their gradients forever."""
+        if self.accelerator is None:
+            return model
+        model.zero_grad(set_to_none=True)
+        model(example).float().sum().backward()
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.grad is None:
+                parameter.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+        return self.accelerator.prepare_model(model, device_placement=False)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward() if self.accelerator is None else self.accelerator.backward(loss)
+
+    def same_order(self, order: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The main process's permutation, on every process."""
+        if self.accelerator is None:
+            return order
+        from accelerate.utils import broadcast
+
+        return broadcast(order.to(device), from_process=0).cpu()
+
+    def shard(self, batch_index: torch.Tensor) -> torch.Tensor | None:
+        """This process's part of a batch; ``None`` (on every process alike) when the batch has fewer items than
+        there are processes."""
+        if self.count == 1:
+            return batch_index
+        return batch_index.tensor_split(self.count)[self.rank] if len(batch_index) >= self.count else None
+
+    def agree(self, flag: bool, device: torch.device) -> bool:
+        """The main process's ``flag`` (e.g. "the time budget is spent"), so no process stops alone."""
+        if self.accelerator is None:
+            return flag
+        from accelerate.utils import broadcast
+
+        return bool(broadcast(torch.tensor([float(flag)], device=device), from_process=0).item())
+
+    def share(self, value):
+        """The main process's ``value`` (any picklable object) on every process."""
+        if self.accelerator is None:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value], from_process=0)[0]

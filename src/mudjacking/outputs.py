@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from mudjacking.devices import is_main_process
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import OutputError
 
@@ -30,8 +31,7 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
     An error or Ctrl-C inside the block leaves ``target`` as it was and removes the temporary folder.
     """
     target = Path(target)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise OutputError(f"{target}: already exists and is not empty; choose another --out or pass --overwrite")
+    _check_target(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -46,6 +46,25 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.replace(staging, target)
+
+
+def _check_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise OutputError(f"{target}: already exists and is not empty; choose another --out or pass --overwrite")
+
+
+@contextmanager
+def main_process_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """:func:`atomic_output_dir` in the main process; in the others of an ``accelerate launch``, which compute the
+    same results, a scratch folder that is thrown away, so ``target`` is written once. Every process checks
+    ``target`` first, so all refuse alike and none waits for a process that has stopped."""
+    if is_main_process():
+        with atomic_output_dir(target, overwrite) as staging:
+            yield staging
+        return
+    _check_target(Path(target), overwrite)
+    with tempfile.TemporaryDirectory(prefix="mudjacking-rank-") as scratch:
+        yield Path(scratch)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from mudjacking.batches import join, single, take, to_device
 from mudjacking.data.bug_report import BugReport, check_modality
-from mudjacking.devices import resolve_device
+from mudjacking.devices import Processes, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
@@ -316,18 +316,28 @@ def patch_encoder(
     train = plan.train
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = _schedule(optimizer, config, config.max_epochs * steps_per_epoch)
+    # under `accelerate launch`: each process takes its share of every batch, DDP averages the gradients, and the
+    # order, the time budget and the early stop are the main process's (see devices.Processes)
+    processes = Processes(device)
+    model = processes.wrap(patched, plan.x_r)
+    show_progress = show_progress and processes.is_main
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         for epoch in range(1, config.max_epochs + 1):
-            sums, seen = torch.zeros(4), 0
-            for batch_index in torch.randperm(len(train)).split(config.batch_size):
-                if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+            sums, seen, covered = torch.zeros(4), 0, 0
+            for batch_index in processes.same_order(torch.randperm(len(train)), device).split(config.batch_size):
+                spent = bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds
+                if processes.agree(spent, device):
                     break
+                covered += len(batch_index)
+                shard = processes.shard(batch_index)
+                if shard is None:
+                    continue
                 step_started = time.perf_counter()
-                terms = _loss_terms(patched, plan, batch_index, config)
+                terms = _loss_terms(model, plan, shard, config)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
-                n = len(batch_index)
+                n = len(shard)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                processes.backward(loss)
                 optimizer.step()
                 schedule.step()
                 result.steps += 1
@@ -338,15 +348,15 @@ def patch_encoder(
                 result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / max(seen, 1)).tolist()
-            record = _check_goals(patched, plan, config, epoch, means)
+            record = processes.share(_check_goals(patched, plan, config, epoch, means) if processes.is_main else None)
             result.history.append(record)
             result.epochs = epoch
-            if on_epoch is not None:
+            if on_epoch is not None and processes.is_main:
                 on_epoch(record, patched)
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
                 advance(steps=(config.max_epochs - epoch) * steps_per_epoch, info="goals met: stopped early")
                 break
-            if seen < len(train):
+            if covered < len(train):
                 advance(steps=(config.max_epochs - epoch + 1) * steps_per_epoch, info="time budget spent")
                 break
     result.goals_met = result.history[-1].goals_met

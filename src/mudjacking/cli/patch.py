@@ -121,6 +121,7 @@ def patch(
     Defaults follow the model's modality (each option shows both); the report records the settings used.
     """
     from mudjacking.api import patch_files
+    from mudjacking.devices import is_main_process
 
     set_threads(threads)
     given = {
@@ -154,8 +155,10 @@ def patch(
             force=force,
             image_mean=floats_option(image_mean, "--image-mean"),
             image_std=floats_option(image_std, "--image-std"),
+            show_progress=is_main_process(),
         )
-    _print_patch(report, out)
+    if is_main_process():  # under `accelerate launch`, one process speaks
+        _print_patch(report, out)
     if not report["patch"]["goals_met"]:
         raise typer.Exit(code=GOALS_NOT_MET)
 

@@ -1,0 +1,86 @@
+"""The patch under `accelerate launch` with two CPU processes (gloo): one output, the same fix as one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TARGET
+from typer.testing import CliRunner
+
+from mudjacking.cli import app
+from mudjacking.data import save_bug_report
+from mudjacking.data.images import save_image_png
+from mudjacking.encoders import load_encoder
+from mudjacking.evaluation import score_encoder
+
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def case(backdoored, tmp_path):
+    (tmp_path / "model").mkdir()
+    backdoored.encoder.save(tmp_path / "model")
+    save_bug_report(backdoored.bug, tmp_path / "bug")
+    (tmp_path / "data").mkdir()
+    for index, image in enumerate(backdoored.patching_set[:400]):
+        save_image_png(image, tmp_path / "data" / f"{index:04d}.png")
+    backdoored.trigger.save(tmp_path / "trigger.npz")
+    return tmp_path
+
+
+def _arguments(case: Path, out: Path) -> list[str]:
+    return [
+        "patch", "--model", str(case / "model"), "--bug", str(case / "bug"), "--data", str(case / "data"),
+        "--trigger", str(case / "trigger.npz"), "--epochs", "6", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate command is not installed beside this Python")
+def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
+    single = CliRunner().invoke(app, _arguments(case, case / "single"))
+    assert single.exit_code in (0, 3), single.output
+    launch = [
+        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "mudjacking", *_arguments(case, case / "two"),
+    ]  # fmt: skip
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0 or "exitcode  : 3" in done.stderr, done.stderr[-3000:]
+    assert done.stdout.count("patched in") == 1, done.stdout  # only the main process speaks
+    leftovers = [p.name for p in case.iterdir() if p.name.startswith(".")]
+    assert not leftovers, leftovers  # no staging folder of either process is left behind
+    reports = {name: json.loads((case / name / "report.json").read_text())["patch"] for name in ("single", "two")}
+    # the two processes split every batch: the same number of passes, (nearly) the same number of optimiser steps
+    assert reports["two"]["epochs"] == reports["single"]["epochs"]
+    assert abs(reports["two"]["steps"] - reports["single"]["steps"]) <= reports["single"]["epochs"]
+    scores = {
+        name: score_encoder(
+            load_encoder(case / name / "model"), backdoored.probe, backdoored.data.test_images,
+            backdoored.data.test_labels, backdoored.trigger, TARGET, backdoored.bug,
+        )
+        for name in ("single", "two")
+    }  # fmt: skip
+    before = score_encoder(
+        backdoored.encoder, backdoored.probe, backdoored.data.test_images, backdoored.data.test_labels,
+        backdoored.trigger, TARGET, backdoored.bug,
+    )  # fmt: skip
+    assert before.attack_success_rate > 0.8
+    for name, score in scores.items():
+        assert score.bug_fixed, name
+        assert score.attack_success_rate < 0.2, (name, score)
+    # within noise of each other: two seeds of the one-process patch differ by about as much
+    assert abs(scores["two"].attack_success_rate - scores["single"].attack_success_rate) < 0.05
+    assert abs(scores["two"].accuracy - scores["single"].accuracy) < 0.03
