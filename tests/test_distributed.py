@@ -84,3 +84,45 @@ def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
     # within noise of each other: two seeds of the one-process patch differ by about as much
     assert abs(scores["two"].attack_success_rate - scores["single"].attack_success_rate) < 0.05
     assert abs(scores["two"].accuracy - scores["single"].accuracy) < 0.03
+
+
+TRAINING_LOOPS = """
+import hashlib, json, sys
+import torch
+sys.path.insert(0, {tests!r})
+from conftest import tiny_encoder
+from mudjacking.attacks import BadEncoderConfig, badencoder
+from mudjacking.data import load_digits_images
+from mudjacking.defences.contrastive import ContrastiveConfig, contrastive_finetune
+from mudjacking.devices import process_state
+from mudjacking.triggers import ImageTrigger
+
+digits = load_digits_images(seed=0)
+images = digits.train_images[:200]
+attacked = badencoder(tiny_encoder(), images, images[:3], ImageTrigger.square((1, 16, 16), 4),
+                      BadEncoderConfig(epochs=1, batch_size=64), show_progress=False)
+tuned = contrastive_finetune(tiny_encoder(), images, ContrastiveConfig(epochs=1, batch_size=64), show_progress=False)
+digest = hashlib.sha256()
+for model in (attacked.encoder, tuned.encoder):
+    for value in model.state_dict().values():
+        digest.update(value.float().numpy().tobytes())
+rank = process_state().process_index
+with open({out!r} + f"/rank{{rank}}.json", "w") as handle:
+    json.dump({{"weights": digest.hexdigest(), "steps": tuned.steps}}, handle)
+"""
+
+
+@pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate command is not installed beside this Python")
+def test_the_attack_and_the_contrastive_baseline_keep_every_process_in_step(tmp_path):
+    script = tmp_path / "loops.py"
+    script.write_text(TRAINING_LOOPS.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    launch = [
+        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
+    ]  # fmt: skip
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the replicas identical
+    assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # 200 images in batches of 64, each split in two

@@ -70,6 +70,7 @@ class PatchConfig:
             ``s(h'(x_b), h'(x_r))`` 0.9996 while ``s(h'(x_b), h(x_r))`` stayed under 0.93 for 10 epochs.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
+        momentum: SGD's momentum (the paper: 0.9); Adam ignores it.
         weight_decay: optimiser weight decay.
         lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 over ``max_epochs``, so the last steps only
             settle locality; with early stopping the run may end before the decay does).
@@ -131,6 +132,7 @@ class PatchConfig:
     effectiveness_target: str = "reference"
     optimizer: str = "adam"
     lr: float = 5e-4
+    momentum: float = 0.0
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     batch_size: int = 64
@@ -173,6 +175,8 @@ class PatchConfig:
             raise ConfigError(f"augmented_copies must be >= 0, got {self.augmented_copies}")
         if self.trigger_dilation < 0:
             raise ConfigError(f"trigger_dilation must be >= 0, got {self.trigger_dilation}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
             raise ConfigError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
         if self.lambda_gen < 0 or self.lambda_eff < 0:
@@ -307,8 +311,10 @@ def patch_encoder(
     else:
         parameters = select_parameters(patched, config.trainable)
         trained = sum(p.numel() for p in parameters)
-    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.SGD
-    optimizer = optimizer_class(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(parameters, config.lr, config.momentum, weight_decay=config.weight_decay)
     plan = _plan(original, bug, trigger, patching_set, config, device)
     result = PatchResult(patched, config, trainable_parameters=trained)
     result.geometry, result.pull_before = plan.geometry, plan.pull_before

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from mudjacking.attacks.registry import register_attack
 from mudjacking.batches import join, take, to_device
+from mudjacking.devices import Processes, launched, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.losses import cosine, random_directions, sliced_wasserstein
@@ -101,24 +102,33 @@ def badencoder(
     config = config or BadEncoderConfig()
     set_seed(config.seed)
     started = time.perf_counter()
-    device = encoder.device
-    backdoored = copy.deepcopy(encoder).eval()
+    # where the encoder is; under `accelerate launch`, this process's device, each process taking its share of
+    # every batch (see devices.Processes)
+    device = resolve_device("auto") if launched() else encoder.device
+    backdoored = copy.deepcopy(encoder).to(device).eval()
     for parameter in backdoored.parameters():
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
+    processes = Processes(device)
     shadow_targets = encoder.embed(shadow_images).to(device)
     reference_images = to_device(reference_images, device)
     reference_targets = encoder.embed(reference_images).to(device)
     steps = -(-len(shadow_images) // config.batch_size)
     projections = random_directions(shadow_targets.shape[1], 64, config.seed).to(device)
     effectiveness = 0.0
-    with progress_bar(config.epochs * steps, "BadEncoder attack", enabled=show_progress) as advance:
+    model = processes.wrap(backdoored, take(shadow_images, torch.arange(1), device))
+    with progress_bar(
+        config.epochs * steps, "BadEncoder attack", enabled=show_progress and processes.is_main
+    ) as advance:
         for _ in range(config.epochs):
-            total = 0.0
-            for index in torch.randperm(len(shadow_images)).split(config.batch_size):
+            total, seen = 0.0, 0
+            for whole in processes.same_order(torch.randperm(len(shadow_images)), device).split(config.batch_size):
+                index = processes.shard(whole)
+                if index is None:
+                    continue
                 batch = take(shadow_images, index, device)
                 n = len(batch)
-                embeddings = backdoored(join(batch, trigger.apply(batch), reference_images))
+                embeddings = model(join(batch, trigger.apply(batch), reference_images))
                 clean, triggered, references = embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n :]
                 similarity = F.normalize(triggered, dim=-1) @ F.normalize(references, dim=-1).T
                 loss_effect = -similarity.mean()
@@ -130,9 +140,9 @@ def badencoder(
                         F.normalize(triggered, dim=-1), F.normalize(clean, dim=-1).detach(), projections
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                processes.backward(loss)
                 optimizer.step()
-                total += -loss_effect.item() * n
+                total, seen = total - loss_effect.item() * n, seen + n
                 advance(info=f"s(trig, ref) {-loss_effect.item():.3f}  s(clean) {-loss_utility.item():.3f}")
-            effectiveness = total / len(shadow_images)
+            effectiveness = total / max(seen, 1)
     return AttackResult(backdoored.eval(), trigger, config, time.perf_counter() - started, effectiveness)

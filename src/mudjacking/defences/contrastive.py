@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.batches import take
-from mudjacking.devices import resolve_device
+from mudjacking.devices import Processes, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchResult
@@ -84,27 +84,36 @@ def contrastive_finetune(
     optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr)
     result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()))
     steps_per_epoch = -(-len(patching_set) // config.batch_size)
+    # under `accelerate launch` each process contrasts its share of every batch (its negatives are its own share)
+    processes = Processes(device)
+    model = processes.wrap(tuned, take(patching_set, torch.arange(1), device))
+    show_progress = show_progress and processes.is_main
     with progress_bar(config.epochs * steps_per_epoch, "contrastive fine-tuning", enabled=show_progress) as advance:
         for epoch in range(1, config.epochs + 1):
-            for index in torch.randperm(len(patching_set), generator=generator).split(config.batch_size):
-                if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+            order = processes.same_order(torch.randperm(len(patching_set), generator=generator), device)
+            for whole in order.split(config.batch_size):
+                if processes.agree(bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds,
+                                   device):  # fmt: skip
                     break
-                if len(index) < 2:
+                index = processes.shard(whole) if len(whole) >= 2 * processes.count else None
+                if index is None:
                     continue
                 batch = take(patching_set, index, torch.device("cpu"))
                 if isinstance(batch, Tensor):
                     views = torch.cat([augment(batch, config.crop_scale, generator) for _ in range(2)]).to(device)
                 else:
                     views = drop_words(batch, config.word_dropout, rng) + drop_words(batch, config.word_dropout, rng)
-                embeddings = tuned(views)
+                embeddings = model(views)
                 loss = nt_xent(embeddings[: len(index)], embeddings[len(index) :], config.temperature)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                processes.backward(loss)
                 optimizer.step()
                 result.steps += 1
                 advance(info=f"NT-Xent {loss.item():.3f}")
             result.epochs = epoch
-            if config.max_seconds and time.perf_counter() - started >= config.max_seconds:
+            if processes.agree(
+                bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds, device
+            ):
                 break
     result.seconds = time.perf_counter() - started
     return result
