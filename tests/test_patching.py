@@ -191,3 +191,33 @@ def test_bf16_forward_patch_removes_the_backdoor_and_keeps_float32_weights(backd
 def test_unknown_precision_is_refused():
     with pytest.raises(ConfigError, match="precision"):
         PatchConfig(precision="fp8")
+
+
+def test_a_frozen_lower_part_run_once_gives_the_same_patch(backdoored):
+    trained = ("network.body.6*", "network.body.7*", "network.projection.*")  # the last stage and the projection
+    results = {
+        reuse: patch_encoder(
+            backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set,
+            PatchConfig(trainable=trained, max_epochs=2, early_stop=False, reuse_frozen=reuse), show_progress=False,
+        )
+        for reuse in (True, False)
+    }  # fmt: skip
+    cached, live = (results[flag].encoder.state_dict() for flag in (True, False))
+    assert results[True].steps == results[False].steps
+    assert all(torch.allclose(cached[k], live[k], atol=1e-4) for k in cached if cached[k].is_floating_point())
+    assert any(not torch.equal(cached[k], backdoored.encoder.state_dict()[k]) for k in cached)
+
+
+def test_the_frozen_prefix_ends_where_the_first_trained_parameter_is():
+    from conftest import tiny_encoder
+
+    from mudjacking.patching import frozen_prefix
+
+    encoder = tiny_encoder()
+    split = frozen_prefix(encoder, {"network.body.6.weight", "network.projection.weight"})
+    assert split is not None and split.stages == 1 + 1 + 6  # preprocessing, channels-last, body layers 0-5
+    images = torch.rand(3, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(split.upper(split.lower(images)), encoder(images), atol=1e-6)
+    assert frozen_prefix(encoder, {"network.body.0.weight"}).stages == 2  # only the parameter-free preprocessing
+    assert frozen_prefix(encoder, set()) is None  # nothing trained: nothing to split

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -42,5 +44,18 @@ class ConvEncoderNet(nn.Module):
         self.to(memory_format=torch.channels_last)  # 1.4-3x faster convolutions on CPU
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        features = self.body(pixel_values.contiguous(memory_format=torch.channels_last))
+        return self._project(self.body(self._channels_last(pixel_values)))
+
+    def stages(self) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
+        """Each layer of the body, then pooling and projection: what :meth:`forward` runs, in order."""
+        return [
+            ("", self._channels_last), *((f"body.{i}", layer) for i, layer in enumerate(self.body)),
+            ("projection", self._project),
+        ]  # fmt: skip
+
+    @staticmethod
+    def _channels_last(pixel_values: Tensor) -> Tensor:
+        return pixel_values.contiguous(memory_format=torch.channels_last)
+
+    def _project(self, features: Tensor) -> Tensor:
         return self.projection(self.pool(features).flatten(1))

@@ -91,6 +91,12 @@ class Encoder(nn.Module):
             embeddings[torch.tensor(order)] = embeddings.clone()
         return embeddings
 
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]] | None:
+        """The forward pass as a chain of stages, each with the parameter-name prefix of what it runs (``""`` for a
+        stage without parameters): the output of one is the input of the next. ``None`` when the network does not
+        say. The patch uses it to run a frozen lower part once per input instead of once per step."""
+        return None
+
     @property
     def device(self) -> torch.device:
         try:

@@ -14,6 +14,7 @@ strided layers pad explicitly before a valid convolution.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -86,7 +87,19 @@ class MobileNetV2(nn.Module):
         self.head = _conv_bn(channels, 1280, 1, relu=False)
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        features = self.blocks(self.stem(_keras_pad(pixel_values, 2)))
+        return self._pooled_head(self.blocks(self._stem(pixel_values)))
+
+    def stages(self) -> list[tuple[str, Callable[[Tensor], Tensor]]]:
+        """The stem, each inverted-residual block, the head: what :meth:`forward` runs, in order."""
+        return [
+            ("stem", self._stem), *((f"blocks.{i}", block) for i, block in enumerate(self.blocks)),
+            ("head", self._pooled_head),
+        ]  # fmt: skip
+
+    def _stem(self, pixel_values: Tensor) -> Tensor:
+        return self.stem(_keras_pad(pixel_values, 2))
+
+    def _pooled_head(self, features: Tensor) -> Tensor:
         features = self.head(features)
         return (F.relu6(features) if self.after_relu else features).mean(dim=(-2, -1))
 

@@ -70,6 +70,14 @@ class ModuleEncoder(ImageEncoder):
     def features(self, pixel_values: Tensor) -> Tensor:
         return unwrap_output(self.network(pixel_values))
 
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]] | None:
+        """The network's own stages (``network.stages()``, where it has them) after the preprocessing."""
+        if not hasattr(self.network, "stages"):
+            return None
+        parts = [(f"network.{name}" if name else "", stage) for name, stage in self.network.stages()]
+        last_name, last = parts[-1]
+        return [("", self.preprocess), *parts[:-1], (last_name, lambda features: unwrap_output(last(features)))]
+
     def save(self, directory: str | Path) -> None:
         if self.architecture is None:
             raise NotImplementedError("ModuleEncoder without a registered architecture cannot be saved without pickle")
