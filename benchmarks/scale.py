@@ -136,12 +136,16 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e6:.1f}M" if parameters >= 100_000 else f"{parameters:,}"
+
+
 def shown(row: dict) -> str:
     goals = f"{row['steps_to_goals']:>5d}" if row["goals_met"] else f"  not met in {row['steps']} steps"
     return (
         f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['reuse_frozen']:<5} "
-        f"{row['seconds_per_step']:8.3f} {row['parameters'] / 1e6:7.1f}M "
-        f"{row['parameters_trained'] / 1e6:7.1f}M {row['peak_memory_gib']:8.2f} {row['seconds']:8.1f} {goals}"
+        f"{row['seconds_per_step']:8.3f} {_count(row['parameters']):>8} "
+        f"{_count(row['parameters_trained']):>8} {row['peak_memory_gib']:8.2f} {row['seconds']:8.1f} {goals}"
     )
 
 

@@ -219,5 +219,5 @@ def test_the_frozen_prefix_ends_where_the_first_trained_parameter_is():
     images = torch.rand(3, 1, 16, 16)
     with torch.no_grad():
         assert torch.allclose(split.upper(split.lower(images)), encoder(images), atol=1e-6)
-    assert frozen_prefix(encoder, {"network.body.0.weight"}).stages == 2  # only the parameter-free preprocessing
+    assert frozen_prefix(encoder, {"network.body.0.weight"}) is None  # below it only the parameter-free preprocessing
     assert frozen_prefix(encoder, set()) is None  # nothing trained: nothing to split

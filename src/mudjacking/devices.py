@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -19,7 +20,20 @@ def process_state():  # accelerate.PartialState; imported late so a single proce
     from accelerate import PartialState
 
     cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
-    return PartialState(cpu=cpu)
+    state = PartialState(cpu=cpu)
+    if launched() and not _CLOSING:
+        # a process group left to the interpreter's exit aborted a gloo process 1 time in ~5 ("terminate called
+        # without an active exception"); closing it first does not
+        _CLOSING.append(atexit.register(_close_process_group))
+    return state
+
+
+_CLOSING: list = []
+
+
+def _close_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def is_main_process() -> bool:
@@ -48,6 +62,7 @@ class Processes:
         if launched():
             from accelerate import Accelerator
 
+            process_state()  # sets up the process group (and its closing at exit) before the accelerator reads it
             self.accelerator = Accelerator(cpu=device.type == "cpu")
             self.count, self.rank = self.accelerator.num_processes, self.accelerator.process_index
 

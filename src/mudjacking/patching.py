@@ -395,8 +395,9 @@ class FrozenPrefix:
 
 
 def frozen_prefix(encoder: Encoder, trained: set[str]) -> FrozenPrefix | None:
-    """Splits ``encoder`` where its first stage holding a trained parameter begins; ``None`` when it has no stages
-    or its first stage is trained."""
+    """Splits ``encoder`` where its first stage holding a trained parameter begins; ``None`` when it has no stages,
+    or nothing below that stage holds parameters (a whole-model patch: caching the preprocessing alone gains
+    nothing worth a second code path)."""
     stages = encoder.stages()
     if not stages:
         return None
@@ -404,7 +405,7 @@ def frozen_prefix(encoder: Encoder, trained: set[str]) -> FrozenPrefix | None:
         (i for i, (prefix, _) in enumerate(stages) if prefix and any(n.startswith(prefix + ".") for n in trained)),
         len(stages),
     )
-    if first == 0 or first == len(stages):
+    if first == len(stages) or not any(prefix for prefix, _ in stages[:first]):
         return None
 
     def chain(parts: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
