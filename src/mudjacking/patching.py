@@ -433,7 +433,9 @@ def _split_for(patched: Encoder, plan: _Plan, config: PatchConfig) -> FrozenPref
 
 def _lower_in_batches(split: FrozenPrefix, inputs: Tensor, batch_size: int = 256) -> Tensor:
     with torch.no_grad():
-        return torch.cat([split.lower(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)])
+        return torch.cat(
+            [split.lower(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
+        )
 
 
 @dataclass
