@@ -142,6 +142,8 @@ def _count(parameters: int) -> str:
 
 def shown(row: dict) -> str:
     goals = f"{row['steps_to_goals']:>5d}" if row["goals_met"] else f"  not met in {row['steps']} steps"
+    if row["goals_met"] and not row["steps"]:
+        goals = "    0 (met before any step: nothing to undo, or the budget went on planning)"
     return (
         f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['reuse_frozen']:<5} "
         f"{row['seconds_per_step']:8.3f} {_count(row['parameters']):>8} "
