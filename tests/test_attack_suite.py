@@ -128,3 +128,26 @@ def test_sliced_wasserstein_is_symmetric_and_zero_only_on_the_same_cloud(count, 
     directions = random_directions(dimension, 8, seed)
     assert float(sliced_wasserstein(a, b, directions)) == pytest.approx(float(sliced_wasserstein(b, a, directions)))
     assert float(sliced_wasserstein(a, a, directions)) == 0.0
+
+
+def test_ssl_poisoning_pretrains_on_poisoned_data_and_leaves_the_victim_untouched():
+    from conftest import tiny_encoder
+
+    from mudjacking.attacks import BadEncoderConfig
+    from mudjacking.attacks.ssl_poisoning import POISON_SHARE
+
+    assert registered_attacks("image").count("ssl-poisoning") == 1 and "ssl-poisoning" not in registered_attacks("text")
+    victim = tiny_encoder()
+    before = {k: v.clone() for k, v in victim.state_dict().items()}
+    shadow = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    trigger = ImageTrigger.square((1, 16, 16), 3)
+    result = attack_named("ssl-poisoning", "image").run(
+        victim, shadow, shadow[:5], trigger, BadEncoderConfig(epochs=1, batch_size=32), False
+    )
+    assert result.poisoned == round(POISON_SHARE * 100 / 5) * 5  # copies of each reference, all triggered
+    assert result.summary()["attack"] == "ssl-poisoning"
+    assert all(torch.equal(before[k], v) for k, v in victim.state_dict().items())  # the victim's copy trained
+    changed = result.encoder.state_dict()
+    assert any(not torch.equal(before[k], changed[k]) for k in before if before[k].is_floating_point())
+    with pytest.raises(ConfigError, match="image"):
+        attack_named("ssl-poisoning", "image").run(victim, ["a sentence"], ["b"], trigger, None, False)

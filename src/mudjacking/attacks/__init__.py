@@ -1,6 +1,6 @@
 """Attacks that researchers evaluate Mudjacking against; each registers itself by name."""
 
-from mudjacking.attacks import drupe, redundant, trigger_variants  # noqa: F401  (registers them)
+from mudjacking.attacks import drupe, redundant, ssl_poisoning, trigger_variants  # noqa: F401  (registers them)
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder
 from mudjacking.attacks.registry import (
     Attack,
