@@ -363,3 +363,35 @@ def test_help_shows_each_default_per_modality():
     result = runner.invoke(app, ["patch", "--help"])
     text = " ".join(result.output.replace("│", " ").split())  # rich wraps help text inside a box
     assert "(default: image 0.0005; text 0.03)" in text and "Exit status: 0 done; 2 bad input; 3 patched" in text
+
+
+def test_apply_rebuilds_the_patched_model_bit_for_bit_and_refuses_another_base(saved_case, backdoored):
+    from mudjacking.encoders import load_encoder
+    from mudjacking.outputs import weights_sha256
+
+    backdoored.trigger.save(saved_case / "trigger.npz")
+    patched = _patch(saved_case, saved_case / "out", "--epochs", "2", "--trigger", str(saved_case / "trigger.npz"))
+    assert patched.exit_code in (0, 3), patched.output
+    delta = saved_case / "out" / "patch_delta.safetensors"
+    applied = runner.invoke(app, ["apply", "--model", str(saved_case / "model"), "--delta", str(delta),
+                                  "--out", str(saved_case / "applied")])  # fmt: skip
+    assert applied.exit_code == 0, applied.output
+    shipped, rebuilt = load_encoder(saved_case / "out" / "model"), load_encoder(saved_case / "applied")
+    assert all(
+        torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), rebuilt.state_dict().values(), strict=True)
+    )
+    record = json.loads((saved_case / "applied" / "mudjacking_apply.json").read_text())
+    assert record["result_sha256"] == weights_sha256(shipped) != record["base_sha256"]
+
+    other = load_encoder(saved_case / "model")
+    with torch.no_grad():
+        next(other.parameters()).view(-1)[0] += 1e-3  # one weight off: another model
+    (saved_case / "other").mkdir()
+    other.save(saved_case / "other")
+    refused = runner.invoke(app, ["apply", "--model", str(saved_case / "other"), "--delta", str(delta),
+                                  "--out", str(saved_case / "wrong")])  # fmt: skip
+    assert refused.exit_code == 4, refused.output
+    assert record["base_sha256"] in refused.output.replace("\n", "") and weights_sha256(
+        other
+    ) in refused.output.replace("\n", "")
+    assert not (saved_case / "wrong").exists()

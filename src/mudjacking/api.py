@@ -23,7 +23,14 @@ from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.geometry import EmbeddingGeometry
-from mudjacking.outputs import atomic_output_dir, environment_info, main_process_output_dir, write_json
+from mudjacking.outputs import (
+    apply_weight_delta,
+    atomic_output_dir,
+    environment_info,
+    main_process_output_dir,
+    weights_sha256,
+    write_json,
+)
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.recipes import adapt_recipe, recipe_for
 from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
@@ -151,6 +158,26 @@ def patch_files(
         report["environment"] = environment_info()
         write_json(staging / "report.json", report)
     return report
+
+
+def apply_delta_files(
+    model: str | Path, delta: str | Path, out: str | Path, allow_pickle: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
+    """``mudjacking apply``: a base model + ``patch_delta.safetensors`` -> ``out``, the patched model bit for bit.
+
+    Refuses (``CheckFailed``, nothing written) a base whose weights are not the ones the delta was made from, and a
+    result whose hash is not the recorded one. ``out`` also holds ``mudjacking_apply.json`` with both hashes.
+    """
+    base = load_encoder(model, allow_pickle=allow_pickle)
+    patched = apply_weight_delta(base, delta)
+    summary = {
+        "base": str(model), "delta": str(delta), "base_sha256": weights_sha256(base),
+        "result_sha256": weights_sha256(patched),
+    }  # fmt: skip
+    with atomic_output_dir(out, overwrite) as staging:
+        patched.save(staging)
+        write_json(staging / "mudjacking_apply.json", summary)
+    return summary
 
 
 def attack_files(

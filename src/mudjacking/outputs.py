@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -17,11 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from mudjacking.devices import is_main_process
 from mudjacking.encoders.base import Encoder
-from mudjacking.errors import OutputError
+from mudjacking.errors import CheckFailed, DataError, OutputError
 
 
 @contextmanager
@@ -116,15 +119,80 @@ def environment_info() -> dict[str, Any]:
     }
 
 
+DELTA_FORMAT = "mudjacking-weight-delta/2"
+REPLACED = "replace:"  # key prefix of a tensor stored whole: base + difference would not round back to it
+
+
+def weights_sha256(encoder: Encoder) -> str:
+    """SHA-256 of the encoder's weights (every state-dict tensor: name, dtype, shape and bytes, in name order), so
+    the same weights hash alike whatever file format holds them."""
+    digest = hashlib.sha256()
+    for name, value in sorted(encoder.state_dict().items()):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_weight_delta(original: Encoder, patched: Encoder, path: str | Path) -> int:
     """Writes ``patched − original`` for every changed tensor as safetensors; returns the number of tensors.
 
-    Adding the delta to the original's weights gives the patched model: a small file to ship as the fix.
+    Adding the delta to the original's weights gives the patched model bit for bit: a tensor whose difference would
+    not round back to it (float addition is not exact) is stored whole, under ``replace:NAME``. The metadata holds the
+    SHA-256 of both models' weights (:func:`weights_sha256`), so ``mudjacking apply`` refuses any other base.
     """
     before = original.state_dict()
     delta = {}
     for name, value in patched.state_dict().items():
         if name in before and value.is_floating_point() and not torch.equal(value, before[name]):
-            delta[name] = (value - before[name].to(value)).detach().cpu().contiguous()
-    save_file(delta, str(path), metadata={"format": "mudjacking-weight-delta/1"})
+            value = value.detach().cpu()
+            difference = (value - before[name].cpu().to(value)).contiguous()
+            exact = torch.equal(before[name].cpu().to(value) + difference, value)
+            delta[name if exact else REPLACED + name] = difference if exact else value.contiguous()
+    metadata = {
+        "format": DELTA_FORMAT,
+        "base_sha256": weights_sha256(original),
+        "result_sha256": weights_sha256(patched),
+    }
+    save_file(delta, str(path), metadata=metadata)
     return len(delta)
+
+
+def apply_weight_delta(base: Encoder, path: str | Path) -> Encoder:
+    """A copy of ``base`` with the delta at ``path`` added; ``base`` is untouched.
+
+    Raises ``CheckFailed`` when ``base``'s weights are not the ones the delta was made from (both hashes in one
+    line), or when the result's hash differs from the one recorded; ``DataError`` when the file is no delta of ours.
+    """
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (OSError, SafetensorError) as error:
+        raise DataError(
+            f"{path}: not a readable safetensors file ({error}); pass the patch's patch_delta.safetensors"
+        ) from error
+    if metadata.get("format") != DELTA_FORMAT:
+        raise DataError(
+            f"{path}: format {metadata.get('format')!r}, not {DELTA_FORMAT!r} (a delta without the base's hash); "
+            "patch again with this version to get one"
+        )
+    found = weights_sha256(base)
+    if found != metadata["base_sha256"]:
+        raise CheckFailed(
+            f"{path} was made from a model whose weights hash to {metadata['base_sha256']}, and this base hashes to "
+            f"{found}; apply it to the model it was made from"
+        )
+    patched = copy.deepcopy(base)
+    state = patched.state_dict()
+    for key, value in tensors.items():
+        name = key.removeprefix(REPLACED)
+        if name not in state:
+            raise DataError(f"{path}: tensor {name!r} is not in the base model; is it the delta of another model?")
+        state[name] = value.to(state[name]) if key.startswith(REPLACED) else state[name] + value.to(state[name])
+    patched.load_state_dict(state)
+    result = weights_sha256(patched)
+    if result != metadata["result_sha256"]:
+        raise CheckFailed(f"{path}: the result hashes to {result}, not the recorded {metadata['result_sha256']}")
+    return patched
