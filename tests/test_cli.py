@@ -395,3 +395,19 @@ def test_apply_rebuilds_the_patched_model_bit_for_bit_and_refuses_another_base(s
         other
     ) in refused.output.replace("\n", "")
     assert not (saved_case / "wrong").exists()
+
+
+def test_verify_fails_the_unpatched_model_and_reads_the_patched_one_better(saved_case, backdoored):
+    backdoored.trigger.save(saved_case / "trigger.npz")
+    patched = _patch(saved_case, saved_case / "out", "--epochs", "6", "--trigger", str(saved_case / "trigger.npz"))
+    assert patched.exit_code in (0, 3), patched.output
+    common = ["--base", str(saved_case / "model"), "--bug", str(saved_case / "bug"), "--data", str(saved_case / "data"),
+              "--trigger", str(saved_case / "trigger.npz")]  # fmt: skip
+    unpatched = runner.invoke(app, ["verify", "--model", str(saved_case / "model"), *common])
+    assert unpatched.exit_code == 3 and "FAILED" in unpatched.output, unpatched.output
+    checked = runner.invoke(app, ["verify", "--model", str(saved_case / "out" / "model"), *common,
+                                  "--out", str(saved_case / "verified")])  # fmt: skip
+    assert checked.exit_code in (0, 3), checked.output
+    report = json.loads((saved_case / "verified" / "verify.json").read_text())["bugs"][0]
+    assert report["trigger_neutralised"] > 0.95 and report["bug_similarity"] > 0.9
+    assert report["passed"] == (checked.exit_code == 0)

@@ -31,7 +31,7 @@ from mudjacking.outputs import (
     weights_sha256,
     write_json,
 )
-from mudjacking.patching import PatchConfig, patch_encoder
+from mudjacking.patching import PatchConfig, patch_encoder, verify_patch
 from mudjacking.recipes import adapt_recipe, recipe_for
 from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
 from mudjacking.report.plots import plot_before_after
@@ -178,6 +178,55 @@ def apply_delta_files(
         patched.save(staging)
         write_json(staging / "mudjacking_apply.json", summary)
     return summary
+
+
+def verify_files(
+    model: str | Path,
+    base: str | Path,
+    bugs: list[str | Path],
+    data: str | Path,
+    trigger: str | Path | None = None,
+    out: str | Path | None = None,
+    allow_pickle: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """``mudjacking verify``: re-runs the patch's label-free checks on a shipped model, for each bug report: the bug
+    fixed, its trigger (recovered on ``base``, or ``trigger``) neutralised on the clean inputs ``data``, and locality
+    against ``base``, at the goals of the model's recipe. ``report["passed"]`` is whether every check of every bug
+    holds; ``out`` gets ``verify.json``."""
+    patched = load_encoder(model, allow_pickle=allow_pickle)
+    original = load_encoder(base, allow_pickle=allow_pickle)
+    require_modality(patched, original.modality, source=model)
+    checking_set = load_inputs(data, original.modality)
+    known = load_trigger(trigger, original.modality) if trigger else None
+    config = recipe_for(original, seed=seed)
+    results = []
+    for path in bugs:
+        report_bug = load_bug_report(path)
+        check_modality(report_bug, original.modality, source=path)
+        used = known or recover_trigger(original, report_bug, checking_set, None, False, show_progress).trigger
+        record = verify_patch(original, patched, report_bug, used, checking_set, config)
+        results.append({
+            "bug": str(path), "passed": record.goals_met, "bug_similarity": record.bug_similarity,
+            "locality": record.holdout_locality, "trigger_neutralised": record.holdout_generalizability,
+            "trigger_pull": record.holdout_pull, **used.describe(),
+        })  # fmt: skip
+    report = {"model": str(model), "base": str(base), "data": str(data), "goals": _goals(config), "bugs": results}
+    report["passed"] = all(result["passed"] for result in results)
+    if out is not None:
+        with atomic_output_dir(out, overwrite) as staging:
+            write_json(staging / "verify.json", report)
+    return report
+
+
+def _goals(config: PatchConfig) -> dict[str, float]:
+    return {
+        "bug_similarity": config.goal_effectiveness, "locality": config.goal_locality,
+        "locality_centred": config.goal_locality_centred, "trigger_neutralised": config.goal_generalizability,
+        "trigger_pull": config.goal_pull,
+    }  # fmt: skip
 
 
 def attack_files(

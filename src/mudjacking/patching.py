@@ -16,7 +16,7 @@ import copy
 import fnmatch
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -379,6 +379,25 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def verify_patch(
+    base: Encoder,
+    patched: Encoder,
+    bug: BugReport,
+    trigger: Trigger,
+    checking_set: Tensor | list[str],
+    config: PatchConfig,
+) -> EpochRecord:
+    """The patch's label-free goal check, run afresh on a shipped model: locality against ``base`` and trigger
+    neutralisation on ``checking_set`` (all of it but a few inputs), and ``bug`` fixed (``x_b`` where the recipe's
+    ``L_e`` aims, measured with ``base``). ``record.goals_met`` says whether every goal of ``config`` holds."""
+    config = replace(config, holdout_fraction=0.99, seed=config.seed)
+    set_seed(config.seed)
+    device = resolve_device(config.device)
+    base = base if base.device == device else copy.deepcopy(base).to(device).eval()
+    plan = _plan(base, bug, trigger, checking_set, config, device)
+    return _check_goals(patched.to(device).eval(), plan, config, 0, [float("nan")] * 4)
 
 
 @dataclass
