@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from mudjacking.data import BugReport, BugReportError, load_bug_report, save_bug_report
+from mudjacking.data.images import save_image_png
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-mudjacking"
 
@@ -27,9 +29,11 @@ def test_round_trip(tmp_path):
 
 @pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
 def test_reads_the_authors_npz_and_label_from_their_file_name(tmp_path):
+    for name in ("misclassified_image_label_7_monkey.npz", "reference_image_label_7_monkey_seed_0.npz"):
+        shutil.copy(OFFICIAL / name, tmp_path / name)  # the images sit beside bug.json (paths may not leave it)
     spec = {
-        "bug_input": str(OFFICIAL / "misclassified_image_label_7_monkey.npz"),
-        "reference_input": str(OFFICIAL / "reference_image_label_7_monkey_seed_0.npz"),
+        "bug_input": "misclassified_image_label_7_monkey.npz",
+        "reference_input": "reference_image_label_7_monkey_seed_0.npz",
     }
     (tmp_path / "bug.json").write_text(json.dumps(spec))
     report = load_bug_report(tmp_path / "bug.json")
@@ -58,8 +62,8 @@ BASE = {"bug_input": "x_b.png", "reference_input": "x_r.png", "label": 3}
         ({**BASE, "bug_input": ""}, "'bug_input' is missing"),
         ({**BASE, "bug_input": "nope.png"}, "nope.png: file not found"),
         ({**BASE, "reference_input": "x_b.png"}, "identical"),
-        ({**BASE, "label": -1}, "non-negative integer"),
-        ({**BASE, "label": "cat"}, "non-negative integer"),
+        ({**BASE, "label": -1}, "integer class index from 0"),
+        ({**BASE, "label": "cat"}, "integer class index from 0"),
         ({k: v for k, v in BASE.items() if k != "label"}, "'label' is missing"),
         ({**BASE, "modality": "audio"}, "modality"),
     ],
@@ -124,3 +128,27 @@ def test_text_bug_against_an_image_model_is_refused(tmp_path, backdoored):
     report = BugReport(bug_input="bad cf", reference_input="bad film", label=0, modality="text")
     with pytest.raises(ValueError, match="bug report is text but the model encodes image"):
         patch_encoder(backdoored.encoder, report, backdoored.trigger, backdoored.patching_set, show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lable": 3}, "unknown keys ['lable']"),
+        ({"format": "bug/9"}, "format 'bug/9'"),
+        ({"label": 10**9}, "label 1000000000 must be an integer class index"),
+        ({"predicted_label": "1"}, "predicted_label '1' must be an integer"),
+        ({"predicted_label": 3}, "predicted_label equals label (3)"),
+        ({"label_name": 5}, "label_name 5 must be a string"),
+        ({"bug_input": "../outside.png"}, "leads outside the report's folder"),
+        ({"bug_input": "/etc/hostname"}, "leads outside the report's folder"),
+        ({"bug_input": "link.png"}, "leads outside the report's folder"),
+    ],
+)
+def test_a_report_from_a_stranger_is_read_strictly(tmp_path, change, message):
+    folder = tmp_path / "report"
+    path = _write(folder, {**BASE, **change})
+    save_image_png(torch.rand(1, 8, 8), tmp_path / "outside.png")
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")  # a link from inside the folder to a file outside
+    with pytest.raises(BugReportError) as caught:
+        load_bug_report(path)
+    assert str(path) in str(caught.value) and message in str(caught.value)

@@ -36,6 +36,9 @@ from mudjacking.errors import ConfigError
 FORMAT = "mudjacking-bug-report/1"
 MODALITIES = ("image", "text")
 MAX_TEXT_CHARACTERS = 5000
+MAX_CLASSES = 100_000
+"""A label at or above this is no class index of any classifier we know (a report said 10^9)."""
+KEYS = ("format", "modality", "bug_input", "reference_input", "label", "predicted_label", "label_name")
 BUG_FILE_NAMES = ("bug.json", "bug_report.json")
 
 
@@ -90,8 +93,18 @@ def bug_report_problem(report: BugReport) -> str | None:
     """Why ``x_b``/``x_r``/label cannot be patched from (with the fix), or ``None`` when they can."""
     if report.modality not in MODALITIES:
         return f"modality {report.modality!r} is not supported; use one of {', '.join(MODALITIES)}"
-    if isinstance(report.label, bool) or not isinstance(report.label, int) or report.label < 0:
-        return f"label {report.label!r} must be a non-negative integer class index"
+    for name, value in (("label", report.label), ("predicted_label", report.predicted_label)):
+        if value is None and name == "predicted_label":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_CLASSES:
+            return f"{name} {value!r} must be an integer class index from 0 to {MAX_CLASSES - 1}"
+    if report.predicted_label == report.label:
+        return (
+            f"predicted_label equals label ({report.label}): the classifier got x_b right, so there is no bug to "
+            "patch; give the class it wrongly predicted"
+        )
+    if report.label_name is not None and not isinstance(report.label_name, str):
+        return f"label_name {report.label_name!r} must be a string"
     if report.modality == "text":
         return _text_problem(report.bug_input, report.reference_input)
     if not isinstance(report.bug_input, Tensor) or not isinstance(report.reference_input, Tensor):
@@ -139,14 +152,18 @@ def load_bug_report(path: str | Path) -> BugReport:
         raise BugReportError(f"{path}: invalid JSON at line {error.lineno} ({error.msg}); fix the syntax") from error
     if not isinstance(spec, dict):
         raise BugReportError(f"{path}: expected a JSON object with bug_input, reference_input and label")
+    unknown = sorted(set(spec) - set(KEYS))
+    if unknown:
+        raise BugReportError(f"{path}: unknown keys {unknown} (a misspelling?); the keys are {', '.join(KEYS)}")
+    if spec.get("format", FORMAT) != FORMAT:
+        raise BugReportError(f"{path}: format {spec['format']!r} is not {FORMAT!r}; write the current format")
     modality = spec.get("modality", "image")
     if modality == "text":
         return _text_report(path, spec)
     for key in ("bug_input", "reference_input"):
         if not isinstance(spec.get(key), str) or not spec[key].strip():
             raise BugReportError(f"{path}: '{key}' is missing; give the path of the image file")
-    bug_file = path.parent / spec["bug_input"]
-    reference_file = path.parent / spec["reference_input"]
+    bug_file, reference_file = (_inside(path, spec[key]) for key in ("bug_input", "reference_input"))
     try:
         bug_input, reference_input = load_image(bug_file), load_image(reference_file)
     except DataError as error:
@@ -165,6 +182,18 @@ def load_bug_report(path: str | Path) -> BugReport:
         )
     except BugReportError as error:
         raise BugReportError(f"{path}: {error}") from None
+
+
+def _inside(report: Path, relative: str) -> Path:
+    """``relative`` under the report's folder; a path that leaves it (``..``, an absolute path, a link pointing
+    out) is refused: a report from a stranger must not make the tool read any file the user can read."""
+    folder = report.parent.resolve()
+    target = (report.parent / relative).resolve()
+    if not target.is_relative_to(folder):
+        raise BugReportError(
+            f"{report}: {relative!r} leads outside the report's folder ({folder}); put the image beside bug.json"
+        )
+    return report.parent / relative
 
 
 def _text_report(path: Path, spec: dict[str, Any]) -> BugReport:
