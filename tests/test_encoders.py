@@ -153,3 +153,19 @@ def test_module_encoder_without_architecture_refuses_to_save(tmp_path):
     encoder = ModuleEncoder(nn.Flatten(), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,)))
     with pytest.raises(NotImplementedError):
         encoder.save(tmp_path)
+
+
+@pytest.mark.parametrize("change", [{"num_hidden_layers": 2}, {"add_pooling": True}])
+def test_a_checkpoint_that_leaves_weights_to_chance_is_refused(tmp_path, change):
+    directory = _vit(tmp_path)
+    if "add_pooling" in change:  # saved without the pooler the embedding is read from
+        config = transformers.ViTConfig.from_pretrained(directory)
+        transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(directory)
+    else:  # a config that adds a layer the weights do not hold
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(ModelLoadError) as caught:
+        load_encoder(directory)
+    message = str(caught.value)
+    assert message.startswith(str(directory)) and "missing" in message and "at random" in message
+    assert "\n" not in message

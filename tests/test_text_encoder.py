@@ -89,3 +89,17 @@ def test_sentences_are_embedded_by_length_and_returned_in_order(tmp_path):
     together = encoder.embed(sentences, batch_size=2)
     one_by_one = torch.cat([encoder.embed([s]) for s in sentences])
     assert torch.allclose(together, one_by_one, atol=1e-5)
+
+
+def test_a_text_checkpoint_missing_layers_is_refused_but_a_missing_pooler_is_not(tmp_path):
+    from mudjacking.encoders import ModelLoadError
+
+    directory = tiny_bert_dir(tmp_path)
+    config = json.loads((directory / "config.json").read_text())
+    config_file = directory / "config.json"
+    model = transformers.BertModel(transformers.BertConfig.from_pretrained(directory), add_pooling_layer=False)
+    model.save_pretrained(directory)  # no pooler: mean pooling never reads it
+    assert load_encoder(directory).pooling == "mean"
+    config_file.write_text(json.dumps({**config, "num_hidden_layers": 2}))
+    with pytest.raises(ModelLoadError, match=r"2 missing|missing: encoder\.layer\.1"):
+        load_encoder(directory)

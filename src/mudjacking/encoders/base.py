@@ -269,6 +269,21 @@ def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
     )
 
 
+def require_complete_weights(directory: Path, loading_info: dict[str, Any], may_miss: tuple[str, ...] = ()) -> None:
+    """Refuses (``ModelLoadError``) a checkpoint that leaves weights of its own model to chance: transformers starts
+    missing ones at random with a warning, and a patch would then patch a partly random network (a folder whose
+    weights belong to another model, or whose config adds layers). ``may_miss``: name prefixes the embedding never
+    reads (a text pooler under mean pooling). Weights the model does not use (a classifier head) are left alone."""
+    missing = sorted(k for k in loading_info.get("missing_keys", ()) if not (may_miss and k.startswith(may_miss)))
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ModelLoadError(
+            f"{directory}: its weights do not fill the model its config.json describes ({len(missing)} missing: "
+            f"{shown}); transformers would start them at random. Save the model with save_pretrained from the model "
+            "itself, or fix config.json"
+        )
+
+
 def unwrap_output(output: Any) -> Tensor:
     """Takes the embedding out of whatever a network returns: a tensor, a tuple, or a Hugging Face output."""
     if isinstance(output, Tensor):

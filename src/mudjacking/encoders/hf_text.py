@@ -17,7 +17,14 @@ import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
 
-from mudjacking.encoders.base import ENCODER_CONFIG_FILE, Encoder, ModelLoadError, register_adapter, unwrap_output
+from mudjacking.encoders.base import (
+    ENCODER_CONFIG_FILE,
+    Encoder,
+    ModelLoadError,
+    register_adapter,
+    require_complete_weights,
+    unwrap_output,
+)
 from mudjacking.errors import ConfigError
 
 _TEXT_MODEL_TYPES = {
@@ -140,10 +147,13 @@ class HFTextEncoder(Encoder):
     def load(cls, directory: Path, max_length: int | None = None, **_: Any) -> HFTextEncoder:
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-            model = transformers.AutoModel.from_pretrained(directory, local_files_only=True)
+            model, loading = transformers.AutoModel.from_pretrained(
+                directory, local_files_only=True, output_loading_info=True
+            )
         except Exception as error:  # transformers raises many types for unreadable checkpoints
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
+        require_complete_weights(directory, loading, may_miss=("pooler.",))  # mean or CLS pooling reads no pooler
         native = directory / ENCODER_CONFIG_FILE
         if native.exists():
             saved = json.loads(native.read_text())

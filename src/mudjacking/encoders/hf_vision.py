@@ -21,6 +21,7 @@ from mudjacking.encoders.base import (
     ImageInputSpec,
     ModelLoadError,
     register_adapter,
+    require_complete_weights,
     unwrap_output,
 )
 
@@ -136,14 +137,17 @@ class HFVisionEncoder(ImageEncoder):
             if config_json.get("model_type") == "clip":
                 # a full CLIP checkpoint: keep its vision tower and the projection into the shared space
                 config.vision_config.projection_dim = config.projection_dim
-                model = transformers.CLIPVisionModelWithProjection.from_pretrained(
-                    directory, config=config.vision_config, local_files_only=True
+                model, loading = transformers.CLIPVisionModelWithProjection.from_pretrained(
+                    directory, config=config.vision_config, local_files_only=True, output_loading_info=True
                 )
             else:
-                model = _model_class(config_json).from_pretrained(directory, local_files_only=True)
+                model, loading = _model_class(config_json).from_pretrained(
+                    directory, local_files_only=True, output_loading_info=True
+                )
         except Exception as error:  # transformers and safetensors raise many types for unreadable checkpoints
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ModelLoadError(f"{directory}: transformers could not load it ({first})") from error
+        require_complete_weights(directory, loading)
         native = directory / ENCODER_CONFIG_FILE
         if native.exists() and image_mean is None and image_std is None:
             spec = ImageInputSpec(**json.loads(native.read_text())["input_spec"])
