@@ -411,3 +411,14 @@ def test_verify_fails_the_unpatched_model_and_reads_the_patched_one_better(saved
     report = json.loads((saved_case / "verified" / "verify.json").read_text())["bugs"][0]
     assert report["trigger_neutralised"] > 0.95 and report["bug_similarity"] > 0.9
     assert report["passed"] == (checked.exit_code == 0)
+
+
+def test_a_file_name_with_markup_and_escape_sequences_is_printed_inert(saved_case):
+    folder = saved_case / "bug[/]\x1b[31mred"  # two folders: "bug[" and "]<ESC>[31mred"
+    folder.mkdir(parents=True)
+    (folder / "bug.json").write_text("{not json")
+    result = _patch(saved_case, saved_case / "out", "--bug", str(folder))
+    assert result.exit_code == 2, result.output
+    line = " ".join(result.output.split())
+    assert "bug[/]\\x1b[31mred" in line and "\x1b[31m" not in result.output  # spelled out, not sent to the terminal
+    assert "invalid JSON" in line

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mudjacking.cli.common import EXIT_CODES, AllowPickle, Overwrite, app, console, user_errors
+from mudjacking.cli.common import EXIT_CODES, AllowPickle, Overwrite, app, console, safe_text, user_errors
 
 
 @app.command("apply", epilog=EXIT_CODES)
@@ -23,4 +23,4 @@ def apply(
 
     with user_errors():
         summary = apply_delta_files(model, delta, out, allow_pickle=allow_pickle, overwrite=overwrite)
-    console.print(f"patched model written to {out}; weights sha256 {summary['result_sha256']}", markup=False)
+    console.print(f"patched model written to {safe_text(out)}; weights sha256 {summary['result_sha256']}")

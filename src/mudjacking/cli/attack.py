@@ -20,6 +20,7 @@ from mudjacking.cli.common import (
     app,
     console,
     floats_option,
+    safe_text,
     set_threads,
     user_errors,
 )
@@ -70,5 +71,5 @@ def attack(
         )
     console.print(
         f"backdoored in {summary['seconds']:.1f} s, s(triggered, reference) = "
-        f"{summary['final_effectiveness']:.3f}; written to [bold]{out}[/]"
+        f"{summary['final_effectiveness']:.3f}; written to [bold]{safe_text(out)}[/]"
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mudjacking.errors import CheckFailed, ConfigError, MudjackingError
 
@@ -48,11 +49,19 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CheckFailed as error:
-        errors.print(f"[bold red]refused:[/] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]refused:[/] {safe_text(error)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=REFUSED) from None
     except MudjackingError as error:  # anything else is a bug of ours and keeps its traceback
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {safe_text(error)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
+
+
+def safe_text(value: object) -> str:
+    """Text from the user's files (paths, words, messages quoting them) as the console may print it: rich markup
+    escaped (a sentence holding ``[/]`` crashed the printing) and control characters spelled out (a file name's
+    terminal escape sequences were echoed raw)."""
+    text = "".join(c if c.isprintable() or c in "\n\t" else ascii(c)[1:-1] for c in str(value))
+    return escape(text)
 
 
 def set_threads(count: int) -> None:

@@ -14,6 +14,7 @@ from mudjacking.cli.common import (
     Threads,
     app,
     console,
+    safe_text,
     score_row,
     set_threads,
     user_errors,
@@ -45,7 +46,7 @@ def demo(
         reports = run_demo_seeds(modality, list(seed), out, str(model) if model else None, show_progress=not quiet)
     for report in reports:
         _print_demo(report)
-    console.print(f"Report, models and pictures written to [bold]{out}[/]")
+    console.print(f"Report, models and pictures written to [bold]{safe_text(out)}[/]")
 
 
 def _print_demo(report: dict) -> None:

@@ -12,6 +12,7 @@ from mudjacking.cli.common import (
     Threads,
     app,
     console,
+    safe_text,
     set_threads,
     user_errors,
 )
@@ -47,4 +48,6 @@ def experiment(
     for row in lines[1:]:
         table.add_row(*row)
     console.print(table)
-    console.print(f"report.json, report.md and report.html written to [bold]{out}[/] ({report['total_seconds']:.0f} s)")
+    console.print(
+        f"report.json, report.md and report.html written to [bold]{safe_text(out)}[/] ({report['total_seconds']:.0f} s)"
+    )

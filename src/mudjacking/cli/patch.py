@@ -22,6 +22,7 @@ from mudjacking.cli.common import (
     errors,
     floats_option,
     reverse_settings,
+    safe_text,
     set_threads,
     user_errors,
 )
@@ -167,14 +168,14 @@ def _print_patch(report: dict, out: Path) -> None:
     trigger = report["trigger"]
     if trigger["source"] == "reverse-engineered":
         check = trigger["verification"]
-        what = f"words {trigger['words']}" if "words" in trigger else f"{trigger['pixels']} pixels"
+        what = f"words {safe_text(trigger['words'])}" if "words" in trigger else f"{trigger['pixels']} pixels"
         console.print(
             f"trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way to "
             f"x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
             + ("" if trigger["verified"] else " [bold red]NOT VERIFIED (--force)[/]")
         )
     if "recipe_note" in report:
-        console.print(f"[yellow]note:[/] {report['recipe_note']}")
+        console.print(f"[yellow]note:[/] {safe_text(report['recipe_note'])}")
     pulls = report["trigger_pull"]
     last = report["patch"]["history"][-1]
     console.print(
@@ -183,10 +184,11 @@ def _print_patch(report: dict, out: Path) -> None:
         f"{last['holdout_locality']:.3f}; bug similarity {last['bug_similarity']:.3f}"
     )
     if report["patch"]["goals_met"]:
-        console.print(f"goals met; written to [bold]{out}[/]")
+        console.print(f"goals met; written to [bold]{safe_text(out)}[/]")
     else:
         errors.print(
-            f"[bold red]goals NOT met[/] (see {out}/report.json: patch.history); the model is written to {out} but "
+            f"[bold red]goals NOT met[/] (see {safe_text(out)}/report.json: patch.history); the model is written to "
+            f"{safe_text(out)} but "
             "is not known to be fixed",
             highlight=False,
             soft_wrap=True,

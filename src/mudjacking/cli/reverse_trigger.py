@@ -19,6 +19,7 @@ from mudjacking.cli.common import (
     console,
     floats_option,
     reverse_settings,
+    safe_text,
     user_errors,
 )
 
@@ -71,11 +72,13 @@ def reverse_trigger(
     )
     if "words" in summary:
         match = f", exact match with the true trigger: {summary['exact_match']}" if "exact_match" in summary else ""
-        console.print(f"trigger words: {summary['words']}{match}{strength}; written to [bold]{out}[/]")
+        console.print(
+            f"trigger words: {safe_text(summary['words'])}{match}{strength}; written to [bold]{safe_text(out)}[/]"
+        )
         return
     iou = (
         f", IoU with the true trigger {summary['iou_with_true_trigger']:.2f}"
         if "iou_with_true_trigger" in summary
         else ""
     )
-    console.print(f"trigger: {summary['pixels']} pixels{iou}{strength}; written to [bold]{out}[/]")
+    console.print(f"trigger: {summary['pixels']} pixels{iou}{strength}; written to [bold]{safe_text(out)}[/]")

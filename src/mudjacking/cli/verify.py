@@ -6,9 +6,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from mudjacking.cli.common import EXIT_CODES, GOALS_NOT_MET, AllowPickle, Overwrite, Seed, app, console, user_errors
+from mudjacking.cli.common import (
+    EXIT_CODES,
+    GOALS_NOT_MET,
+    AllowPickle,
+    Overwrite,
+    Seed,
+    app,
+    console,
+    safe_text,
+    user_errors,
+)
 
 
 @app.command("verify", epilog=EXIT_CODES)
@@ -37,7 +46,7 @@ def verify(
     for result in report["bugs"]:
         verdict = "[green]passed[/]" if result["passed"] else "[bold red]FAILED[/]"
         console.print(
-            f"{verdict} {escape(result['bug'])}: bug similarity {result['bug_similarity']:.3f} "
+            f"{verdict} {safe_text(result['bug'])}: bug similarity {result['bug_similarity']:.3f} "
             f"(goal {goals['bug_similarity']}), locality {result['locality']:.4f}, trigger neutralised "
             f"{result['trigger_neutralised']:.4f} (goal {goals['trigger_neutralised']}), trigger pull "
             f"{result['trigger_pull']:.3f} (at most {goals['trigger_pull']})",
