@@ -422,3 +422,44 @@ def test_a_file_name_with_markup_and_escape_sequences_is_printed_inert(saved_cas
     line = " ".join(result.output.split())
     assert "bug[/]\\x1b[31mred" in line and "\x1b[31m" not in result.output  # spelled out, not sent to the terminal
     assert "invalid JSON" in line
+
+
+@pytest.mark.parametrize("where", ["model", ".", "model/inside"])
+def test_an_output_over_an_input_is_refused_even_with_overwrite(saved_case, where):
+    before = (saved_case / "model" / "model.safetensors").read_bytes()
+    out = saved_case if where == "." else saved_case / where
+    result = _patch(saved_case, out, "--overwrite", "--epochs", "1")
+    assert result.exit_code == 2 and "would replace or sit inside the input" in " ".join(result.output.split())
+    assert (saved_case / "model" / "model.safetensors").read_bytes() == before
+    assert not (saved_case / "model" / "inside").exists()
+
+
+def test_sigterm_during_the_patch_leaves_no_half_written_output(saved_case):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = saved_case / "out"
+    command = [sys.executable, "-m", "mudjacking", "patch", "--model", str(saved_case / "model"), "--bug",
+               str(saved_case / "bug"), "--data", str(saved_case / "data"), "--out", str(out), "--epochs", "200",
+               "--no-early-stop"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(saved_case.glob(".out.*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)  # until the staging folder exists: the patch is under way
+    assert list(saved_case.glob(".out.*")), process.communicate()[1]
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not list(saved_case.glob(".out.*")) and not out.exists()
+
+
+def test_a_bug_image_of_another_size_than_the_patching_set_is_one_line(saved_case, backdoored):
+    from mudjacking.data import BugReport
+
+    bug = BugReport(torch.rand(3, 20, 20), torch.rand(3, 20, 20), 1, predicted_label=0)
+    save_bug_report(bug, saved_case / "other-bug")
+    result = _patch(saved_case, saved_case / "out", "--bug", str(saved_case / "other-bug"))
+    line = " ".join(result.output.split())
+    assert result.exit_code == 2 and "x_b and x_r are 3x20x20" in line and "are 1x16x16" in line, result.output
+    assert str(saved_case / "other-bug") in line and not (saved_case / "out").exists()

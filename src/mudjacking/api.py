@@ -18,7 +18,7 @@ from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.batches import input_shape
 from mudjacking.checks import BugVisibility, inspect_bug, require_visible
-from mudjacking.data.bug_report import BugReport, check_modality, load_bug_report
+from mudjacking.data.bug_report import BugReport, check_modality, check_same_size, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
 from mudjacking.evaluation.compare import evaluate_models
@@ -54,6 +54,23 @@ def _checked_bug(
     return geometry, visibility
 
 
+def _read_case(
+    model: str | Path,
+    bug: str | Path,
+    data: str | Path,
+    allow_pickle: bool,
+    image_mean: list[float] | None,
+    image_std: list[float] | None,
+) -> tuple[Encoder, BugReport, Tensor | list[str]]:
+    """The model, the bug report and the clean inputs, each checked against the others (modality, image size)."""
+    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
+    report_bug = load_bug_report(bug)
+    check_modality(report_bug, encoder.modality, source=bug)
+    patching_set = load_inputs(data, encoder.modality)
+    check_same_size(report_bug, patching_set, bug, data)
+    return encoder, report_bug, patching_set
+
+
 def reverse_trigger_files(
     model: str | Path,
     bug: str | Path,
@@ -72,15 +89,12 @@ def reverse_trigger_files(
     Refuses (``CheckFailed``, nothing written) when the model does not show the bug or no candidate verifies,
     unless ``force``.
     """
-    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
-    report_bug = load_bug_report(bug)
-    check_modality(report_bug, encoder.modality, source=bug)
-    patching_set = load_inputs(data, encoder.modality)
+    encoder, report_bug, patching_set = _read_case(model, bug, data, allow_pickle, image_mean, image_std)
     truth = load_trigger(true_trigger, encoder.modality) if true_trigger else None
     config = reverse_config_for(encoder.modality, config)
     _, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
     recovery = recover_trigger(encoder, report_bug, patching_set, config, force, show_progress=True)
-    with atomic_output_dir(out, overwrite) as staging:
+    with atomic_output_dir(out, overwrite, inputs=(model, bug, data, true_trigger)) as staging:
         summary = {
             "config": asdict(config),
             "bug_visibility": visibility.summary(),
@@ -121,10 +135,7 @@ def patch_files(
     Returns:
         the report; ``report["patch"]["goals_met"]`` says whether the held-out goals were met.
     """
-    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
-    report_bug = load_bug_report(bug)
-    check_modality(report_bug, encoder.modality, source=bug)
-    patching_set = load_inputs(data, encoder.modality)
+    encoder, report_bug, patching_set = _read_case(model, bug, data, allow_pickle, image_mean, image_std)
     known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
     options = dict(patch_options or {})
     config = patch_config or recipe_for(encoder, **options)
@@ -147,7 +158,8 @@ def patch_files(
     config, note = adapt_recipe(encoder, config, used_trigger, patching_set, options)
     if note:
         report["recipe_note"] = note
-    with main_process_output_dir(out, overwrite) as staging:  # under `accelerate launch`, one process writes
+    # under `accelerate launch`, one process writes
+    with main_process_output_dir(out, overwrite, inputs=(model, bug, data, trigger)) as staging:
         if recovery is None:
             report["trigger"] = {"source": str(trigger)}
         else:
@@ -174,7 +186,7 @@ def apply_delta_files(
         "base": str(model), "delta": str(delta), "base_sha256": weights_sha256(base),
         "result_sha256": weights_sha256(patched),
     }  # fmt: skip
-    with atomic_output_dir(out, overwrite) as staging:
+    with atomic_output_dir(out, overwrite, inputs=(model, delta)) as staging:
         patched.save(staging)
         write_json(staging / "mudjacking_apply.json", summary)
     return summary
@@ -206,6 +218,7 @@ def verify_files(
     for path in bugs:
         report_bug = load_bug_report(path)
         check_modality(report_bug, original.modality, source=path)
+        check_same_size(report_bug, checking_set, path, data)
         used = known or recover_trigger(original, report_bug, checking_set, None, False, show_progress).trigger
         record = verify_patch(original, patched, report_bug, used, checking_set, config)
         results.append({
@@ -216,7 +229,7 @@ def verify_files(
     report = {"model": str(model), "base": str(base), "data": str(data), "goals": _goals(config), "bugs": results}
     report["passed"] = all(result["passed"] for result in results)
     if out is not None:
-        with atomic_output_dir(out, overwrite) as staging:
+        with atomic_output_dir(out, overwrite, inputs=(model, base, data, trigger, *bugs)) as staging:
             write_json(staging / "verify.json", report)
     return report
 
@@ -262,7 +275,7 @@ def attack_files(
     else:  # the attack's own trigger, or the modality's default one
         default = attack_trigger(encoder.modality, shadow_inputs, trigger_size, trigger_words, seed)
         used = attack.trigger_for(TriggerRequest(default, input_shape(shadow_inputs), seed))
-    with atomic_output_dir(out, overwrite) as staging:
+    with atomic_output_dir(out, overwrite, inputs=(model, shadow, references, trigger)) as staging:
         result = attack.run(encoder, shadow_inputs, reference_inputs, used, config, show_progress)
         (staging / MODEL_DIR).mkdir()
         result.encoder.save(staging / MODEL_DIR)
@@ -307,7 +320,7 @@ def evaluate_files(
     report_bug = load_bug_report(bug) if bug else None
     if report_bug is not None:
         check_modality(report_bug, modality, source=bug)
-    with atomic_output_dir(out, overwrite) as staging:
+    with atomic_output_dir(out, overwrite, inputs=(*models.values(), train, test, trigger, bug)) as staging:
         scores = evaluate_models(
             encoders,
             train_set,

@@ -11,7 +11,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -28,13 +28,17 @@ from mudjacking.errors import CheckFailed, DataError, OutputError
 
 
 @contextmanager
-def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    target: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``target``; renames it to ``target`` only if the block succeeds.
 
-    An error or Ctrl-C inside the block leaves ``target`` as it was and removes the temporary folder.
+    An error or Ctrl-C inside the block leaves ``target`` as it was and removes the temporary folder. ``inputs``
+    (the files the block reads) may not be ``target``, lie inside it or hold it: ``--out`` naming the model with
+    ``--overwrite`` replaced the input model.
     """
     target = Path(target)
-    _check_target(target, overwrite)
+    _check_target(target, overwrite, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -51,21 +55,30 @@ def atomic_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[P
         os.replace(staging, target)
 
 
-def _check_target(target: Path, overwrite: bool) -> None:
+def _check_target(target: Path, overwrite: bool, inputs: Iterable[str | Path | None] = ()) -> None:
+    resolved = target.resolve()
+    for given in (Path(path) for path in inputs if path is not None):
+        source = given.resolve()
+        if source == resolved or source.is_relative_to(resolved) or resolved.is_relative_to(source):
+            raise OutputError(
+                f"{target}: the output would replace or sit inside the input {given}; choose another --out"
+            )
     if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
         raise OutputError(f"{target}: already exists and is not empty; choose another --out or pass --overwrite")
 
 
 @contextmanager
-def main_process_output_dir(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+def main_process_output_dir(
+    target: str | Path, overwrite: bool = False, inputs: Iterable[str | Path | None] = ()
+) -> Iterator[Path]:
     """:func:`atomic_output_dir` in the main process; in the others of an ``accelerate launch``, which compute the
     same results, a scratch folder that is thrown away, so ``target`` is written once. Every process checks
     ``target`` first, so all refuse alike and none waits for a process that has stopped."""
     if is_main_process():
-        with atomic_output_dir(target, overwrite) as staging:
+        with atomic_output_dir(target, overwrite, inputs) as staging:
             yield staging
         return
-    _check_target(Path(target), overwrite)
+    _check_target(Path(target), overwrite, inputs)
     with tempfile.TemporaryDirectory(prefix="mudjacking-rank-") as scratch:
         yield Path(scratch)
 

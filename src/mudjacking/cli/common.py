@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -24,10 +26,17 @@ errors = Console(stderr=True)
 
 @app.callback()
 def _quiet_libraries() -> None:
-    """Our own progress bars and one-line errors only: no per-file bars from transformers' loaders."""
+    """Our own progress bars and one-line errors only: no per-file bars from transformers' loaders. SIGTERM ends a
+    command as Ctrl-C does, so the half-written output folder is removed (it was left behind)."""
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 AllowPickle = Annotated[

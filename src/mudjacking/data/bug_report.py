@@ -253,3 +253,17 @@ def check_modality(
         )
     if modality not in supported:
         raise ConfigError(f"this step supports {' and '.join(supported)} encoders, not {modality}")
+
+
+def check_same_size(bug: BugReport, inputs: object, source: str | Path, data: str | Path) -> None:
+    """Refuses (naming both files) an image bug whose ``x_b``/``x_r`` differ in size or channels from the clean
+    images it is checked and patched against: they are stamped and embedded in one batch."""
+    if bug.modality != "image" or not isinstance(inputs, Tensor) or inputs.ndim != 4:
+        return
+    if tuple(bug.bug_input.shape) != tuple(inputs.shape[1:]):
+        shape = "x".join(map(str, bug.bug_input.shape))
+        expected = "x".join(map(str, inputs.shape[1:]))
+        raise BugReportError(
+            f"{source}: x_b and x_r are {shape} (channels x height x width) but the images of {data} are {expected}; "
+            "give them at one size and with the same channels"
+        )
