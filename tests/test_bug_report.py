@@ -152,3 +152,16 @@ def test_a_report_from_a_stranger_is_read_strictly(tmp_path, change, message):
     with pytest.raises(BugReportError) as caught:
         load_bug_report(path)
     assert str(path) in str(caught.value) and message in str(caught.value)
+
+
+def test_a_report_too_large_or_nested_too_deep_is_one_line(tmp_path):
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    (deep / "bug.json").write_text("[" * 100_000 + "]" * 100_000)
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / "bug.json").write_text(json.dumps({**BASE, "label_name": "x" * 2_000_000}))
+    for folder, message in ((deep, "nested too deep"), (big, "a bug report is at most")):
+        with pytest.raises(BugReportError) as caught:
+            load_bug_report(folder)
+        assert str(folder / "bug.json") in str(caught.value) and message in str(caught.value)

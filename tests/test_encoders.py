@@ -169,3 +169,15 @@ def test_a_checkpoint_that_leaves_weights_to_chance_is_refused(tmp_path, change)
     message = str(caught.value)
     assert message.startswith(str(directory)) and "missing" in message and "at random" in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("[" * 100_000 + "]" * 100_000, "nested too deep"), ("[1, 2]", "a JSON array where object is expected")],
+)
+def test_a_model_config_that_is_no_json_object_is_one_line(tmp_path, text, message):
+    directory = _vit(tmp_path)
+    (directory / "config.json").write_text(text)
+    with pytest.raises(ModelLoadError) as caught:
+        load_encoder(directory)
+    assert str(directory / "config.json") in str(caught.value) and message in str(caught.value)

@@ -36,6 +36,7 @@ from mudjacking.errors import ConfigError
 FORMAT = "mudjacking-bug-report/1"
 MODALITIES = ("image", "text")
 MAX_TEXT_CHARACTERS = 5000
+MAX_REPORT_BYTES = 2**20
 MAX_CLASSES = 100_000
 """A label at or above this is no class index of any classifier we know (a report said 10^9)."""
 KEYS = ("format", "modality", "bug_input", "reference_input", "label", "predicted_label", "label_name")
@@ -144,12 +145,19 @@ def load_bug_report(path: str | Path) -> BugReport:
         path = candidates[0]
     if not path.is_file():
         raise BugReportError(f"{path}: bug report not found; pass the bug.json file or its folder")
+    if path.stat().st_size > MAX_REPORT_BYTES:  # a 60 MB report was echoed into a 58 MB report.json
+        raise BugReportError(
+            f"{path}: {path.stat().st_size:,} bytes; a bug report is at most {MAX_REPORT_BYTES:,} (its images are "
+            "files beside it, its sentences at most 5,000 characters)"
+        )
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
         raise BugReportError(f"{path}: not UTF-8 text; save the bug report as UTF-8 JSON") from error
     except json.JSONDecodeError as error:
         raise BugReportError(f"{path}: invalid JSON at line {error.lineno} ({error.msg}); fix the syntax") from error
+    except RecursionError as error:
+        raise BugReportError(f"{path}: JSON nested too deep to read; a bug report is one flat object") from error
     if not isinstance(spec, dict):
         raise BugReportError(f"{path}: expected a JSON object with bug_input, reference_input and label")
     unknown = sorted(set(spec) - set(KEYS))

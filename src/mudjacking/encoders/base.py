@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mudjacking.errors import ConfigError, ModelLoadError
+from mudjacking.jsonfiles import read_json_file
 
 ENCODER_CONFIG_FILE = "mudjacking_encoder.json"
 
@@ -253,10 +254,7 @@ def _load_encoder(path: Path, allow_pickle: bool, **options: Any) -> Encoder:
         )
     config_file = path / ENCODER_CONFIG_FILE
     if config_file.exists():
-        try:
-            name = json.loads(config_file.read_text())["adapter"]
-        except (json.JSONDecodeError, KeyError) as error:
-            raise ModelLoadError(f"{config_file}: unreadable encoder config ({error}); re-save the model") from error
+        name = read_json_file(config_file, ModelLoadError, "re-save the model").get("adapter")
         if name not in _ADAPTERS:
             raise ModelLoadError(f"{config_file}: unknown adapter {name!r}; known: {', '.join(registered_adapters())}")
         return _ADAPTERS[name].load(path, **options)

@@ -26,6 +26,7 @@ from mudjacking.encoders.base import (
     unwrap_output,
 )
 from mudjacking.errors import ConfigError
+from mudjacking.jsonfiles import read_json_file
 
 _TEXT_MODEL_TYPES = {
     "bert",
@@ -48,12 +49,7 @@ def _model_type(path: Path) -> str | None:
     config_file = path / "config.json"
     if not config_file.exists():
         return None
-    try:
-        return json.loads(config_file.read_text()).get("model_type")
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(
-            f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained"
-        ) from error
+    return read_json_file(config_file, ModelLoadError, "re-save the model with save_pretrained").get("model_type")
 
 
 def _looks_like_text_model(path: Path) -> bool:
@@ -65,14 +61,15 @@ def sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
     modules_file = path / "modules.json"
     if not modules_file.exists():
         return "mean", True
-    modules = json.loads(modules_file.read_text())
-    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    modules = read_json_file(modules_file, ModelLoadError, "re-save the sentence-transformers model", list)
+    modules = [module for module in modules if isinstance(module, dict)]
+    normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
     pooling = "mean"
     for module in modules:
-        if module.get("type", "").endswith("Pooling"):
-            config_file = path / module.get("path", "1_Pooling") / "config.json"
+        if str(module.get("type", "")).endswith("Pooling"):
+            config_file = path / str(module.get("path", "1_Pooling")) / "config.json"
             if config_file.exists():
-                config = json.loads(config_file.read_text())
+                config = read_json_file(config_file, ModelLoadError, "re-save the sentence-transformers model")
                 if config.get("pooling_mode_cls_token"):
                     pooling = "cls"
                 elif not config.get("pooling_mode_mean_tokens", True):

@@ -24,6 +24,7 @@ from mudjacking.encoders.base import (
     require_complete_weights,
     unwrap_output,
 )
+from mudjacking.jsonfiles import read_json_file
 
 PROCESSOR_FILE = "preprocessor_config.json"
 _VISION_MODEL_TYPES = {
@@ -49,12 +50,7 @@ def _hf_config(path: Path) -> dict[str, Any] | None:
     config_file = path / "config.json"
     if not config_file.exists():
         return None
-    try:
-        return json.loads(config_file.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(
-            f"{config_file}: not valid JSON ({error.msg}); re-save the model with save_pretrained"
-        ) from error
+    return read_json_file(config_file, ModelLoadError, "re-save the model with save_pretrained")
 
 
 def _looks_like_vision_model(path: Path) -> bool:
@@ -75,7 +71,11 @@ def _input_spec_from(
     reference at cosine 0.9986, so the patch "fixed" a bug the model no longer showed. It is refused instead.
     """
     processor_file = path / PROCESSOR_FILE
-    processor = json.loads(processor_file.read_text()) if processor_file.exists() else {}
+    processor = (
+        read_json_file(processor_file, ModelLoadError, "re-save it with the image processor's save_pretrained")
+        if processor_file.exists()
+        else {}
+    )
     channels = int(getattr(config, "num_channels", 3))
     if (image_mean is None or image_std is None) and not {"image_mean", "image_std"} <= processor.keys():
         raise ModelLoadError(

@@ -7,7 +7,6 @@ plus a JSON config naming a registered architecture, so it loads back without pi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from mudjacking.encoders.base import (
     register_file_loader,
     unwrap_output,
 )
+from mudjacking.jsonfiles import read_json_file
 
 WEIGHTS_FILE = "model.safetensors"
 _ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {}
@@ -95,7 +95,7 @@ class ModuleEncoder(ImageEncoder):
     @classmethod
     def load(cls, directory: Path, **_: Any) -> ModuleEncoder:
         config_file = directory / ENCODER_CONFIG_FILE
-        config = json.loads(config_file.read_text())
+        config = read_json_file(config_file, ModelLoadError, "re-save the model with mudjacking")
         name = config.get("architecture")
         if name not in _ARCHITECTURES:
             known = ", ".join(sorted(_ARCHITECTURES)) or "none"
