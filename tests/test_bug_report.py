@@ -165,3 +165,16 @@ def test_a_report_too_large_or_nested_too_deep_is_one_line(tmp_path):
         with pytest.raises(BugReportError) as caught:
             load_bug_report(folder)
         assert str(folder / "bug.json") in str(caught.value) and message in str(caught.value)
+
+
+def test_an_image_too_large_to_patch_is_one_line(tmp_path):
+    from mudjacking.data.images import MAX_IMAGE_SIDE, load_image
+    from mudjacking.errors import DataError
+
+    path = tmp_path / "huge.npy"
+    np.save(path, np.zeros((MAX_IMAGE_SIDE + 1, MAX_IMAGE_SIDE), dtype=np.uint8))
+    with pytest.raises(DataError) as caught:
+        load_image(path)
+    assert str(path) in str(caught.value) and "resize it" in str(caught.value)
+    np.save(path, np.zeros((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), dtype=np.uint8))
+    assert load_image(path).shape == (1, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)

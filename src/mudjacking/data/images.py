@@ -18,6 +18,8 @@ from mudjacking.errors import DataError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
 NPZ_IMAGE_KEYS = ("img", "image", "x")
+MAX_IMAGE_SIDE = 2048
+MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE**2
 
 
 def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:
@@ -31,6 +33,11 @@ def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:
         array = array.transpose(2, 0, 1)
     if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
         raise DataError(f"{source}: array of shape {array.shape} is not an image; save it as HxW, HxWxC or CxHxW")
+    if array.shape[1] * array.shape[2] > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{source}: {array.shape[2]}x{array.shape[1]} pixels, more than {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}; resize "
+            "it (the model sees it at its own input size; a 4000x4000 bug image made the patch ask for 16 GB)"
+        )
     array = array[:3]
     if array.dtype == np.uint8:
         image = array.astype(np.float32) / 255.0
