@@ -178,3 +178,6 @@ def test_an_image_too_large_to_patch_is_one_line(tmp_path):
     assert str(path) in str(caught.value) and "resize it" in str(caught.value)
     np.save(path, np.zeros((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), dtype=np.uint8))
     assert load_image(path).shape == (1, MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)
+    np.save(path, np.zeros((1, 1), dtype=np.uint8))
+    with pytest.raises(DataError, match="at least 4 a side"):
+        load_image(path)

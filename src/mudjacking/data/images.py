@@ -19,6 +19,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 ARRAY_SUFFIXES = {".npy", ".npz"}
 NPZ_IMAGE_KEYS = ("img", "image", "x")
 MAX_IMAGE_SIDE = 2048
+MIN_IMAGE_SIDE = 4  # a 1x1 bug image ended in a TypeError from the attribution plot
 MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE**2
 
 
@@ -33,6 +34,11 @@ def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:
         array = array.transpose(2, 0, 1)
     if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
         raise DataError(f"{source}: array of shape {array.shape} is not an image; save it as HxW, HxWxC or CxHxW")
+    if min(array.shape[1:]) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"{source}: {array.shape[2]}x{array.shape[1]} pixels; an image needs at least {MIN_IMAGE_SIDE} a side for "
+            "a trigger to be found in it"
+        )
     if array.shape[1] * array.shape[2] > MAX_IMAGE_PIXELS:
         raise DataError(
             f"{source}: {array.shape[2]}x{array.shape[1]} pixels, more than {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}; resize "
