@@ -449,8 +449,10 @@ def test_sigterm_during_the_patch_leaves_no_half_written_output(saved_case):
     while not list(saved_case.glob(".out.*")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)  # until the staging folder exists: the patch is under way
     assert list(saved_case.glob(".out.*")), process.communicate()[1]
+    time.sleep(2)  # past the trigger's pictures, into the patch loop
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    code = process.wait(timeout=60)
+    assert code == 128 + signal.SIGTERM, process.stderr.read()[-2000:]
     assert not list(saved_case.glob(".out.*")) and not out.exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,22 @@ from mudjacking.encoders import load_encoder
 from mudjacking.evaluation import score_encoder
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _launch(command: list[str], out: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs a launch; once more if a process aborted in gloo's teardown after its work (seen 1 run in ~15 with the
+    process group closed at exit, 1 in ~5 without; the closing note tracks it)."""
+    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+        if TEARDOWN_ABORT not in done.stderr:
+            break
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+    return done
 
 
 def _free_port() -> int:
@@ -56,8 +73,7 @@ def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         "-m", "mudjacking", *_arguments(case, case / "two"),
     ]  # fmt: skip
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=environment)
+    done = _launch(launch, case / "two")
     assert done.returncode == 0 or "exitcode  : 3" in done.stderr, done.stderr[-3000:]
     assert done.stdout.count("patched in") == 1, done.stdout  # only the main process speaks
     leftovers = [p.name for p in case.iterdir() if p.name.startswith(".")]
@@ -120,8 +136,7 @@ def test_the_attack_and_the_contrastive_baseline_keep_every_process_in_step(tmp_
         str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
     ]  # fmt: skip
-    environment = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(launch, capture_output=True, text=True, timeout=300, env=environment)
+    done = _launch(launch)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the replicas identical

@@ -33,6 +33,7 @@ _CLOSING: list = []
 
 def _close_process_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no process leaves while another still talks to it
         torch.distributed.destroy_process_group()
 
 
