@@ -308,7 +308,7 @@ def patch_encoder(
 
     # the frozen original embeds D's targets and the goal check's references on the patch's device, as a copy: the
     # caller's encoder stays where it was
-    original = encoder if encoder.device == device else copy.deepcopy(encoder).to(device).eval()
+    original = _on_device(encoder, device)
     patched = copy.deepcopy(encoder).to(device).eval()
     mask_hook = None
     if config.trigger_tokens_only:
@@ -337,9 +337,8 @@ def patch_encoder(
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         for epoch in range(1, config.max_epochs + 1):
             sums, seen, covered = torch.zeros(4), 0, 0
-            for batch_index in processes.same_order(torch.randperm(len(train)), device).split(config.batch_size):
-                spent = bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds
-                if processes.agree(spent, device):
+            for batch_index in processes.same_order(torch.randperm(len(train))).split(config.batch_size):
+                if processes.budget_spent(started, config.max_seconds):
                     break
                 covered += len(batch_index)
                 shard = processes.shard(batch_index)
@@ -392,12 +391,16 @@ def verify_patch(
     """The patch's label-free goal check, run afresh on a shipped model: locality against ``base`` and trigger
     neutralisation on ``checking_set`` (all of it but a few inputs), and ``bug`` fixed (``x_b`` where the recipe's
     ``L_e`` aims, measured with ``base``). ``record.goals_met`` says whether every goal of ``config`` holds."""
-    config = replace(config, holdout_fraction=0.99, seed=config.seed)
+    config = replace(config, holdout_fraction=0.99)
     set_seed(config.seed)
     device = resolve_device(config.device)
-    base = base if base.device == device else copy.deepcopy(base).to(device).eval()
-    plan = _plan(base, bug, trigger, checking_set, config, device)
-    return _check_goals(patched.to(device).eval(), plan, config, 0, [float("nan")] * 4)
+    plan = _plan(_on_device(base, device), bug, trigger, checking_set, config, device)
+    return _check_goals(_on_device(patched, device), plan, config, 0, [float("nan")] * 4)
+
+
+def _on_device(encoder: Encoder, device: torch.device) -> Encoder:
+    """``encoder`` on ``device``: itself when it is there, else a copy in eval mode (the caller's stays where it is)."""
+    return encoder if encoder.device == device else copy.deepcopy(encoder).to(device).eval()
 
 
 @dataclass

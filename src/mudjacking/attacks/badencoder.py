@@ -122,7 +122,7 @@ def badencoder(
     ) as advance:
         for _ in range(config.epochs):
             total, seen = 0.0, 0
-            for whole in processes.same_order(torch.randperm(len(shadow_images)), device).split(config.batch_size):
+            for whole in processes.same_order(torch.randperm(len(shadow_images))).split(config.batch_size):
                 index = processes.shard(whole)
                 if index is None:
                     continue

@@ -90,10 +90,9 @@ def contrastive_finetune(
     show_progress = show_progress and processes.is_main
     with progress_bar(config.epochs * steps_per_epoch, "contrastive fine-tuning", enabled=show_progress) as advance:
         for epoch in range(1, config.epochs + 1):
-            order = processes.same_order(torch.randperm(len(patching_set), generator=generator), device)
+            order = processes.same_order(torch.randperm(len(patching_set), generator=generator))
             for whole in order.split(config.batch_size):
-                if processes.agree(bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds,
-                                   device):  # fmt: skip
+                if processes.budget_spent(started, config.max_seconds):
                     break
                 index = processes.shard(whole) if len(whole) >= 2 * processes.count else None
                 if index is None:
@@ -111,9 +110,7 @@ def contrastive_finetune(
                 result.steps += 1
                 advance(info=f"NT-Xent {loss.item():.3f}")
             result.epochs = epoch
-            if processes.agree(
-                bool(config.max_seconds) and time.perf_counter() - started >= config.max_seconds, device
-            ):
+            if processes.budget_spent(started, config.max_seconds):
                 break
     result.seconds = time.perf_counter() - started
     return result
