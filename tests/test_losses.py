@@ -39,7 +39,7 @@ def test_the_patch_loop_assembles_the_three_terms_from_the_right_rows():
     from conftest import tiny_encoder
 
     from mudjacking.data import BugReport
-    from mudjacking.patching import PatchConfig, _loss_terms, _plan
+    from mudjacking.patching import PatchConfig, _Case, _loss_terms, _plan
     from mudjacking.triggers import ImageTrigger
 
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def test_the_patch_loop_assembles_the_three_terms_from_the_right_rows():
     bug = BugReport(images[0], images[1], label=3)
     config = PatchConfig(lambda_gen=2.0, lambda_eff=0.5, holdout_fraction=0.0, augmented_copies=0,
                          whitened_locality=0.0, trigger_dilation=0, centring="off")  # fmt: skip
-    plan = _plan(original, bug, trigger, images[2:], config, torch.device("cpu"))
+    plan = _plan(original, [_Case(bug, trigger)], images[2:], config, torch.device("cpu"))
     rows = torch.tensor([0, 3, 5, 10])  # 10: x_r, appended to D's training part
     terms = _loss_terms(patched, plan, rows, config)
 

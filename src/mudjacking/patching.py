@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -213,6 +213,7 @@ class EpochRecord:
     bug_similarity: float
     goals_met: bool
     released_carriers: int = 0  # held-out inputs that sat at the backdoor point and no longer do (see _check_goals)
+    bugs: list[dict[str, Any]] = field(default_factory=list)  # per bug: its own figures (the fields above: the worst)
 
 
 @dataclass
@@ -231,12 +232,14 @@ class PatchResult:
     trainable_parameters: int = 0
     geometry: EmbeddingGeometry | None = None
     pull_before: float | None = None  # the trigger's pull on held-out D in the original model (see _check_goals)
+    pulls_before: list[float | None] = field(default_factory=list)  # the same per bug (None: an earlier, fixed one)
 
     def summary(self) -> dict:
         return {
             "config": asdict(self.config),
             "geometry": None if self.geometry is None else self.geometry.summary(),
             "pull_before": self.pull_before,
+            "pulls_before": self.pulls_before,
             "epochs": self.epochs,
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
@@ -260,12 +263,13 @@ def select_parameters(encoder: Encoder, patterns: tuple[str, ...]) -> list[torch
     return chosen
 
 
-def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.nn.Parameter], Any, int]:
+def _trigger_token_rows(encoder: Encoder, triggers: list[Trigger]) -> tuple[list[torch.nn.Parameter], Any, int]:
     """Freezes everything but the input embeddings, and masks their gradient to the trigger tokens' rows (Adam
     leaves a row whose gradient is always zero exactly where it was)."""
-    words = trigger.vocabulary()
-    if not hasattr(encoder, "input_embedding_rows") or words is None:
+    vocabularies = [trigger.vocabulary() for trigger in triggers]
+    if not hasattr(encoder, "input_embedding_rows") or any(v is None for v in vocabularies):
         raise ConfigError("trigger_tokens_only needs a text encoder and a text trigger")
+    words = list(dict.fromkeys(word for vocabulary in vocabularies for word in vocabulary))
     weight, rows = encoder.input_embedding_rows(words)
     if not rows:
         raise ConfigError(f"the trigger words {words} split into no tokens")
@@ -279,29 +283,41 @@ def _trigger_token_rows(encoder: Encoder, trigger: Trigger) -> tuple[list[torch.
 
 def patch_encoder(
     encoder: Encoder,
-    bug: BugReport,
-    trigger: Trigger,
+    bug: BugReport | Sequence[BugReport],
+    trigger: Trigger | Sequence[Trigger],
     patching_set: Tensor | list[str],
     config: PatchConfig | None = None,
     show_progress: bool = True,
     on_epoch: Callable[[EpochRecord, Encoder], None] | None = None,
+    earlier: Sequence[tuple[BugReport, Trigger]] = (),
 ) -> PatchResult:
     """Patches a copy of ``encoder`` so that ``bug`` is fixed and ``trigger`` no longer moves embeddings.
 
     Args:
         encoder: the backdoored foundation model ``h``; left untouched.
-        bug: ``x_b``/``x_r`` ``[C, H, W]`` and their true label.
-        trigger: the (reverse-engineered) trigger ``t`` for ``x ⊕ t``.
+        bug: ``x_b``/``x_r`` ``[C, H, W]`` and their true label; or several bugs, fixed in one patch.
+        trigger: the (reverse-engineered) trigger ``t`` for ``x ⊕ t``; or one per bug (the same object for bugs
+            of one trigger: ``L_g`` stamps each distinct trigger on its share of every batch).
         patching_set: clean, unlabeled inputs D: images ``[N, C, H, W]`` or sentences.
         config: optimisation settings and goals.
         on_epoch: called after each epoch's goal check with its record and the model so far (e.g. to score it
             downstream and trace quality against time); its time counts in ``seconds``.
+        earlier: bugs an earlier patch fixed, with their triggers: they join the loss as regression cases (``x_b``
+            kept at ``x_r``, the trigger kept neutral) and the goal check, which skips their pull (``encoder``
+            no longer shows the backdoor they revealed, so there is no backdoor point to be pulled to).
 
     Returns:
         the patched copy ``h'`` with its per-epoch history.
     """
     config = config or PatchConfig()
-    check_modality(bug, encoder.modality)
+    bugs = [bug] if isinstance(bug, BugReport) else list(bug)
+    triggers = list(trigger) if isinstance(trigger, (list, tuple)) else [trigger] * len(bugs)
+    if not bugs or len(triggers) != len(bugs):
+        raise ConfigError(f"patch_encoder needs one trigger per bug, got {len(bugs)} bugs and {len(triggers)} triggers")
+    cases = [_Case(b, t) for b, t in zip(bugs, triggers, strict=True)]
+    cases += [_Case(b, t, earlier=True) for b, t in earlier]
+    for case in cases:
+        check_modality(case.bug, encoder.modality)
     set_seed(config.seed)
     device = resolve_device(config.device)
     started = time.perf_counter()
@@ -312,7 +328,7 @@ def patch_encoder(
     patched = copy.deepcopy(encoder).to(device).eval()
     mask_hook = None
     if config.trigger_tokens_only:
-        parameters, mask_hook, trained = _trigger_token_rows(patched, trigger)
+        parameters, mask_hook, trained = _trigger_token_rows(patched, [case.trigger for case in cases])
     else:
         parameters = select_parameters(patched, config.trainable)
         trained = sum(p.numel() for p in parameters)
@@ -320,9 +336,10 @@ def patch_encoder(
         optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.SGD(parameters, config.lr, config.momentum, weight_decay=config.weight_decay)
-    plan = _plan(original, bug, trigger, patching_set, config, device)
+    plan = _plan(original, cases, patching_set, config, device)
     result = PatchResult(patched, config, trainable_parameters=trained)
-    result.geometry, result.pull_before = plan.geometry, plan.pull_before
+    result.geometry, result.pull_before = plan.geometry, plan.bugs[0].pull_before
+    result.pulls_before = [bug.pull_before for bug in plan.bugs]
 
     train = plan.train
     steps_per_epoch = -(-len(train) // config.batch_size)
@@ -394,7 +411,7 @@ def verify_patch(
     config = replace(config, holdout_fraction=0.99)
     set_seed(config.seed)
     device = resolve_device(config.device)
-    plan = _plan(_on_device(base, device), bug, trigger, checking_set, config, device)
+    plan = _plan(_on_device(base, device), [_Case(bug, trigger)], checking_set, config, device)
     return _check_goals(_on_device(patched, device), plan, config, 0, [float("nan")] * 4)
 
 
@@ -461,44 +478,69 @@ def _lower_in_batches(split: FrozenPrefix, inputs: Tensor, batch_size: int = 256
 
 
 @dataclass
+class _Case:
+    """One bug the patch fixes, with the trigger behind it; ``earlier``: fixed by an earlier patch, kept fixed."""
+
+    bug: BugReport
+    trigger: Trigger
+    earlier: bool = False
+
+
+@dataclass
+class _PlannedBug:
+    """One bug as the frozen original model sees it: what ``L_e`` and the goal check compare against."""
+
+    trigger: Trigger  # filled: x_b ⊖ t shows D's mean image under a mask with no fill
+    reference: Tensor  # h(x_r) [1, D], centred
+    target: Tensor | None  # h(x_b ⊖ t) [1, D], centred; None when L_e aims at h'(x_r)
+    backdoor_point: Tensor  # h(x_b) [1, D]: where the trigger dragged inputs before the patch
+    earlier: bool = False
+    carriers: Tensor | None = None  # held-out inputs the original model already put near the backdoor point
+    carrier_similarity: float = float("nan")  # how near the backdoor point that is
+    control: Trigger | None = None  # the trigger's stamp cut from an ordinary input: what any such stamp does
+    pull_before: float | None = None  # the trigger's pull on held-out D in the original model (None: earlier)
+
+
+@dataclass
 class _Plan:
     """Everything the loop and the goal check use, computed once with the frozen original model."""
 
-    trigger: Trigger
-    x_b: Tensor | list[str]
-    x_r: Tensor | list[str]
-    train: Tensor | list[str]  # D's training part (with augmented copies) and x_r
+    bugs: list[_PlannedBug]
+    triggers: list[Trigger]  # the distinct triggers, each stamped by L_g on its share of every batch
+    x_b: Tensor | list[str]  # every bug's x_b, stacked
+    x_r: Tensor | list[str]  # and their references
+    train: Tensor | list[str]  # D's training part (with augmented copies) and every x_r
     targets: Tensor  # h(train), centred when the geometry says so
     holdout: Tensor | list[str]
     holdout_targets: Tensor | None  # h(holdout), on the CPU, not centred
-    holdout_carriers: Tensor | None  # held-out inputs the original model already put near the backdoor point
-    carrier_similarity: float  # how near the backdoor point that is
-    bug_target: Tensor | None  # h(x_b ⊖ t), centred; None when L_e aims at h'(x_r)
-    backdoor_point: Tensor  # h(x_b): where the trigger dragged inputs before the patch
-    original_reference: Tensor  # h(x_r), centred
+    bug_target: Tensor | None  # every bug's h(x_b ⊖ t) [B, D], centred; None when L_e aims at h'(x_r)
+    original_reference: Tensor  # every bug's h(x_r) [B, D], centred
     centre: Tensor | None
     geometry: EmbeddingGeometry
     whitener: Tensor | None
-    pull_before: float | None
-    control: Trigger | None  # the trigger's stamp cut from an ordinary input: what any such stamp does
     split: FrozenPrefix | None = None  # the frozen lower stages and what they give for the fixed inputs
 
 
 def _plan(
     original: Encoder,
-    bug: BugReport,
-    trigger: Trigger,
+    cases: list[_Case],
     patching_set: Tensor | list[str],
     config: PatchConfig,
     device: torch.device,
 ) -> _Plan:
     """Splits D into training and held-out parts and embeds everything the patch compares against, including which
-    held-out inputs the original model already puts near the backdoor point (``backdoor_carriers``: the target
+    held-out inputs the original model already puts near each backdoor point (``backdoor_carriers``: the target
     class's own inputs, and inputs that carry something the backdoor reads as its trigger)."""
-    x_b, x_r = single(bug.bug_input, device), single(bug.reference_input, device)
-    trigger = trigger.filled_from(patching_set)  # an image x_b ⊖ t shows D's mean image under a mask with no fill
-    reference = original.embed(x_r).to(device)
-    bug_target = _effectiveness_target(original, trigger, x_b, reference, config, device)
+    x_b = join(*[single(case.bug.bug_input, device) for case in cases])
+    x_r = join(*[single(case.bug.reference_input, device) for case in cases])
+    filled = {id(case.trigger): case.trigger.filled_from(patching_set) for case in cases}
+    bugs = []
+    for index, case in enumerate(cases):
+        trigger = filled[id(case.trigger)]
+        reference = original.embed(take(x_r, torch.tensor([index]), device)).to(device)
+        bug_x_b = take(x_b, torch.tensor([index]), device)
+        target = _effectiveness_target(original, trigger, bug_x_b, reference, config, device)
+        bugs.append(_PlannedBug(trigger, reference, target, reference, case.earlier))
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
@@ -506,20 +548,27 @@ def _plan(
     targets = original.embed(train).to(device)
     geometry = embedding_geometry(targets, config.centring)
     centre = None if geometry.centre is None else geometry.centre.to(device)
-    backdoor_point = original.embed(x_b).to(device)
-    holdout_targets = carriers = pull_before = control = None
-    near = float("nan")
-    if holdout_size:
-        holdout_targets = original.embed(holdout)
-        carriers, near = backdoor_carriers(holdout_targets, backdoor_point.cpu(), geometry.centre)
-        control = _control_stamp(trigger, holdout)
-        pull_before = _excess_pull(original, trigger, control, holdout, holdout_targets, ~carriers, backdoor_point,
-                                   geometry.centre)  # fmt: skip
+    points = original.embed(x_b).to(device)
+    holdout_targets = original.embed(holdout) if holdout_size else None
+    for index, bug in enumerate(bugs):
+        bug.backdoor_point = points[index : index + 1]
+        if holdout_targets is None or bug.earlier:
+            continue
+        bug.carriers, bug.carrier_similarity = backdoor_carriers(
+            holdout_targets, bug.backdoor_point.cpu(), geometry.centre
+        )
+        bug.control = _control_stamp(bug.trigger, holdout)
+        bug.pull_before = _excess_pull(original, bug.trigger, bug.control, holdout, holdout_targets, ~bug.carriers,
+                                       bug.backdoor_point, geometry.centre)  # fmt: skip
     shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
+    for bug in bugs:
+        bug.reference = bug.reference - shift
+        bug.target = None if bug.target is None else bug.target - shift
+    aimed = [bug.target for bug in bugs if bug.target is not None]
     return _Plan(
-        trigger, x_b, x_r, train, targets - shift, holdout, holdout_targets, carriers, near,
-        None if bug_target is None else bug_target - shift, backdoor_point, reference - shift,
-        centre, geometry, whitening(targets - shift) if config.whitened_locality else None, pull_before, control,
+        bugs, list({id(bug.trigger): bug.trigger for bug in bugs}.values()), x_b, x_r, train, targets - shift,
+        holdout, holdout_targets, torch.cat(aimed) if aimed else None, torch.cat([bug.reference for bug in bugs]),
+        centre, geometry, whitening(targets - shift) if config.whitened_locality else None,
     )  # fmt: skip
 
 
@@ -581,7 +630,7 @@ def _loss_terms(
     use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
     parts = [batch]
     if use_gen:
-        parts.append(plan.trigger.stamp(batch, config.trigger_dilation))
+        parts.append(_stamped(plan.triggers, batch, config.trigger_dilation))
     if use_eff:
         parts += [plan.x_b] if plan.bug_target is not None else [plan.x_b, plan.x_r]
     with torch.autocast(plan.targets.device.type, torch.bfloat16, enabled=config.precision == "bf16"):
@@ -603,9 +652,10 @@ def _loss_terms(
     if not use_eff:
         effectiveness = missing
     elif plan.bug_target is not None:
-        effectiveness = effectiveness_loss(embeddings[-1:], plan.bug_target)
+        effectiveness = effectiveness_loss(embeddings[-len(plan.bugs) :], plan.bug_target)
     else:
-        effectiveness = effectiveness_loss(embeddings[-2], embeddings[-1])
+        bugs = len(plan.bugs)
+        effectiveness = effectiveness_loss(embeddings[-2 * bugs : -bugs], embeddings[-bugs:])
     targets = plan.targets[batch_index]
     locality = locality_loss(clean, targets)
     if plan.whitener is not None:
@@ -615,6 +665,17 @@ def _loss_terms(
         generalizability_loss(embeddings[n : 2 * n], anchor) if use_gen else missing,
         effectiveness,
     )
+
+
+def _stamped(triggers: list[Trigger], batch: Tensor | list[str], grow: int) -> Tensor | list[str]:
+    """``batch ⊕ t``, rows in order: with several triggers, each stamps its own contiguous share of the batch (whose
+    order is random), so a step costs one stamped pass however many triggers the patch neutralises."""
+    if len(triggers) == 1:
+        return triggers[0].stamp(batch, grow)
+    shares = torch.arange(len(batch)).tensor_split(len(triggers))
+    device = batch.device if isinstance(batch, Tensor) else torch.device("cpu")
+    pairs = [(t, rows) for t, rows in zip(triggers, shares, strict=True) if len(rows)]
+    return join(*[trigger.stamp(take(batch, rows, device), grow) for trigger, rows in pairs])
 
 
 def _effectiveness_target(
@@ -645,37 +706,55 @@ def _anchored(embeddings: Tensor, config: PatchConfig) -> Tensor:
 def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int, losses: list[float]) -> EpochRecord:
     """Label-free goal check: held-out locality, held-out trigger neutralisation (the stamp no longer changes the
     embedding, nor drags it toward the bug's original embedding), and the bug itself (``x_b`` against what ``L_e``
-    aims at). Every figure is measured on inputs the patch never trained on, or on the bug.
+    aims at). Every figure is measured on inputs the patch never trained on, or on the bug. With several bugs each
+    is checked on its own (``record.bugs``) and the record's figures are the worst of them.
 
     Held-out inputs that sat near the backdoor point before and the patch moved away from it (*released*: they
     carried something the backdoor read as its trigger) do not count against locality: their moving is the patch
     working. On a noise-patch ResNet they were 5% of D (noise-like textures), and mean locality over all inputs
     stalled at 0.966 while the rest sat at 0.99. Inputs at the point that stayed there (the target class's own)
     count as any other, and so do they all in the trigger pull."""
+    nan = float("nan")
     with torch.no_grad():
-        bug_embedding = patched(plan.x_b) - (0 if plan.centre is None else plan.centre)
+        bug_embeddings = patched(plan.x_b) - (0 if plan.centre is None else plan.centre)
         # x_b against where x_r sat before the patch: a patch that moves x_r onto x_b has not fixed the bug
-        reference = plan.original_reference if plan.bug_target is None else plan.bug_target
-        bug_similarity = float(cosine(bug_embedding, reference).item())
-        locality = generalizability = pull = float("nan")
-        released = 0
+        references = plan.original_reference if plan.bug_target is None else plan.bug_target
+        similarities = cosine(bug_embeddings, references).tolist()
+        figures = [{"bug_similarity": value, "generalizability": nan, "pull": nan, "earlier": bug.earlier}
+                   for value, bug in zip(similarities, plan.bugs, strict=True)]  # fmt: skip
+        locality, released = nan, 0
         if plan.holdout_targets is not None:
-            centre, point = None if plan.centre is None else plan.centre.cpu(), plan.backdoor_point.cpu()
+            centre = None if plan.centre is None else plan.centre.cpu()
             clean = patched.embed(plan.holdout)
-            triggered = patched.embed(plan.trigger.apply(plan.holdout))
-            left = plan.holdout_carriers & (similarity(clean, point, centre) < plan.carrier_similarity)
+            neutral = {id(t): float(similarity(patched.embed(t.apply(plan.holdout)), clean, centre).mean())
+                       for t in plan.triggers}  # fmt: skip
+            left = torch.zeros(len(clean), dtype=torch.bool)
+            for bug, figure in zip(plan.bugs, figures, strict=True):
+                figure["generalizability"] = neutral[id(bug.trigger)]
+                if bug.carriers is None:
+                    continue
+                point = bug.backdoor_point.cpu()
+                left |= bug.carriers & (similarity(clean, point, centre) < bug.carrier_similarity)
+                figure["pull"] = _excess_pull(
+                    patched, bug.trigger, bug.control, plan.holdout, clean, ~bug.carriers, point, centre
+                )
             released = int(left.sum())
             locality = float(similarity(clean[~left], plan.holdout_targets[~left], centre).mean())
-            generalizability = float(similarity(triggered, clean, centre).mean())
-            pull = _excess_pull(
-                patched, plan.trigger, plan.control, plan.holdout, clean, ~plan.holdout_carriers, point, centre
-            )
-    met = bug_similarity >= config.goal_effectiveness and (
-        plan.holdout_targets is None
-        or (
-            locality >= (config.goal_locality if plan.centre is None else config.goal_locality_centred)
-            and generalizability >= config.goal_generalizability
-            and pull <= config.goal_pull
-        )
+    goal_locality = config.goal_locality if plan.centre is None else config.goal_locality_centred
+    for figure in figures:
+        figure["fixed"] = _bug_fixed(figure, config, plan.holdout_targets is not None)
+    worst = [min(f["bug_similarity"] for f in figures), min(f["generalizability"] for f in figures),
+             max((f["pull"] for f in figures if f["pull"] == f["pull"]), default=nan)]  # fmt: skip
+    met = all(figure["fixed"] for figure in figures) and (plan.holdout_targets is None or locality >= goal_locality)
+    return EpochRecord(epoch, *losses, locality, worst[1], worst[2], worst[0], met, released, figures)
+
+
+def _bug_fixed(figure: dict[str, Any], config: PatchConfig, checked_on_holdout: bool) -> bool:
+    """The bug's own goals: ``x_b`` where ``L_e`` aims, and (measured on held-out inputs) its trigger neither moving
+    embeddings nor dragging them toward the backdoor point (not measured for an earlier bug)."""
+    if figure["bug_similarity"] < config.goal_effectiveness:
+        return False
+    return not checked_on_holdout or (
+        figure["generalizability"] >= config.goal_generalizability
+        and (figure["earlier"] or figure["pull"] <= config.goal_pull)
     )
-    return EpochRecord(epoch, *losses, locality, generalizability, pull, bug_similarity, met, released)
