@@ -1,7 +1,7 @@
 """Attacks that researchers evaluate Mudjacking against; each registers itself by name."""
 
 from mudjacking.attacks import drupe, redundant, ssl_poisoning, trigger_variants  # noqa: F401  (registers them)
-from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder
+from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder, badencoder_many
 from mudjacking.attacks.registry import (
     Attack,
     TriggerRequest,
@@ -18,6 +18,7 @@ __all__ = [
     "TriggerRequest",
     "attack_named",
     "badencoder",
+    "badencoder_many",
     "get_attack",
     "register_attack",
     "registered_attacks",

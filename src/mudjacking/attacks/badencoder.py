@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -68,15 +70,19 @@ class AttackResult:
     config: BadEncoderConfig
     seconds: float
     final_effectiveness: float
+    triggers: list[ImageTrigger | TextTrigger] = field(default_factory=list)  # every backdoor's, when several
 
     def summary(self) -> dict:
-        return {
+        summary = {
             "attack": "badencoder",
             "config": asdict(self.config),
             "seconds": round(self.seconds, 3),
             **self.trigger.describe(),
             "final_effectiveness": self.final_effectiveness,
         }
+        if len(self.triggers) > 1:
+            summary["backdoors"] = [trigger.describe() for trigger in self.triggers]
+        return summary
 
 
 @register_attack("badencoder")
@@ -99,6 +105,19 @@ def badencoder(
     Returns:
         the backdoored ``f'`` and the last epoch's mean ``s(f'(x ⊕ t), f'(x_ref))``.
     """
+    return badencoder_many(encoder, shadow_images, [(trigger, reference_images)], config, show_progress)
+
+
+def badencoder_many(
+    encoder: Encoder,
+    shadow_images: Tensor | list[str],
+    backdoors: Sequence[tuple[ImageTrigger | TextTrigger, Tensor | list[str]]],
+    config: BadEncoderConfig | None = None,
+    show_progress: bool = True,
+) -> AttackResult:
+    """BadEncoder with several backdoors at once: each ``(trigger, references)`` pair sends inputs carrying that
+    trigger to its own target's references. Each trigger is stamped on its own contiguous share of every batch
+    (the batch order is random), so a step costs what one backdoor's does; ``L0`` is the mean over backdoors."""
     config = config or BadEncoderConfig()
     set_seed(config.seed)
     started = time.perf_counter()
@@ -111,8 +130,11 @@ def badencoder(
     optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
     processes = Processes(device)
     shadow_targets = encoder.embed(shadow_images).to(device)
-    reference_images = to_device(reference_images, device)
+    triggers = [trigger for trigger, _ in backdoors]
+    reference_sets = [to_device(references, device) for _, references in backdoors]
+    reference_images = join(*reference_sets)
     reference_targets = encoder.embed(reference_images).to(device)
+    bounds = torch.tensor([0, *[len(references) for references in reference_sets]]).cumsum(0).tolist()
     steps = -(-len(shadow_images) // config.batch_size)
     projections = random_directions(shadow_targets.shape[1], 64, config.seed).to(device)
     effectiveness = 0.0
@@ -128,10 +150,11 @@ def badencoder(
                     continue
                 batch = take(shadow_images, index, device)
                 n = len(batch)
-                embeddings = model(join(batch, trigger.apply(batch), reference_images))
+                shares = torch.arange(n).tensor_split(len(triggers))
+                stamped = _stamped(triggers, batch, shares, device)
+                embeddings = model(join(batch, stamped, reference_images))
                 clean, triggered, references = embeddings[:n], embeddings[n : 2 * n], embeddings[2 * n :]
-                similarity = F.normalize(triggered, dim=-1) @ F.normalize(references, dim=-1).T
-                loss_effect = -similarity.mean()
+                loss_effect = _effect_loss(triggered, references, shares, bounds)
                 loss_reference = -cosine(references, reference_targets).mean()
                 loss_utility = -cosine(clean, shadow_targets[index]).mean()
                 loss = loss_effect + config.lambda_reference * loss_reference + config.lambda_utility * loss_utility
@@ -145,4 +168,24 @@ def badencoder(
                 total, seen = total - loss_effect.item() * n, seen + n
                 advance(info=f"s(trig, ref) {-loss_effect.item():.3f}  s(clean) {-loss_utility.item():.3f}")
             effectiveness = total / max(seen, 1)
-    return AttackResult(backdoored.eval(), trigger, config, time.perf_counter() - started, effectiveness)
+    return AttackResult(backdoored.eval(), triggers[0], config, time.perf_counter() - started, effectiveness, triggers)
+
+
+def _stamped(triggers: list, batch: Tensor | list[str], shares: tuple[Tensor, ...], device: torch.device) -> Any:
+    """``batch`` with each trigger stamped on its own share, rows in order."""
+    if len(triggers) == 1:
+        return triggers[0].apply(batch)
+    return join(*[t.apply(take(batch, rows, device)) for t, rows in zip(triggers, shares, strict=True) if len(rows)])
+
+
+def _effect_loss(triggered: Tensor, references: Tensor, shares: tuple[Tensor, ...], bounds: list[int]) -> Tensor:
+    """``L0``: each share's triggered embeddings against its own target's references, averaged over backdoors (one
+    backdoor: the whole batch against all references, in one product, as BadEncoder computes it)."""
+    if len(shares) == 1:
+        return -(F.normalize(triggered, dim=-1) @ F.normalize(references, dim=-1).T).mean()
+    pulls = [
+        (F.normalize(triggered[rows], dim=-1) @ F.normalize(references[lo:hi], dim=-1).T).mean()
+        for rows, lo, hi in zip(shares, bounds[:-1], bounds[1:], strict=True)
+        if len(rows)
+    ]
+    return -torch.stack(pulls).mean()
