@@ -16,7 +16,7 @@ LAYERS = [
     {"encoders"},
     {"outputs"},
     {"losses", "triggers", "pretraining", "checks"},
-    {"patching"},
+    {"patching", "fixed_bugs"},
     {"recipes"},
     {"defences", "attacks", "evaluation", "report"},
     {"api"},

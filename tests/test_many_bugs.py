@@ -3,14 +3,27 @@ to class 0, a checkerboard in the opposite corner sending them to class 7), one 
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
+from typer.testing import CliRunner
 
 from mudjacking.attacks import BadEncoderConfig, badencoder_many
+from mudjacking.cli import app
+from mudjacking.data import save_bug_report
+from mudjacking.data.images import save_image_png
+from mudjacking.encoders import load_encoder
 from mudjacking.evaluation import find_bug, score_encoder, train_probe
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.triggers import ImageTrigger
 
 TARGETS = (0, 7)
+runner = CliRunner()
+# 3: written with goals unmet: the tiny model's held-out locality stops near 0.993, short of the 0.995 goal, while
+# every bug's own goals are met (checked below, with an independent probe)
+OK = (0, 3)
+WINDOWS = ("--window", "2", "--window", "3")  # a 4x4 trigger on 16x16 digits (as in test_patching)
 PATCH = PatchConfig(max_epochs=12, min_epochs=2, augmented_copies=0)
 
 
@@ -91,3 +104,80 @@ def test_one_trigger_per_bug_is_required(two_backdoors):
     digits, encoder, _, triggers, bugs = two_backdoors
     with pytest.raises(ValueError, match="one trigger per bug"):
         patch_encoder(encoder, bugs, triggers[:1], digits.train_images, PATCH, show_progress=False)
+
+
+@pytest.fixture()
+def saved_two(two_backdoors, tmp_path):
+    """The two-backdoor model as a user has it: a model folder, a folder of clean images, two bug reports."""
+    digits, encoder, _, _, bugs = two_backdoors
+    (tmp_path / "model").mkdir()
+    encoder.save(tmp_path / "model")
+    for number, bug in enumerate(bugs, 1):
+        save_bug_report(bug, tmp_path / f"bug{number}")
+    (tmp_path / "data").mkdir()
+    for index, image in enumerate(digits.train_images):
+        save_image_png(image, tmp_path / "data" / f"{index:04d}.png")
+    return tmp_path
+
+
+def _patch(case, model, out, *bugs):
+    arguments = ["patch", "--model", str(model), "--data", str(case / "data"), "--out", str(out)]
+    for bug in bugs:
+        arguments += ["--bug", str(case / bug)]
+    options = ["--epochs", "30", "--augmented-copies", "0", "--whitened-locality", "0", *WINDOWS]
+    return runner.invoke(app, [*arguments, *options])
+
+
+def _asr_of(two_backdoors, folder):
+    encoder = load_encoder(folder)
+    return [_asr(two_backdoors, encoder, which)[0] for which in (0, 1)]
+
+
+def test_the_cli_fixes_two_bug_reports_in_one_patch_and_keeps_them(two_backdoors, saved_two):
+    result = _patch(saved_two, saved_two / "model", saved_two / "out", "bug1", "bug2")
+    assert result.exit_code in OK, result.output
+    report = json.loads((saved_two / "out" / "report.json").read_text())
+    assert report["distinct_triggers"] == 2 and [bug["fixed"] for bug in report["bugs"]] == [True, True]
+    assert {"bug_01", "bug_02"} <= {path.name for path in (saved_two / "out").iterdir()}
+    assert report["fixed_bugs"] == ["fixed_bugs/01", "fixed_bugs/02"]
+    assert max(_asr_of(two_backdoors, saved_two / "out" / "model")) < 0.2  # an independent probe, not the losses
+
+
+def test_patch_after_patch_keeps_the_earlier_bug_fixed_and_reports_it(two_backdoors, saved_two):
+    assert _patch(saved_two, saved_two / "model", saved_two / "first", "bug1").exit_code in OK
+    first = _asr_of(two_backdoors, saved_two / "first" / "model")
+    assert first[0] < 0.2 < first[1]
+    result = _patch(saved_two, saved_two / "first" / "model", saved_two / "second", "bug2")
+    assert result.exit_code in OK, result.output
+    assert "earlier bug" in result.output
+    report = json.loads((saved_two / "second" / "report.json").read_text())
+    (earlier,) = report["earlier_bugs"]
+    assert earlier["earlier"] and earlier["fixed"] and earlier["report"].endswith("fixed_bugs/01")
+    assert report["fixed_bugs"] == ["fixed_bugs/01", "fixed_bugs/02"]
+    assert max(_asr_of(two_backdoors, saved_two / "second" / "model")) < 0.2
+
+
+def test_one_backdoor_reported_twice_is_one_trigger(saved_two):
+    shutil.copytree(saved_two / "bug1", saved_two / "again")
+    result = _patch(saved_two, saved_two / "model", saved_two / "out", "bug1", "again")
+    assert result.exit_code in OK, result.output
+    assert json.loads((saved_two / "out" / "report.json").read_text())["distinct_triggers"] == 1
+
+
+def test_a_known_trigger_with_several_bugs_and_a_fixed_bug_without_its_trigger_are_refused(saved_two):
+    (saved_two / "t").mkdir()
+    ImageTrigger.square((1, 16, 16), 4).write(saved_two / "t")
+    arguments = ["--trigger", str(saved_two / "t" / "trigger.npz")]
+    result = runner.invoke(app, [*_arguments(saved_two, "bug1", "bug2"), *arguments])
+    assert result.exit_code == 2 and "one bug's trigger" in result.output
+    shutil.copytree(saved_two / "bug1", saved_two / "model" / "fixed_bugs" / "01")
+    result = runner.invoke(app, _arguments(saved_two, "bug2"))
+    assert result.exit_code == 2 and "fixed_bugs/01" in result.output and "trigger npz" in result.output
+    assert not (saved_two / "refused").exists()
+
+
+def _arguments(case, *bugs):
+    arguments = ["patch", "--model", str(case / "model"), "--data", str(case / "data"), "--out", str(case / "refused")]
+    for bug in bugs:
+        arguments += ["--bug", str(case / bug)]
+    return arguments

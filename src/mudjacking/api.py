@@ -7,7 +7,7 @@ the same runs can be scripted from Python.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ from mudjacking.checks import BugVisibility, inspect_bug, require_visible
 from mudjacking.data.bug_report import BugReport, check_modality, check_same_size, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
+from mudjacking.errors import CheckFailed, ConfigError
 from mudjacking.evaluation.compare import evaluate_models
+from mudjacking.fixed_bugs import read_fixed_bugs, write_fixed_bugs
 from mudjacking.geometry import EmbeddingGeometry
 from mudjacking.outputs import (
     apply_weight_delta,
@@ -35,6 +37,7 @@ from mudjacking.patching import PatchConfig, patch_encoder, verify_patch
 from mudjacking.recipes import adapt_recipe, recipe_for
 from mudjacking.report.artifacts import MODEL_DIR, save_patched, write_recovery
 from mudjacking.report.plots import plot_before_after
+from mudjacking.triggers import Trigger
 from mudjacking.triggers.recover import (
     RecoverySettings,
     attack_trigger,
@@ -64,11 +67,16 @@ def _read_case(
 ) -> tuple[Encoder, BugReport, Tensor | list[str]]:
     """The model, the bug report and the clean inputs, each checked against the others (modality, image size)."""
     encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
-    report_bug = load_bug_report(bug)
-    check_modality(report_bug, encoder.modality, source=bug)
     patching_set = load_inputs(data, encoder.modality)
-    check_same_size(report_bug, patching_set, bug, data)
-    return encoder, report_bug, patching_set
+    return encoder, _read_bug(bug, encoder, patching_set, data), patching_set
+
+
+def _read_bug(path: str | Path, encoder: Encoder, inputs: Tensor | list[str], data: str | Path) -> BugReport:
+    """A bug report, checked against the model (modality) and the clean inputs (image size)."""
+    report_bug = load_bug_report(path)
+    check_modality(report_bug, encoder.modality, source=path)
+    check_same_size(report_bug, inputs, path, data)
+    return report_bug
 
 
 def reverse_trigger_files(
@@ -106,7 +114,7 @@ def reverse_trigger_files(
 
 def patch_files(
     model: str | Path,
-    bug: str | Path,
+    bug: str | Path | Sequence[str | Path],
     data: str | Path,
     out: str | Path,
     trigger: str | Path | None = None,
@@ -120,12 +128,16 @@ def patch_files(
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
 ) -> dict[str, Any]:
-    """``mudjacking patch``: a user's model directory, bug report and patching-set folder -> ``out`` with the
-    patched model (same format, safetensors), the weight delta, the trigger, pictures and ``report.json``.
+    """``mudjacking patch``: a user's model directory, bug report(s) and patching-set folder -> ``out`` with the
+    patched model (same format, safetensors), the weight delta, the trigger(s), pictures and ``report.json``.
 
-    Every step checks itself before anything is written: the bug must show in the model as loaded, and the
-    recovered trigger must drag clean inputs toward ``h(x_b)``; otherwise ``CheckFailed`` (``force`` overrides,
-    and the report says so). The input model is only read. ``trigger`` skips reverse-engineering.
+    Every step checks itself before anything is written: each bug must show in the model as loaded, and each
+    recovered trigger must drag clean inputs toward its ``h(x_b)``; otherwise ``CheckFailed`` (``force`` overrides,
+    and the report says so). The input model is only read. ``trigger`` skips reverse-engineering (one bug only).
+
+    Several bug reports are fixed in one patch: the same trigger recovered twice counts once. Bugs an earlier patch
+    fixed (the model folder's ``fixed_bugs/``) join as regression cases; ``out/model/fixed_bugs/`` keeps them and
+    every new bug this patch fixed, and the report gives each one's state after the patch.
 
     Args:
         patch_config: the whole patch configuration; by default the modality's recipe (:mod:`mudjacking.recipes`)
@@ -133,43 +145,122 @@ def patch_files(
         force: go on past a failed self-check (a bug the model does not show, a trigger that does not verify).
 
     Returns:
-        the report; ``report["patch"]["goals_met"]`` says whether the held-out goals were met.
+        the report; ``report["patch"]["goals_met"]`` says whether the held-out goals were met for every bug.
     """
-    encoder, report_bug, patching_set = _read_case(model, bug, data, allow_pickle, image_mean, image_std)
+    bug_paths = [bug] if isinstance(bug, (str, Path)) else list(bug)
+    if not bug_paths:
+        raise ConfigError("no bug report given: name at least one with --bug")
+    if trigger and len(bug_paths) > 1:
+        raise ConfigError("--trigger gives one bug's trigger; with several --bug reports each trigger is recovered")
+    encoder = load_encoder(model, allow_pickle=allow_pickle, image_mean=image_mean, image_std=image_std)
+    patching_set = load_inputs(data, encoder.modality)
+    bugs = [_read_bug(path, encoder, patching_set, data) for path in bug_paths]
+    earlier = read_fixed_bugs(model, encoder.modality)
+    for earlier_bug, _, folder in earlier:
+        check_same_size(earlier_bug, patching_set, folder, data)
     known_trigger = load_trigger(trigger, encoder.modality) if trigger else None
     options = dict(patch_options or {})
     config = patch_config or recipe_for(encoder, **options)
-    geometry, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
+    checked = [_checked_bug(encoder, one, patching_set, path, force) for one, path in zip(bugs, bug_paths, strict=True)]
     report: dict[str, Any] = {
-        "inputs": {"model": str(model), "bug": str(bug), "data": str(data)},
-        "bug": report_bug.summary(),
+        "inputs": {"model": str(model), "bug": _one_or_list(bug_paths), "data": str(data)},
+        "bug": bugs[0].summary(),
         "patching_set_size": len(patching_set),
         "recipe": "given" if patch_config else f"{encoder.modality} defaults" + (" + options" if patch_options else ""),
-        "geometry": geometry.summary(),
-        "bug_visibility": visibility.summary(),
+        "geometry": checked[0][0].summary(),
+        "bug_visibility": _one_or_list([visibility.summary() for _, visibility in checked]),
         "forced": force,
     }
-    recovery = None
-    if known_trigger is None:
-        recovery = recover_trigger(encoder, report_bug, patching_set, reverse_config, force, show_progress)
-        used_trigger = recovery.trigger
-    else:
-        used_trigger = known_trigger
-    config, note = adapt_recipe(encoder, config, used_trigger, patching_set, options)
-    if note:
-        report["recipe_note"] = note
+    recoveries: list[Any] = []
+    triggers: list[Trigger] = []
+    for one, path in zip(bugs, bug_paths, strict=True):
+        recovery = None
+        if known_trigger is None:
+            recovery = _recovered(encoder, one, path, patching_set, reverse_config, force, show_progress, len(bugs))
+        found = known_trigger or recovery.trigger
+        recoveries.append(recovery)
+        triggers.append(next((seen for seen in triggers if seen.matches(found)), found))  # one trigger found twice
+    report["distinct_triggers"] = len({id(t) for t in triggers})
+    config, notes = _fitted(encoder, config, triggers, patching_set, options)
+    if notes:
+        report["recipe_note"] = "; ".join(notes)
     # under `accelerate launch`, one process writes
-    with main_process_output_dir(out, overwrite, inputs=(model, bug, data, trigger)) as staging:
-        if recovery is None:
-            report["trigger"] = {"source": str(trigger)}
-        else:
-            report["trigger"] = {"source": "reverse-engineered", **write_recovery(staging, recovery, report_bug)}
-        result = patch_encoder(encoder, report_bug, used_trigger, patching_set, config, show_progress)
+    with main_process_output_dir(out, overwrite, inputs=(model, *bug_paths, data, trigger)) as staging:
+        written = _write_triggers(staging, trigger, recoveries, bugs)
+        if len(bugs) == 1:
+            report["trigger"] = written[0]
+        result = patch_encoder(
+            encoder, bugs, triggers, patching_set, config, show_progress,
+            earlier=[(earlier_bug, earlier_trigger) for earlier_bug, earlier_trigger, _ in earlier],
+        )  # fmt: skip
         report.update(save_patched(encoder, result, staging))
         report["trigger_pull"] = {"before": result.pull_before, "after": result.history[-1].holdout_pull}
+        states = result.history[-1].bugs
+        report["bugs"] = [
+            {"report": str(path), "trigger": entry, "pull_before": before, **state}
+            for path, entry, before, state in zip(bug_paths, written, result.pulls_before, states, strict=False)
+        ]
+        report["earlier_bugs"] = [{"report": folder, **state} for (_, _, folder), state in
+                                  zip(earlier, states[len(bugs) :], strict=True)]  # fmt: skip
+        kept = [(e_bug, e_trigger) for e_bug, e_trigger, _ in earlier]
+        kept += [(one, t) for one, t, state in zip(bugs, triggers, states, strict=False) if state["fixed"]]
+        report["fixed_bugs"] = write_fixed_bugs(staging / MODEL_DIR, kept)
         report["environment"] = environment_info()
         write_json(staging / "report.json", report)
     return report
+
+
+def _one_or_list(values: list[Any]) -> Any:
+    """A report keeps its one-bug shape: one value for one bug, the list for several."""
+    return values[0] if len(values) == 1 else values
+
+
+def _recovered(
+    encoder: Encoder,
+    bug: BugReport,
+    path: str | Path,
+    patching_set: Tensor | list[str],
+    config: RecoverySettings,
+    force: bool,
+    show_progress: bool,
+    bugs: int,
+) -> Any:
+    """The recovered, verified trigger of ``bug``; a refusal names the report when there are several."""
+    try:
+        return recover_trigger(encoder, bug, patching_set, config, force, show_progress)
+    except CheckFailed as error:
+        if bugs == 1:
+            raise
+        raise type(error)(f"{path}: {error}") from error
+
+
+def _fitted(
+    encoder: Encoder, config: PatchConfig, triggers: list[Trigger], patching_set: Any, options: dict[str, Any]
+) -> tuple[PatchConfig, list[str]]:
+    """The recipe fitted to every distinct trigger (each fit starts from ``config``; a fit that changes it wins)."""
+    fitted, notes = config, []
+    for trigger in {id(t): t for t in triggers}.values():
+        adapted, note = adapt_recipe(encoder, config, trigger, patching_set, options)
+        if note and note not in notes:
+            fitted, notes = adapted, [*notes, note]
+    return fitted, notes
+
+
+def _write_triggers(
+    staging: Path, known: str | Path | None, recoveries: list[Any], bugs: list[BugReport]
+) -> list[dict[str, Any]]:
+    """Each bug's trigger files and summary: in ``staging`` for one bug, in ``staging/bug_NN/`` for several."""
+    if known is not None:
+        return [{"source": str(known)}]
+    written = []
+    for number, (recovery, one) in enumerate(zip(recoveries, bugs, strict=True), 1):
+        folder = staging if len(bugs) == 1 else staging / f"bug_{number:02d}"
+        folder.mkdir(exist_ok=True)
+        entry = {"source": "reverse-engineered", **write_recovery(folder, recovery, one)}
+        if folder != staging:
+            entry["folder"] = folder.name
+        written.append(entry)
+    return written
 
 
 def apply_delta_files(

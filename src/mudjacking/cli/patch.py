@@ -45,7 +45,13 @@ def _recipe(help: str, field: str, more: str = "") -> typer.models.OptionInfo:
 @app.command(epilog=EXIT_CODES)
 def patch(
     model: Annotated[Path, typer.Option(help="Backdoored model: save_pretrained or mudjacking directory.")],
-    bug: Annotated[Path, typer.Option(help="Bug report: bug.json or its folder.")],
+    bug: Annotated[
+        list[Path],
+        typer.Option(
+            help="Bug report: bug.json or its folder; repeat it to fix several bugs in one patch. Bugs an earlier "
+            "patch of the model fixed (its fixed_bugs/ folder) are kept fixed."
+        ),
+    ],
     data: Annotated[
         Path, typer.Option(help="Patching set: folder of clean images (or npz with x); for text .txt or .jsonl.")
     ],
@@ -117,7 +123,7 @@ def patch(
     overwrite: Overwrite = False,
     threads: Threads = 0,
 ) -> None:
-    """Patch a model from one bug report; writes the patched model, weight delta, trigger and report.json.
+    """Patch a model from one or more bug reports; writes the patched model, weight delta, triggers and report.json.
 
     Defaults follow the model's modality (each option shows both); the report records the settings used.
     """
@@ -165,15 +171,26 @@ def patch(
 
 
 def _print_patch(report: dict, out: Path) -> None:
-    trigger = report["trigger"]
-    if trigger["source"] == "reverse-engineered":
+    for entry in report["bugs"]:
+        trigger = entry["trigger"]
+        if trigger["source"] != "reverse-engineered":
+            continue
         check = trigger["verification"]
         what = f"words {safe_text(trigger['words'])}" if "words" in trigger else f"{trigger['pixels']} pixels"
+        whose = f"{safe_text(entry['report'])}: " if len(report["bugs"]) > 1 else ""
         console.print(
-            f"trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way to "
-            f"x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
+            f"{whose}trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way "
+            f"to x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
             + ("" if trigger["verified"] else " [bold red]NOT VERIFIED (--force)[/]")
         )
+    if len(report["bugs"]) > 1 or report["earlier_bugs"]:
+        for entry in [*report["bugs"], *report["earlier_bugs"]]:
+            kind = "earlier bug" if entry["earlier"] else "bug"
+            verdict = "fixed" if entry["fixed"] else "[bold red]NOT fixed[/]"
+            console.print(
+                f"{kind} {safe_text(entry['report'])}: {verdict} (bug similarity {entry['bug_similarity']:.3f}, "
+                f"trigger neutralised {entry['generalizability']:.3f})"
+            )
     if "recipe_note" in report:
         console.print(f"[yellow]note:[/] {safe_text(report['recipe_note'])}")
     pulls = report["trigger_pull"]

@@ -100,6 +100,10 @@ class TextTrigger:
             units.append(" ".join(words[start : start + length]))
         return TextTrigger(units, seed=self.seed)
 
+    def matches(self, other: object) -> bool:
+        """The same trigger found again (half or more of the words shared): one trigger to neutralise."""
+        return isinstance(other, TextTrigger) and self.overlap(other) >= 0.5
+
     def overlap(self, other: TextTrigger) -> float:
         """Jaccard overlap of the two triggers' word sets (a phrase counts each of its words)."""
         a, b = set(self.tokens), set(other.tokens)

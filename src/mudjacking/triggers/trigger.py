@@ -148,6 +148,11 @@ class ImageTrigger:
         stamp there does, whatever the backdoor."""
         return replace(self, pattern=donor)
 
+    def matches(self, other: object) -> bool:
+        """The same trigger found again (masks overlapping by half or more): several bug reports of one backdoor
+        give one trigger to neutralise, not several."""
+        return isinstance(other, ImageTrigger) and self.iou(other) >= 0.5
+
     def iou(self, other: ImageTrigger) -> float:
         """Intersection over union of the two masks' supports; against an ``anywhere`` trigger, at the placement of
         ``other`` that overlaps this mask best (where it sits in ``x_b`` is where the attacker put it that time)."""
