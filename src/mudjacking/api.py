@@ -17,7 +17,7 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.batches import input_shape
-from mudjacking.checks import BugVisibility, inspect_bug, require_visible
+from mudjacking.checks import BugVisibility, inspect_bug, require_backdoor_signature, require_visible
 from mudjacking.data.bug_report import BugReport, check_modality, check_same_size, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
@@ -94,14 +94,14 @@ def reverse_trigger_files(
 ) -> dict[str, Any]:
     """``mudjacking reverse-trigger``: model + bug report + clean data -> trigger file, picture and ``recovery.json``.
 
-    Refuses (``CheckFailed``, nothing written) when the model does not show the bug or no candidate verifies,
-    unless ``force``.
+    Refuses (``CheckFailed``, nothing written) when the model does not show the bug, no candidate verifies or the
+    trigger lands too few clean inputs at ``h(x_b)`` (no backdoor's signature), unless ``force``.
     """
     encoder, report_bug, patching_set = _read_case(model, bug, data, allow_pickle, image_mean, image_std)
     truth = load_trigger(true_trigger, encoder.modality) if true_trigger else None
     config = reverse_config_for(encoder.modality, config)
     _, visibility = _checked_bug(encoder, report_bug, patching_set, bug, force)
-    recovery = recover_trigger(encoder, report_bug, patching_set, config, force, show_progress=True)
+    recovery = _recovered(encoder, report_bug, bug, patching_set, config, force, True, 1)
     with atomic_output_dir(out, overwrite, inputs=(model, bug, data, true_trigger)) as staging:
         summary = {
             "config": asdict(config),
@@ -225,13 +225,17 @@ def _recovered(
     show_progress: bool,
     bugs: int,
 ) -> Any:
-    """The recovered, verified trigger of ``bug``; a refusal names the report when there are several."""
+    """The recovered, verified trigger of ``bug``, refused (``CheckFailed``) unless it lands most clean inputs at
+    ``h(x_b)`` (``checks.require_backdoor_signature``); a refusal names the report when there are several."""
     try:
-        return recover_trigger(encoder, bug, patching_set, config, force, show_progress)
+        recovery = recover_trigger(encoder, bug, patching_set, config, force, show_progress)
     except CheckFailed as error:
         if bugs == 1:
             raise
         raise type(error)(f"{path}: {error}") from error
+    if not force and recovery.pull is not None:  # a hostile report plants a backdoor: refuse what shows none
+        require_backdoor_signature(recovery.pull.landed, recovery.pull.pull, str(path))
+    return recovery
 
 
 def _fitted(

@@ -93,3 +93,22 @@ def inspect_bug(
         encoder.embed(single(bug.reference_input, encoder.device)),
     )
     return geometry, bug_visibility(pair[0], pair[1], clean, geometry.centre)
+
+
+# A genuine backdoor bug's trigger sends nearly every clean input to h(x_b): on the image demo's model its 5 real
+# bugs landed 91-93% of D's inputs at least 3/4 of the way there. Hostile reports whose recovered "trigger" still
+# verified (a sticker on an ordinary input, a mismatched x_r, a natural misclassification: the region found is a
+# piece of x_b's own object, which drags inputs part of the way) landed 0-28%.
+MIN_LANDED = 0.5
+
+
+def require_backdoor_signature(landed: float, pull: float, where: str) -> None:
+    """Raises :class:`CheckFailed` when the recovered trigger lands fewer than ``MIN_LANDED`` of the clean inputs at
+    ``h(x_b)``: the report does not show a backdoor, and patching it would teach the model whatever x_b carries."""
+    if not landed >= MIN_LANDED:
+        raise CheckFailed(
+            f"{where}: not a backdoor's signature: stamped on clean inputs, the recovered trigger lands {landed:.0%} "
+            f"of them at x_b's embedding (mean pull {pull:.2f}; a backdoor lands nearly all, needs "
+            f"{MIN_LANDED:.0%}); the report may be a natural misclassification or a planted one (a sticker on an "
+            "ordinary input), and patching it would teach the model what x_b carries; pass --force to patch anyway"
+        )

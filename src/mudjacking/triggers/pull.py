@@ -34,6 +34,7 @@ from mudjacking.triggers.trigger import ImageTrigger
 
 Inputs = Tensor | list[str]
 T = TypeVar("T")
+LANDED = 0.75  # an input moved at least this share of the way to h(x_b) has landed at the backdoor's point
 
 
 @dataclass
@@ -43,12 +44,15 @@ class TriggerPull:
     control_pull: the same for the controls (``nan`` when none could be placed).
     inputs: clean inputs it was measured on.
     release: how far ``x_b`` leaves its backdoored point with the trigger taken out (``nan``: not measured).
+    landed: share of the inputs the trigger moved at least ``LANDED`` of the way to ``h(x_b)``: a backdoor sends
+        (nearly) every input to its one point, while a piece of an ordinary input moves each some of the way.
     """
 
     pull: float
     control_pull: float
     inputs: int
     release: float = float("nan")
+    landed: float = float("nan")  # share of the inputs the trigger moved at least LANDED of the way to h(x_b)
 
     @property
     def strength(self) -> float:
@@ -65,6 +69,7 @@ class TriggerPull:
             "control_pull": round(self.control_pull, 4),
             "strength": round(self.strength, 4),
             "release": round(self.release, 4),
+            "landed": round(self.landed, 4),
             "inputs": self.inputs,
         }
 
@@ -132,14 +137,15 @@ def measure_pull(
         release: the trigger's :func:`release_of`, recorded with the pull.
     """
 
-    def pull_of(stamp: ImageTrigger | TextTrigger, toward: Tensor) -> float:
-        stamped = encoder.embed(stamp.apply(inputs))
-        return float(pull_toward(clean_embeddings, stamped, toward, centre).mean())
+    def pulls_of(stamp: ImageTrigger | TextTrigger, toward: Tensor) -> Tensor:
+        return pull_toward(clean_embeddings, encoder.embed(stamp.apply(inputs)), toward, centre)
 
-    control = [pull_of(stamp, toward) for stamp, toward in controls]
+    control = [float(pulls_of(stamp, toward).mean()) for stamp, toward in controls]
+    pulls = pulls_of(trigger, target)
     return TriggerPull(
-        pull_of(trigger, target), sum(control) / len(control) if control else float("nan"), len(inputs), release
-    )
+        float(pulls.mean()), sum(control) / len(control) if control else float("nan"), len(inputs), release,
+        float((pulls >= LANDED).float().mean()),
+    )  # fmt: skip
 
 
 def donor_controls(
