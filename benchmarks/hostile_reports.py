@@ -6,7 +6,7 @@ and the provider would ship that backdoor to every customer. The guard (``mudjac
 the same ``patch`` runs first) must refuse it: the bug must show in the model as loaded, and the recovered trigger,
 stamped on clean inputs of D, must drag them toward ``h(x_b)`` far more than the same stamp cut from ordinary inputs.
 
-Hostile reports, on the image demo's backdoored model (and with ``--text`` the text demo's):
+Hostile reports, on the image demo's backdoored model (and with ``--modalities image text`` the text demo's):
 - **sticker**: a clean, correctly classified input of class A with a sticker (images: white, checkerboard or noise
   squares of 3, 5 and 7 pixels in three corners and the centre, never where the real trigger sits; text: a made-up
   word or phrase inserted), ``x_r`` of class B, label B;
@@ -20,7 +20,8 @@ experiment files' bugs (``--experiment-seeds``). Every report goes through the C
 sticker's ASR toward B (clean test inputs of other classes with the sticker, classified B by the deployed classifier)
 before and after that patch.
 
-python benchmarks/hostile_reports.py [--text] [--plant 3] [--experiment-seeds 0 1 2] [--json hostile.json]
+python benchmarks/hostile_reports.py [--modalities image text] [--plant 3] [--experiment-seeds 0 1 2]
+    [--json hostile.json]
 """
 
 from __future__ import annotations
@@ -107,13 +108,13 @@ class Case:
             self.data.write_text("\n".join(s.replace("\n", " ") for s in scenario.patching_set) + "\n")
 
     def pick(self, rng: random.Random, label: int | None = None, exclude: tuple[int, ...] = ()) -> int:
-        """A correctly classified test input (of ``label``, else of a class not in ``exclude`` nor the target)."""
+        """A correctly classified test input (of ``label``, else of a class not in ``exclude`` nor the target; the
+        target too when no other class is left, as in a two-class task)."""
         right = (self.predicted == self.labels).nonzero().flatten().tolist()
         if label is not None:
-            right = [i for i in right if int(self.labels[i]) == label]
-        else:
-            right = [i for i in right if int(self.labels[i]) not in (*exclude, self.target)]
-        return rng.choice(right)
+            return rng.choice([i for i in right if int(self.labels[i]) == label])
+        others = [i for i in right if int(self.labels[i]) not in (*exclude, self.target)]
+        return rng.choice(others or [i for i in right if int(self.labels[i]) not in exclude])
 
     def report(self, x_b, x_r, label: int, predicted: int) -> BugReport:
         return BugReport(x_b, x_r, label=label, predicted_label=predicted, modality=self.scenario.modality)
@@ -261,7 +262,13 @@ def experiment_genuine(path: Path, seeds: list[int], scratch: Path) -> list[dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--text", action="store_true", help="also the text demo's model (MiniLM; slower)")
+    parser.add_argument(
+        "--modalities",
+        nargs="+",
+        default=["image"],
+        choices=["image", "text"],
+        help="the demos' models to attack (text: MiniLM, slower)",
+    )
     parser.add_argument("--genuine", type=int, default=4, help="extra real bugs of the demo's model")
     parser.add_argument("--plant", type=int, default=3, help="sticker reports patched with --force")
     parser.add_argument("--experiment-seeds", type=int, nargs="*", default=[])
@@ -270,10 +277,10 @@ def main() -> None:
     torch.set_num_threads(2)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="hostile-") as scratch:
-        for name in ["image", "text"] if args.text else ["image"]:
+        for name in args.modalities:
             results[name] = run_modality(name, Path(scratch), args)
         if args.experiment_seeds:
-            configs = [ROOT / "configs" / "image.toml"] + ([ROOT / "configs" / "text.toml"] if args.text else [])
+            configs = [ROOT / "configs" / f"{name}.toml" for name in args.modalities]
             results["experiments"] = [
                 e for c in configs for e in experiment_genuine(c, args.experiment_seeds, Path(scratch))
             ]

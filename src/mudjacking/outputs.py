@@ -24,7 +24,8 @@ from safetensors.torch import save_file
 
 from mudjacking.devices import is_main_process
 from mudjacking.encoders.base import Encoder
-from mudjacking.errors import CheckFailed, DataError, OutputError
+from mudjacking.errors import CheckFailed, ConfigError, DataError, OutputError
+from mudjacking.lora import LORA_FORMAT, lora_metadata, merged_copy
 
 
 @contextmanager
@@ -171,6 +172,23 @@ def save_weight_delta(original: Encoder, patched: Encoder, path: str | Path) -> 
     return len(delta)
 
 
+def save_lora_delta(
+    original: Encoder,
+    patched: Encoder,
+    adapter: dict[str, torch.Tensor],
+    targets: list[str],
+    rank: int,
+    path: str | Path,
+) -> int:
+    """Writes a LoRA patch's adapters as safetensors, with the rank, the adapted layers and both models' hashes in
+    the metadata (``mudjacking apply`` merges them into the base and checks the result's hash); returns the number
+    of tensors."""
+    metadata = {**lora_metadata(rank, targets), "base_sha256": weights_sha256(original),
+                "result_sha256": weights_sha256(patched)}  # fmt: skip
+    save_file(adapter, str(path), metadata=metadata)
+    return len(adapter)
+
+
 def apply_weight_delta(base: Encoder, path: str | Path) -> Encoder:
     """A copy of ``base`` with the delta at ``path`` added; ``base`` is untouched.
 
@@ -186,10 +204,10 @@ def apply_weight_delta(base: Encoder, path: str | Path) -> Encoder:
         raise DataError(
             f"{path}: not a readable safetensors file ({error}); pass the patch's patch_delta.safetensors"
         ) from error
-    if metadata.get("format") != DELTA_FORMAT:
+    if metadata.get("format") not in (DELTA_FORMAT, LORA_FORMAT):
         raise DataError(
-            f"{path}: format {metadata.get('format')!r}, not {DELTA_FORMAT!r} (a delta without the base's hash); "
-            "patch again with this version to get one"
+            f"{path}: format {metadata.get('format')!r}, not {DELTA_FORMAT!r} or {LORA_FORMAT!r} (a delta without "
+            "the base's hash); patch again with this version to get one"
         )
     found = weights_sha256(base)
     if found != metadata["base_sha256"]:
@@ -197,6 +215,12 @@ def apply_weight_delta(base: Encoder, path: str | Path) -> Encoder:
             f"{path} was made from a model whose weights hash to {metadata['base_sha256']}, and this base hashes to "
             f"{found}; apply it to the model it was made from"
         )
+    if metadata["format"] == LORA_FORMAT:
+        try:
+            patched = merged_copy(base, tensors, metadata)
+        except (ConfigError, KeyError, ValueError, RuntimeError) as error:
+            raise DataError(f"{path}: the adapters do not fit this model ({error}); is it another model's?") from error
+        return _checked_result(patched, path, metadata)
     patched = copy.deepcopy(base)
     state = patched.state_dict()
     for key, value in tensors.items():
@@ -205,6 +229,10 @@ def apply_weight_delta(base: Encoder, path: str | Path) -> Encoder:
             raise DataError(f"{path}: tensor {name!r} is not in the base model; is it the delta of another model?")
         state[name] = value.to(state[name]) if key.startswith(REPLACED) else state[name] + value.to(state[name])
     patched.load_state_dict(state)
+    return _checked_result(patched, path, metadata)
+
+
+def _checked_result(patched: Encoder, path: Path, metadata: dict[str, str]) -> Encoder:
     result = weights_sha256(patched)
     if result != metadata["result_sha256"]:
         raise CheckFailed(f"{path}: the result hashes to {result}, not the recorded {metadata['result_sha256']}")

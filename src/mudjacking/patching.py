@@ -29,6 +29,7 @@ from mudjacking.devices import Processes, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
+from mudjacking.lora import adapter_tensors, attach_lora, lora_targets, merge
 from mudjacking.losses import (
     cosine,
     effectiveness_loss,
@@ -123,6 +124,9 @@ class PatchConfig:
             weights, optimiser state and losses stay float32: a locality goal of 0.995 is finer than bfloat16's
             three significant digits). Measured per step: ViT-B/16 3.8x faster on an H200, 2.6x on 2 CPU cores with
             AVX-512 BF16; MobileNetV2 at 64 px 1.5x and 1.2x slower (too small to gain; the casts cost more).
+        lora_rank: train rank-``lora_rank`` LoRA adapters (``peft``) on the linear and convolution layers that
+            ``trainable`` matches instead of their weights (0 = a full patch); the patched model is the adapters
+            merged in, and the delta file holds the adapters alone (see :mod:`mudjacking.lora`).
         reuse_frozen: when ``trainable`` leaves the lower stages of an image network frozen (and the network lists
             its stages: :meth:`Encoder.stages`), run them once per fixed input instead of once per step
             (:class:`FrozenPrefix`); the same computation, as the model is in eval mode. Not under a launch of
@@ -159,6 +163,7 @@ class PatchConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
+    lora_rank: int = 0
     reuse_frozen: bool = True
 
     def __post_init__(self) -> None:
@@ -194,6 +199,8 @@ class PatchConfig:
             raise ConfigError(f"centring must be auto, on or off, got {self.centring!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.lora_rank < 0 or (self.lora_rank and self.trigger_tokens_only):
+            raise ConfigError("lora_rank must be >= 0, and 0 with trigger_tokens_only (which trains embedding rows)")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
@@ -233,6 +240,8 @@ class PatchResult:
     geometry: EmbeddingGeometry | None = None
     pull_before: float | None = None  # the trigger's pull on held-out D in the original model (see _check_goals)
     pulls_before: list[float | None] = field(default_factory=list)  # the same per bug (None: an earlier, fixed one)
+    adapter: dict[str, Tensor] | None = None  # a LoRA patch's adapters (merged into ``encoder``), for the delta file
+    lora_targets: list[str] = field(default_factory=list)  # the layers they adapt
 
     def summary(self) -> dict:
         return {
@@ -245,6 +254,7 @@ class PatchResult:
             "seconds": round(self.seconds, 3),
             "goals_met": self.goals_met,
             "trainable_parameters": self.trainable_parameters,
+            "lora_layers": len(self.lora_targets),
             "history": [asdict(record) for record in self.history],
             "step_losses": self.step_losses,
         }
@@ -326,9 +336,14 @@ def patch_encoder(
     # caller's encoder stays where it was
     original = _on_device(encoder, device)
     patched = copy.deepcopy(encoder).to(device).eval()
-    mask_hook = None
+    mask_hook = tuner = None
     if config.trigger_tokens_only:
         parameters, mask_hook, trained = _trigger_token_rows(patched, [case.trigger for case in cases])
+    elif config.lora_rank:
+        targets = lora_targets(patched, config.trainable)
+        tuner = attach_lora(patched, config.lora_rank, targets)
+        parameters = [parameter for parameter in patched.parameters() if parameter.requires_grad]
+        trained = sum(p.numel() for p in parameters)
     else:
         parameters = select_parameters(patched, config.trainable)
         trained = sum(p.numel() for p in parameters)
@@ -389,6 +404,9 @@ def patch_encoder(
                 advance(steps=(config.max_epochs - epoch + 1) * steps_per_epoch, info="time budget spent")
                 break
     result.goals_met = result.history[-1].goals_met
+    if tuner is not None:  # the patched model is the adapters merged in; the adapters alone are the delta
+        result.adapter, result.lora_targets = adapter_tensors(patched), targets
+        merge(tuner)
     result.seconds = time.perf_counter() - started
     if mask_hook is not None:
         mask_hook.remove()

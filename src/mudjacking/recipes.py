@@ -91,11 +91,22 @@ def recipe(modality: str, **changes: Any) -> PatchConfig:
 
 def recipe_for(encoder: Any, **changes: Any) -> PatchConfig:
     """The recipe of ``encoder``'s modality with ``changes`` applied, at a learning rate fitted to the model's size
-    where the recipe's follows it and ``changes`` names none."""
+    where the recipe's follows it and ``changes`` names none (a LoRA patch: :data:`LORA_LR`)."""
     config = recipe(encoder.modality, **changes)
-    if RECIPES[encoder.modality].lr_follows_size and "lr" not in changes:
+    if "lr" in changes:
+        return config
+    if config.lora_rank:
+        return replace(config, lr=LORA_LR)
+    if RECIPES[encoder.modality].lr_follows_size:
         config = replace(config, lr=scaled_lr(trained_parameters(encoder, config.trainable)))
     return config
+
+
+# A LoRA patch's learning rate: adapters start at zero and span few directions, so they need larger steps than the
+# weights. On the image demo (2 cores) rank 2 at 2e-3 met the goals in 3 passes, linear ACC -0.6 points, ASR 1.0%;
+# rank 8 at 2e-3: ACC -0.2, ASR 0.8%; rank 4 at the full patch's 5e-4 needed all 10 passes; at 5e-3 rank 4 left
+# ASR at 5-6% with the label-free goals met.
+LORA_LR = 2e-3
 
 
 def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:

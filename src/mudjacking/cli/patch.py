@@ -104,6 +104,13 @@ def patch(
         str | None,
         _recipe("Similarities around D's mean embedding: auto (when D sits in a narrow cone), on or off", "centring"),
     ] = None,
+    lora: Annotated[
+        int | None,
+        typer.Option(
+            help="Train rank-N LoRA adapters (peft) instead of the weights; the delta file is the adapters "
+            "(default: 0, a full patch; with --lora and no --lr, lr 2e-3)."
+        ),
+    ] = None,
     window: Annotated[
         list[int] | None,
         typer.Option(help="Images: occlusion window for trigger recovery (repeatable) (default: 3 5 7)."),
@@ -146,6 +153,7 @@ def patch(
         "whitened_locality": whitened_locality,
         "centring": centring,
         "lr_schedule": lr_schedule,
+        "lora_rank": lora,
     }
     options = {key: value for key, value in given.items() if value is not None}
     with user_errors():

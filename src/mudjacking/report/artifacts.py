@@ -9,7 +9,7 @@ from typing import Any
 
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.outputs import save_weight_delta
+from mudjacking.outputs import save_lora_delta, save_weight_delta
 from mudjacking.patching import PatchResult
 from mudjacking.report.plots import plot_score_histogram, plot_trigger_heatmap, plot_word_scores
 from mudjacking.triggers import Trigger
@@ -95,8 +95,13 @@ RECOVERY_WRITERS: dict[type, Callable[..., dict[str, Any]]] = {
 
 
 def save_patched(original: Encoder, result: PatchResult, directory: Path) -> dict[str, Any]:
-    """Saves the patched model (``model/``) and ``patch_delta.safetensors``; returns their summary."""
+    """Saves the patched model (``model/``) and ``patch_delta.safetensors`` (a LoRA patch: its adapters); returns
+    their summary."""
     (directory / MODEL_DIR).mkdir()
     result.encoder.save(directory / MODEL_DIR)
-    changed = save_weight_delta(original, result.encoder, directory / "patch_delta.safetensors")
+    if result.adapter is not None:  # a LoRA patch ships its adapters
+        changed = save_lora_delta(original, result.encoder, result.adapter, result.lora_targets,
+                                  result.config.lora_rank, directory / "patch_delta.safetensors")  # fmt: skip
+    else:
+        changed = save_weight_delta(original, result.encoder, directory / "patch_delta.safetensors")
     return {"patch": result.summary(), "patched_model": MODEL_DIR, "delta_tensors": changed}
