@@ -50,11 +50,16 @@ def bug_visibility(
     reference_embedding: Tensor,
     clean_embeddings: Tensor,
     centre: Tensor | None = None,
-    k: int = 5,
+    k: int = 1,
 ) -> BugVisibility:
     """Whether the bug shows in these embeddings: ``x_b`` must sit farther from ``x_r`` than ``x_r``'s ``k``-th
     nearest clean input does. A model that embeds ``x_b`` like a close neighbour of ``x_r`` does not misclassify it
     (e.g. a model loaded with the wrong preprocessing, under which the trigger does nothing).
+
+    ``k`` is 1, the nearest: a text backdoor sends ``x_b`` to a hub of the embedding space, near many reviews, so on
+    the text demo's MiniLM 3 of 6 real bugs sat closer to ``x_r`` (cosine 0.54-0.63) than ``x_r``'s 5th nearest
+    patching sentence (0.52-0.63), while all 6 stayed below the nearest (0.33-0.70). Image bugs sit far apart
+    (new-user ResNets: 0.62-0.73 against a nearest of 0.96-0.99).
 
     Args:
         bug_embedding: ``h(x_b)`` ``[1, D]``.
@@ -74,7 +79,7 @@ def require_visible(visibility: BugVisibility, where: str) -> None:
     if not visibility.visible:
         raise CheckFailed(
             f"{where}: the model as loaded does not show this bug: x_b and x_r embed at similarity "
-            f"{visibility.bug_similarity:.3f}, closer than x_r's {visibility.neighbours}th nearest patching input "
+            f"{visibility.bug_similarity:.3f}, closer than x_r's nearest patching input "
             f"({visibility.neighbour_similarity:.3f}); check the model's preprocessing (--image-mean/--image-std) and "
             "that the report came from this model, or pass --force"
         )
