@@ -181,3 +181,26 @@ def test_an_image_too_large_to_patch_is_one_line(tmp_path):
     np.save(path, np.zeros((1, 1), dtype=np.uint8))
     with pytest.raises(DataError, match="at least 4 a side"):
         load_image(path)
+
+
+def test_sixteen_bit_pixels_are_scaled_and_complex_or_boolean_ones_refused(tmp_path):
+    from PIL import Image
+
+    from mudjacking.data.images import load_image, load_image_array
+    from mudjacking.errors import DataError
+
+    grey = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    Image.fromarray(grey).save(tmp_path / "deep.png")
+    image = load_image(tmp_path / "deep.png")  # read as 8 bits, every pixel past 255 would be white
+    assert image[0, 32, 0] == pytest.approx(grey[32, 0] / 65535, abs=1e-6) and image.max() < 1
+    for dtype in (np.complex64, np.bool_):
+        np.save(tmp_path / "odd.npy", np.ones((8, 8), dtype=dtype))
+        with pytest.raises(DataError, match=r"odd.npy: dtype .* is not an image"):
+            load_image(tmp_path / "odd.npy")
+    np.savez(tmp_path / "set.npz", x=np.full((2, 8, 8), 65535, dtype=np.uint16))
+    assert load_image_array(tmp_path / "set.npz")[0].max() == 1.0
+    np.savez(tmp_path / "set.npz", x=np.full((2, 8, 8), 200, dtype=np.int64))  # 0-255 integers, not 0-1
+    assert load_image_array(tmp_path / "set.npz")[0].max() == pytest.approx(200 / 255)
+    np.savez(tmp_path / "set.npz", x=np.ones((2, 8, 8), dtype=np.complex128))
+    with pytest.raises(DataError, match="set.npz: dtype complex128"):
+        load_image_array(tmp_path / "set.npz")

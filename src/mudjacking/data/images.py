@@ -44,24 +44,30 @@ def array_to_image(array: np.ndarray, source: str | Path = "<array>") -> Tensor:
             f"{source}: {array.shape[2]}x{array.shape[1]} pixels, more than {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}; resize "
             "it (the model sees it at its own input size; a 4000x4000 bug image made the patch ask for 16 GB)"
         )
-    array = array[:3]
+    return torch.from_numpy(np.ascontiguousarray(unit_pixels(array[:3], source))).clamp(0, 1)
+
+
+def unit_pixels(array: np.ndarray, source: str | Path) -> np.ndarray:
+    """Pixel values as float32 in [0, 1]: uint8 / 255, uint16 (16-bit PNG, TIFF-like arrays) / 65535, floats as they
+    are (or / 255 when they span 0-255); complex, boolean, NaN, negative or out-of-range values are refused."""
     if array.dtype == np.uint8:
-        image = array.astype(np.float32) / 255.0
-    elif np.issubdtype(array.dtype, np.number):
-        image = array.astype(np.float32)
-        if not np.isfinite(image).all():
-            raise DataError(f"{source}: image holds NaN or infinite values; fix or re-export the image")
-        if image.max() > 1.0 + 1e-6:
-            if image.min() < 0 or image.max() > 255:
-                raise DataError(
-                    f"{source}: pixel values span [{image.min():g}, {image.max():g}]; use uint8 0-255 or float 0-1"
-                )
-            image = image / 255.0
-        elif image.min() < -1e-6:
-            raise DataError(f"{source}: negative pixel values ({image.min():g}); give raw pixels, not normalised ones")
-    else:
-        raise DataError(f"{source}: dtype {array.dtype} is not an image; use uint8 or float")
-    return torch.from_numpy(np.ascontiguousarray(image)).clamp(0, 1)
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise DataError(f"{source}: dtype {array.dtype} is not an image; use uint8, uint16 or float")
+    image = array.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise DataError(f"{source}: image holds NaN or infinite values; fix or re-export the image")
+    if image.size and image.max() > 1.0 + 1e-6:
+        if image.min() < 0 or image.max() > 255:
+            raise DataError(
+                f"{source}: pixel values span [{image.min():g}, {image.max():g}]; use uint8 0-255, uint16 or float 0-1"
+            )
+        return image / 255.0
+    if image.size and image.min() < -1e-6:
+        raise DataError(f"{source}: negative pixel values ({image.min():g}); give raw pixels, not normalised ones")
+    return image
 
 
 def load_image(path: str | Path) -> Tensor:
@@ -82,7 +88,9 @@ def load_image(path: str | Path) -> Tensor:
                 return array_to_image(archive[key], path)
         if suffix in IMAGE_SUFFIXES:
             with Image.open(path) as picture:
-                mode = "L" if picture.mode in ("L", "1", "I;16", "I") else "RGB"
+                if picture.mode.startswith("I;16"):  # 16-bit grey: converting to 8-bit "L" would clip at 255
+                    return array_to_image(np.asarray(picture).astype(np.uint16), path)
+                mode = "L" if picture.mode in ("L", "1", "I") else "RGB"
                 return array_to_image(np.asarray(picture.convert(mode)), path)
     except DataError:
         raise
@@ -145,7 +153,7 @@ def load_image_array(path: str | Path) -> tuple[Tensor, Tensor | None]:
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4:
         raise DataError(f"{path}: x has shape {x.shape}; expected N images")
-    images = torch.from_numpy(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
+    images = torch.from_numpy(np.ascontiguousarray(unit_pixels(x, path)))
     labels = None if y is None else torch.as_tensor(np.asarray(y, dtype=np.int64))
     if labels is not None and len(labels) != len(images):
         raise DataError(f"{path}: {len(images)} images but {len(labels)} labels; make x and y the same length")
