@@ -229,7 +229,8 @@ def run_modality(name: str, scratch: Path, args: argparse.Namespace) -> dict:
     case = Case(scenario, scratch / name)
     stickers = image_stickers(tuple(scenario.patching_set.shape[1:])) if name == "image" else text_stickers()
     counts = (5, 5) if name == "image" else (3, 3)
-    entries = hostile_reports(case, stickers, args.seed, *counts) + genuine_reports(case, args.genuine)
+    entries = [] if args.only_genuine else hostile_reports(case, stickers, args.seed, *counts)
+    entries += genuine_reports(case, args.genuine)
     for index, entry in enumerate(entries):
         entry["folder"] = scratch / name / f"report{index:02d}"
         entry.update(guard(case, entry["bug"], entry["folder"]))
@@ -272,6 +273,7 @@ def main() -> None:
     parser.add_argument("--genuine", type=int, default=4, help="extra real bugs of the demo's model")
     parser.add_argument("--plant", type=int, default=3, help="sticker reports patched with --force")
     parser.add_argument("--experiment-seeds", type=int, nargs="*", default=[])
+    parser.add_argument("--only-genuine", action="store_true", help="skip the hostile reports")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)

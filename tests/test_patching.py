@@ -221,3 +221,20 @@ def test_the_frozen_prefix_ends_where_the_first_trained_parameter_is():
         assert torch.allclose(split.upper(split.lower(images)), encoder(images), atol=1e-6)
     assert frozen_prefix(encoder, {"network.body.0.weight"}) is None  # below it only the parameter-free preprocessing
     assert frozen_prefix(encoder, set()) is None  # nothing trained: nothing to split
+
+
+def test_a_patch_of_part_of_the_trigger_is_not_called_a_fix(backdoored):
+    """Given a quarter of the real 4x4 square (and no training growth), the patch neutralises that quarter; the
+    backdoor still answers the whole square, and the wider stamp of x_b's pixels around the quarter shows it without
+    any label."""
+    from mudjacking.triggers import ImageTrigger
+
+    part = torch.zeros(16, 16)
+    part[11:13, 11:13] = 1  # the top-left 2x2 of the square at rows and columns 11-14
+    assert float((part * backdoored.trigger.mask).sum()) == 4
+    trigger = ImageTrigger(part, backdoored.bug.bug_input)
+    config = PatchConfig(max_epochs=6, augmented_copies=0, trigger_dilation=0)
+    result = patch_encoder(backdoored.encoder, backdoored.bug, trigger, backdoored.patching_set, config, False)
+    assert _scores(backdoored, result.encoder).attack_success_rate > 0.3  # the backdoor is still there
+    last = result.history[-1].bugs[0]
+    assert last["widened_pull"] > PatchConfig().goal_pull and not last["fixed"] and not result.goals_met

@@ -404,6 +404,9 @@ def patch_encoder(
                 advance(steps=(config.max_epochs - epoch + 1) * steps_per_epoch, info="time budget spent")
                 break
     result.goals_met = result.history[-1].goals_met
+    if processes.is_main:
+        result.goals_met = _check_widened(patched, plan, config, result.history[-1]) and result.goals_met
+    result.goals_met = processes.share(result.goals_met)
     if tuner is not None:  # the patched model is the adapters merged in; the adapters alone are the delta
         result.adapter, result.lora_targets = adapter_tensors(patched), targets
         merge(tuner)
@@ -765,6 +768,31 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
              max((f["pull"] for f in figures if f["pull"] == f["pull"]), default=nan)]  # fmt: skip
     met = all(figure["fixed"] for figure in figures) and (plan.holdout_targets is None or locality >= goal_locality)
     return EpochRecord(epoch, *losses, locality, worst[1], worst[2], worst[0], met, released, figures)
+
+
+def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: EpochRecord) -> bool:
+    """The final verdict's last check, on held-out inputs: each trigger's stamp widened past what training grew it
+    (:meth:`ImageTrigger.widened`: more of ``x_b``'s pixels around the recovered mask) must not drag inputs toward
+    the backdoor point either. A recovered mask that held 73% of a 9x9 trigger let a patch meet every goal while the
+    deployed classifier still sent 28% of triggered inputs to the target: the patch had neutralised the part found
+    and the backdoor answered the rest. Not an early-stopping goal: it judges the patch, it does not steer it. Writes
+    ``widened_pull`` (and ``fixed``) into ``record.bugs``; returns whether every bug passes."""
+    if plan.holdout_targets is None:
+        return True
+    centre = None if plan.centre is None else plan.centre.cpu()
+    with torch.no_grad():
+        clean = patched.embed(plan.holdout)
+        for bug, figure in zip(plan.bugs, record.bugs, strict=True):
+            if bug.carriers is None:
+                continue
+            wide = bug.trigger.widened()
+            if wide is bug.trigger:  # nothing wider to check (a text trigger)
+                continue
+            control = _control_stamp(wide, plan.holdout)
+            figure["widened_pull"] = _excess_pull(patched, wide, control, plan.holdout, clean, ~bug.carriers,
+                                                  bug.backdoor_point.cpu(), centre)  # fmt: skip
+            figure["fixed"] = figure["fixed"] and figure["widened_pull"] <= config.goal_pull
+    return all(figure["fixed"] for figure in record.bugs)
 
 
 def _bug_fixed(figure: dict[str, Any], config: PatchConfig, checked_on_holdout: bool) -> bool:

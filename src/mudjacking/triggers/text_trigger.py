@@ -100,6 +100,10 @@ class TextTrigger:
             units.append(" ".join(words[start : start + length]))
         return TextTrigger(units, seed=self.seed)
 
+    def widened(self) -> TextTrigger:
+        """Itself: a phrase's neighbouring words are grown in training (``stamp``) but not checked wider (yet)."""
+        return self
+
     def matches(self, other: object) -> bool:
         """The same trigger found again (half or more of the words shared): one trigger to neutralise."""
         return isinstance(other, TextTrigger) and self.overlap(other) >= 0.5

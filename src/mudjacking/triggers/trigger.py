@@ -81,6 +81,12 @@ class ImageTrigger:
             mask = F.max_pool2d(mask[None, None], 2 * pixels + 1, stride=1, padding=pixels)[0, 0]
         return ImageTrigger(mask, self.pattern, self.fill, self.anywhere)
 
+    def widened(self) -> ImageTrigger:
+        """The stamp grown past what training grows it by (3 pixels per 32 of the image's side): a recovered mask
+        that holds only part of the real trigger leaves the rest of it in ``x_b``'s pixels around the mask, and a
+        patch that neutralised only the part still answers this wider stamp."""
+        return self.dilated(3 * max(1, round(min(self.mask.shape) / 32)))
+
     def moved(self, rows: int, columns: int) -> ImageTrigger:
         """The trigger (mask, pattern and fill) shifted by ``rows`` down and ``columns`` right, fixed there."""
         shift = (rows, columns)
