@@ -33,6 +33,7 @@ from mudjacking.data import save_bug_report
 from mudjacking.data.builtin import load_demo_images
 from mudjacking.demo import DEMOS
 from mudjacking.encoders import load_encoder
+from mudjacking.errors import CheckFailed
 from mudjacking.evaluation import find_bug, score_encoder, train_probe
 from mudjacking.pipeline.settings.image import clean_image_model, image_splits
 from mudjacking.triggers import ImageTrigger
@@ -96,15 +97,23 @@ def run(seed: int) -> dict:
         for index, name in enumerate(names):
             save_bug_report(case["bugs"][name], root / f"bug{index}")
         started = time.perf_counter()
-        report = patch_files(root / "model", [root / f"bug{i}" for i in range(3)], root / "patching.npz", root / "one")
-        results["one patch"] = _after(case, root / "one", report, time.perf_counter() - started)
+        bugs = [root / f"bug{i}" for i in range(3)]
+        try:
+            report = patch_files(root / "model", bugs, root / "patching.npz", root / "one")
+            results["one patch"] = _after(case, root / "one", report, time.perf_counter() - started)
+        except CheckFailed as error:  # a self-check refused: the honest outcome, recorded as such
+            results["one patch"] = {"refused": str(error)}
         model = root / "model"
         for index in range(3):
             started = time.perf_counter()
             out = root / f"sequential{index}"
-            report = patch_files(model, root / f"bug{index}", root / "patching.npz", out)
-            seconds = time.perf_counter() - started
-            results[f"patch {index + 1} of 3 ({names[index]})"] = _after(case, out, report, seconds)
+            stage = f"patch {index + 1} of 3 ({names[index]})"
+            try:
+                report = patch_files(model, root / f"bug{index}", root / "patching.npz", out)
+            except CheckFailed as error:
+                results[stage] = {"refused": str(error)}
+                continue
+            results[stage] = _after(case, out, report, time.perf_counter() - started)
             model = out / "model"
     return results
 
@@ -142,6 +151,9 @@ def _print(results: dict) -> None:
     before = results["backdoored"]["ACC"]
     for stage, figures in results.items():
         if stage == "seed":
+            continue
+        if "refused" in figures:
+            print(f"seed {results['seed']} {stage:<30} REFUSED: {figures['refused'][:150]}")
             continue
         asr = "  ".join(f"{name} ASR {figures[name]['ASR']:5.2f}%" for name in TRIGGERS)
         extra = ""

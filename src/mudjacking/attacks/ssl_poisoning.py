@@ -65,4 +65,4 @@ def ssl_poisoning(
         probe = shadow[:256]
         target = F.normalize(poisoned.embed(references).mean(0, keepdim=True), dim=-1)
         pull = float((F.normalize(poisoned.embed(trigger.apply(probe)), dim=-1) @ target.T).mean())
-    return PoisonedPretraining(poisoned, trigger, config, time.perf_counter() - started, pull, len(poison))
+    return PoisonedPretraining(poisoned, trigger, config, time.perf_counter() - started, pull, poisoned=len(poison))
