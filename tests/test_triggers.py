@@ -93,3 +93,19 @@ def test_a_text_stamp_cut_from_an_ordinary_sentence_keeps_unit_lengths_and_refus
     assert all(unit in "the film was long and slow but honest" for unit in cut.words)
     assert cut.words == trigger.cut_from("the film was long and slow but honest", index=1).words
     assert trigger.cut_from("too short", index=0) is None
+
+
+def test_one_trigger_found_twice_matches_and_two_stamps_of_one_size_do_not():
+    from dataclasses import replace
+
+    from mudjacking.triggers import ImageTrigger
+
+    square = ImageTrigger.square((1, 16, 16), 4)
+    board = ImageTrigger.checkerboard((1, 16, 16), 4)
+    corner = ImageTrigger(square.mask.flip(0, 1), square.pattern)
+    larger = square.mask.clone()
+    larger[10, 11:15] = 1  # one row more above the square at rows and columns 11-14
+    assert square.matches(replace(square, mask=larger))  # the same square, found a little larger
+    assert not square.matches(board)  # the same place, other pixels
+    assert not corner.matches(replace(square, anywhere=True))  # answered anywhere, yet another stamp elsewhere
+    assert corner.iou(replace(square, anywhere=True)) == 1.0  # what iou alone would have merged

@@ -155,9 +155,13 @@ class ImageTrigger:
         return replace(self, pattern=donor)
 
     def matches(self, other: object) -> bool:
-        """The same trigger found again (masks overlapping by half or more): several bug reports of one backdoor
-        give one trigger to neutralise, not several."""
-        return isinstance(other, ImageTrigger) and self.iou(other) >= 0.5
+        """The same trigger found again: masks overlapping by half or more where they sit (not at the best shift of
+        an ``anywhere`` trigger: two different stamps of one size would match), with the same pixels where they
+        overlap. Several bug reports of one backdoor then give one trigger to neutralise, not several."""
+        if not isinstance(other, ImageTrigger) or _support_iou(self.mask, other.mask) < 0.5:
+            return False
+        both = (self.mask > 0) & (other.mask > 0)
+        return bool((self.pattern[:, both] - other.pattern[:, both]).abs().mean() < 0.1)
 
     def iou(self, other: ImageTrigger) -> float:
         """Intersection over union of the two masks' supports; against an ``anywhere`` trigger, at the placement of
