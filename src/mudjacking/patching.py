@@ -555,13 +555,14 @@ def _plan(
     x_b = join(*[single(case.bug.bug_input, device) for case in cases])
     x_r = join(*[single(case.bug.reference_input, device) for case in cases])
     filled = {id(case.trigger): case.trigger.filled_from(patching_set) for case in cases}
+    points = original.embed(x_b).to(device)  # h(x_b): each bug's backdoor point
     bugs = []
     for index, case in enumerate(cases):
         trigger = filled[id(case.trigger)]
         reference = original.embed(take(x_r, torch.tensor([index]), device)).to(device)
         bug_x_b = take(x_b, torch.tensor([index]), device)
         target = _effectiveness_target(original, trigger, bug_x_b, reference, config, device)
-        bugs.append(_PlannedBug(trigger, reference, target, reference, case.earlier))
+        bugs.append(_PlannedBug(trigger, reference, target, points[index : index + 1], case.earlier))
     order = torch.randperm(len(patching_set))
     holdout_size = int(round(config.holdout_fraction * len(patching_set)))
     holdout = take(patching_set, order[:holdout_size], device)
@@ -569,10 +570,8 @@ def _plan(
     targets = original.embed(train).to(device)
     geometry = embedding_geometry(targets, config.centring)
     centre = None if geometry.centre is None else geometry.centre.to(device)
-    points = original.embed(x_b).to(device)
     holdout_targets = original.embed(holdout) if holdout_size else None
-    for index, bug in enumerate(bugs):
-        bug.backdoor_point = points[index : index + 1]
+    for bug in bugs:
         if holdout_targets is None or bug.earlier:
             continue
         bug.carriers, bug.carrier_similarity = backdoor_carriers(
