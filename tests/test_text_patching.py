@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TEXT_VOCAB, sentences
+import transformers
+from conftest import TEXT_VOCAB, sentences, tiny_bert
 
 from mudjacking.data import BugReport
-from mudjacking.encoders import Encoder
+from mudjacking.encoders import Encoder, HFTextEncoder
 from mudjacking.evaluation import attack_success_rate
 from mudjacking.geometry import similarity
 from mudjacking.patching import PatchConfig, patch_encoder
@@ -175,3 +176,57 @@ def test_a_part_of_the_chosen_phrase_that_pulls_as_hard_replaces_it():
     weaker = candidate(["3D movie"], 0.91, 0.5)  # a part that pulls less is part of the trigger, not the whole
     phrase = candidate(["watched this 3D movie"], 0.98, 1.0)
     assert _without_idle_words(phrase, [phrase, weaker], 0.005) is phrase
+
+
+def _tiny_mpnet() -> HFTextEncoder:
+    tokenizer = transformers.BertTokenizerFast(vocab={word: index for index, word in enumerate(TEXT_VOCAB)})
+    torch.manual_seed(0)
+    config = transformers.MPNetConfig(
+        vocab_size=len(TEXT_VOCAB), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=40, pad_token_id=0,
+    )  # fmt: skip
+    return HFTextEncoder(transformers.MPNetModel(config).eval(), tokenizer, max_length=16)
+
+
+@pytest.mark.parametrize("architecture", ["bert", "mpnet"])
+def test_a_text_model_split_between_layers_embeds_as_the_whole_pass(architecture):
+    from mudjacking.encoders.hf_text import TokenStates
+    from mudjacking.patching import frozen_prefix
+
+    encoder = HFTextEncoder(*tiny_bert(TEXT_VOCAB), max_length=16) if architecture == "bert" else _tiny_mpnet()
+    top = {
+        n
+        for n, _ in encoder.named_parameters()
+        if n.startswith(f"model.encoder.layer.{1 if architecture == 'bert' else 2}.")
+    }
+    split = frozen_prefix(encoder, top)
+    assert split is not None
+    short, long = sentences(5, seed=4)[0], [" ".join(s.split() * 2) for s in sentences(4, seed=5)[0]]
+    # the cache pads each batch to its own longest sentence; rows taken from it, joined with other batches' rows,
+    # must embed as the sentences do on their own
+    states = TokenStates.cat([split.lower(short), split.lower(long)])
+    rows = torch.tensor([0, 6, 2, 8])
+    with torch.no_grad():
+        cached = split.upper(TokenStates.cat([states[rows], split.lower(short[1:2])]))
+        live = encoder([short[0], long[1], short[2], long[3], short[1]])
+    assert torch.allclose(cached, live, atol=1e-5)
+    assert frozen_prefix(encoder, {*top, "model.embeddings.word_embeddings.weight"}) is None  # trained from the bottom
+    if architecture == "mpnet":  # a bias every layer shares cannot be below the split
+        assert frozen_prefix(encoder, {*top, "model.encoder.relative_attention_bias.weight"}) is None
+
+
+def test_a_text_patch_of_the_top_layer_is_the_same_with_the_lower_layers_cached(text_case):
+    backdoored, _, trigger, train, test = text_case
+    negatives = [t for t, y in zip(test[0], test[1].tolist(), strict=True) if y == 0]
+    bug = BugReport(bug_input=trigger.apply(negatives[:1])[0], reference_input=negatives[1], label=0, modality="text")
+    results = {
+        reuse: patch_encoder(
+            backdoored, bug, TextTrigger(["cf"], seed=1), train[0][:120],
+            PatchConfig(trainable=("model.encoder.layer.1.*",), lr=1e-3, max_epochs=2, early_stop=False,
+                        reuse_frozen=reuse), show_progress=False,
+        )
+        for reuse in (True, False)
+    }  # fmt: skip
+    cached, live = (results[flag].encoder.state_dict() for flag in (True, False))
+    assert all(torch.allclose(cached[k], live[k], atol=1e-4) for k in cached if cached[k].is_floating_point())
+    assert any(not torch.equal(cached[k], backdoored.state_dict()[k]) for k in cached)

@@ -127,7 +127,7 @@ class PatchConfig:
         lora_rank: train rank-``lora_rank`` LoRA adapters (``peft``) on the linear and convolution layers that
             ``trainable`` matches instead of their weights (0 = a full patch); the patched model is the adapters
             merged in, and the delta file holds the adapters alone (see :mod:`mudjacking.lora`).
-        reuse_frozen: when ``trainable`` leaves the lower stages of an image network frozen (and the network lists
+        reuse_frozen: when ``trainable`` leaves the lower stages of a network frozen (and the network lists
             its stages: :meth:`Encoder.stages`), run them once per fixed input instead of once per step
             (:class:`FrozenPrefix`); the same computation, as the model is in eval mode. Not under a launch of
             several processes, whose DDP wrapper must see the whole forward pass.
@@ -467,23 +467,14 @@ def frozen_prefix(encoder: Encoder, trained: set[str]) -> FrozenPrefix | None:
     )
     if first == len(stages) or not any(prefix for prefix, _ in stages[:first]):
         return None
-
-    def chain(parts: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
-        def run(value: Any) -> Any:
-            for _, stage in parts:
-                value = stage(value)
-            return value
-
-        return run
-
-    return FrozenPrefix(chain(stages[:first]), chain(stages[first:]), first)
+    upper = tuple(prefix + "." for prefix, _ in stages[first:] if prefix)
+    if not all(name.startswith(upper) for name in trained):  # a trained parameter no stage names (MPNet's shared
+        return None  # relative-position bias): the lower part would change under the patch, so nothing is cached
+    return FrozenPrefix(*encoder.split_at(first), first)
 
 
 def _split_for(patched: Encoder, plan: _Plan, config: PatchConfig) -> FrozenPrefix | None:
-    """The frozen prefix of ``patched`` with the fixed inputs already through it (images only: a sentence's tokens
-    are padded to each batch's longest, so its states do not stack)."""
-    if not isinstance(plan.train, Tensor):
-        return None
+    """The frozen prefix of ``patched`` with the fixed inputs already through it."""
     split = frozen_prefix(patched, {name for name, p in patched.named_parameters() if p.requires_grad})
     if split is not None:
         split.train = _lower_in_batches(split, plan.train)
@@ -491,11 +482,16 @@ def _split_for(patched: Encoder, plan: _Plan, config: PatchConfig) -> FrozenPref
     return split
 
 
-def _lower_in_batches(split: FrozenPrefix, inputs: Tensor, batch_size: int = 256) -> Tensor:
+def _lower_in_batches(split: FrozenPrefix, inputs: Tensor | list[str], batch_size: int = 256) -> Any:
     with torch.no_grad():
-        return torch.cat(
+        return _joined_states(
             [split.lower(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)]
         )
+
+
+def _joined_states(parts: list[Any]) -> Any:
+    """Stacks what a frozen prefix gave: image feature maps, or sentences' :class:`TokenStates` (padded alike)."""
+    return torch.cat(parts) if isinstance(parts[0], Tensor) else type(parts[0]).cat(parts)
 
 
 @dataclass
@@ -662,7 +658,7 @@ def _loss_terms(
                 states.append(_lower_in_batches(plan.split, parts[1]))
             if use_eff:
                 states.append(plan.split.bug)
-            embeddings = plan.split.upper(torch.cat(states))
+            embeddings = plan.split.upper(_joined_states(states))
     embeddings = embeddings.float()
     if plan.centre is not None:
         embeddings = embeddings - plan.centre

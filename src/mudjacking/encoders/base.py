@@ -98,6 +98,21 @@ class Encoder(nn.Module):
         say. The patch uses it to run a frozen lower part once per input instead of once per step."""
         return None
 
+    def split_at(self, first: int) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        """The forward pass as two callables: :meth:`stages` below ``first``, and the rest. Each runs its stages in
+        turn; a network whose stages cost a call each may run a run of them in one (see ``HFTextEncoder``)."""
+        stages = self.stages() or []
+
+        def chain(parts: list[tuple[str, Callable[[Any], Any]]]) -> Callable[[Any], Any]:
+            def run(value: Any) -> Any:
+                for _, stage in parts:
+                    value = stage(value)
+                return value
+
+            return run
+
+        return chain(stages[:first]), chain(stages[first:])
+
     @property
     def device(self) -> torch.device:
         try:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 import transformers
 from torch import Tensor, nn
@@ -43,6 +46,41 @@ _TEXT_MODEL_TYPES = {
 # files a sentence-transformers directory carries beside the transformer, copied verbatim on save
 _SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 POOLING_MODES = ("mean", "cls")
+# architectures whose per-token output is the last layer's (no final norm after the layers), with their layers in
+# ``encoder.layer``: their forward pass splits between any two layers (``HFTextEncoder.stages``)
+_LAYERED_MODEL_TYPES = {"bert", "roberta", "xlm-roberta", "mpnet", "electra"}
+
+
+@dataclass
+class TokenStates:
+    """A batch of sentences between two layers: token ids and attention mask ``[B, T]``, and the hidden states
+    ``[B, T, H]`` the layers below gave (``None`` before the embeddings). Rows of different batches pad to the
+    longer; padded positions are masked out, so they change nothing."""
+
+    ids: Tensor
+    mask: Tensor
+    hidden: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, rows: Tensor | slice) -> TokenStates:
+        mask = self.mask[rows]
+        length = max(int(mask.sum(1).max()), 1) if len(mask) else 1
+        hidden = None if self.hidden is None else self.hidden[rows][:, :length]
+        return TokenStates(self.ids[rows][:, :length], mask[:, :length], hidden)
+
+    @staticmethod
+    def cat(parts: Sequence[TokenStates]) -> TokenStates:
+        length = max(part.ids.shape[1] for part in parts)
+
+        def padded(tensor: Tensor) -> Tensor:
+            return F.pad(tensor, (0, 0) * (tensor.ndim - 2) + (0, length - tensor.shape[1]))
+
+        hidden = None if parts[0].hidden is None else torch.cat([padded(part.hidden) for part in parts])  # type: ignore[arg-type]
+        return TokenStates(
+            torch.cat([padded(part.ids) for part in parts]), torch.cat([padded(part.mask) for part in parts]), hidden
+        )
 
 
 def _model_type(path: Path) -> str | None:
@@ -114,12 +152,81 @@ class HFTextEncoder(Encoder):
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         hidden = unwrap_output_tokens(self.model(**batch))
+        return self._pooled(hidden, batch["attention_mask"])
+
+    def _pooled(self, hidden: Tensor, attention_mask: Tensor) -> Tensor:
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return F.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def stages(self) -> list[tuple[str, Callable[[Any], Any]]] | None:
+        """Tokenising, the embeddings, each layer, and the pooling, passing :class:`TokenStates` between them, for
+        the architectures that put nothing after their layers. A stage runs the model itself with the layers narrowed
+        to its own and the embeddings' output replaced by the states below, so the model still builds its
+        attention mask and (MPNet) its relative-position bias as in the whole pass."""
+        layers = getattr(getattr(self.model, "encoder", None), "layer", None)
+        if getattr(self.model.config, "model_type", None) not in _LAYERED_MODEL_TYPES or layers is None:
+            return None
+        return [
+            ("", self._tokenized),
+            ("model.embeddings", self._layer_stage(slice(0, 0))),
+            *[(f"model.encoder.layer.{i}", self._layer_stage(slice(i, i + 1))) for i in range(len(layers))],
+            ("", self._pooled_states),
+        ]
+
+    def _tokenized(self, texts: Sequence[str]) -> TokenStates:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        return TokenStates(batch["input_ids"], batch["attention_mask"])
+
+    def split_at(self, first: int) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+        """Below ``first`` and the rest, each in one call of the model (a call per layer costs a GPU more than the
+        cache saves); ``first`` counts as in :meth:`stages`: 0 tokenising, 1 the embeddings, 2 + i layer i."""
+        stages = self.stages()
+        if stages is None or not 2 <= first < len(stages) - 1:
+            return super().split_at(first)
+        below, above = self._layer_stage(slice(0, first - 2)), self._layer_stage(slice(first - 2, None))
+
+        def lower(texts: Sequence[str]) -> TokenStates:
+            return below(self._tokenized(texts))
+
+        def upper(states: TokenStates) -> Tensor:
+            return self._pooled_states(above(states))
+
+        return lower, upper
+
+    def _pooled_states(self, states: TokenStates) -> Tensor:
+        return self._pooled(states.hidden, states.mask)  # type: ignore[arg-type]
+
+    def _layer_stage(self, layers: slice) -> Callable[[TokenStates], TokenStates]:
+        """The embeddings (``layers`` empty, no states yet) then the ``layers``, as a stage."""
+
+        def run(states: TokenStates) -> TokenStates:
+            with self._narrowed(layers, states.hidden):
+                output = self.model(input_ids=states.ids, attention_mask=states.mask)
+            return TokenStates(states.ids, states.mask, unwrap_output_tokens(output))
+
+        return run
+
+    @contextmanager
+    def _narrowed(self, layers: slice, hidden: Tensor | None) -> Iterator[None]:
+        """The model with only ``layers`` in its encoder and, given ``hidden``, that as the embeddings' output."""
+        encoder = self.model.encoder
+        every = encoder.layer
+        encoder.layer = nn.ModuleList(list(every)[layers])
+        hook = None
+        if hidden is not None:
+            hook = self.model.embeddings.register_forward_hook(lambda module, args, output: hidden.to(output.dtype))
+        try:
+            yield
+        finally:
+            encoder.layer = every
+            if hook is not None:
+                hook.remove()
 
     def input_embedding_rows(self, words: Sequence[str]) -> tuple[nn.Parameter, list[int]]:
         """The input-embedding matrix and the rows of the tokens ``words`` split into (special tokens excluded)."""
@@ -169,4 +276,4 @@ def unwrap_output_tokens(output: Any) -> Tensor:
     return hidden
 
 
-__all__ = ["HFTextEncoder", "sentence_transformers_pooling"]
+__all__ = ["HFTextEncoder", "TokenStates", "sentence_transformers_pooling"]
