@@ -238,3 +238,23 @@ def test_a_patch_of_part_of_the_trigger_is_not_called_a_fix(backdoored):
     assert _scores(backdoored, result.encoder).attack_success_rate > 0.3  # the backdoor is still there
     last = result.history[-1].bugs[0]
     assert last["widened_pull"] > PatchConfig().goal_pull and not last["fixed"] and not result.goals_met
+
+
+def test_a_trigger_called_anywhere_is_still_judged_where_it_was_found(backdoored):
+    """A backdoor taught one place answers its stamp moved elsewhere weakly; judging such a trigger on random places
+    only would call the patch done while the real place still works."""
+    from dataclasses import replace
+
+    from mudjacking.patching import _excess_pull
+    from mudjacking.triggers.pull import pull_toward
+
+    encoder, fixed = backdoored.encoder, backdoored.trigger
+    anywhere = replace(fixed, anywhere=True)
+    holdout = backdoored.patching_set[:300]
+    clean, point = encoder.embed(holdout), encoder.embed(backdoored.bug.bug_input[None])
+    rows = torch.ones(len(holdout), dtype=torch.bool)
+    moved_only = float(pull_toward(clean, encoder.embed(anywhere.apply(holdout)), point).mean())
+    at_its_place = _excess_pull(encoder, fixed, holdout, clean, rows, point, None)
+    assert moved_only < at_its_place - 0.1
+    assert _excess_pull(encoder, anywhere, holdout, clean, rows, point, None) == pytest.approx(at_its_place)
+    assert [placed.anywhere for placed in anywhere.placements()] == [False, True]

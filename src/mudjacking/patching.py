@@ -514,7 +514,6 @@ class _PlannedBug:
     earlier: bool = False
     carriers: Tensor | None = None  # held-out inputs the original model already put near the backdoor point
     carrier_similarity: float = float("nan")  # how near the backdoor point that is
-    control: Trigger | None = None  # the trigger's stamp cut from an ordinary input: what any such stamp does
     pull_before: float | None = None  # the trigger's pull on held-out D in the original model (None: earlier)
 
 
@@ -573,16 +572,16 @@ def _plan(
         bug.carriers, bug.carrier_similarity = backdoor_carriers(
             holdout_targets, bug.backdoor_point.cpu(), geometry.centre
         )
-        bug.control = _control_stamp(bug.trigger, holdout)
-        bug.pull_before = _excess_pull(original, bug.trigger, bug.control, holdout, holdout_targets, ~bug.carriers,
+        bug.pull_before = _excess_pull(original, bug.trigger, holdout, holdout_targets, ~bug.carriers,
                                        bug.backdoor_point, geometry.centre)  # fmt: skip
     shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
     for bug in bugs:
         bug.reference = bug.reference - shift
         bug.target = None if bug.target is None else bug.target - shift
     aimed = [bug.target for bug in bugs if bug.target is not None]
+    distinct = {id(bug.trigger): bug.trigger for bug in bugs}.values()
     return _Plan(
-        bugs, list({id(bug.trigger): bug.trigger for bug in bugs}.values()), x_b, x_r, train, targets - shift,
+        bugs, [placed for trigger in distinct for placed in trigger.placements()], x_b, x_r, train, targets - shift,
         holdout, holdout_targets, torch.cat(aimed) if aimed else None, torch.cat([bug.reference for bug in bugs]),
         centre, geometry, whitening(targets - shift) if config.whitened_locality else None,
     )  # fmt: skip
@@ -597,21 +596,25 @@ def _control_stamp(trigger: Trigger, holdout: Tensor | list[str]) -> Trigger:
 def _excess_pull(
     model: Encoder,
     trigger: Trigger,
-    control: Trigger,
     holdout: Tensor | list[str],
     clean: Tensor,
     rows: Tensor,
     point: Tensor,
     centre: Tensor | None,
 ) -> float:
-    """Mean pull toward ``point`` of stamping ``trigger`` on the held-out ``rows``, beyond what stamping ``control``
-    (an ordinary input's pixels or words in the trigger's place) does: a patch over an object, or any inserted
-    phrase, moves an embedding a little, toward the backdoor point too."""
+    """Mean pull toward ``point`` of stamping ``trigger`` on the held-out ``rows``, beyond what stamping its control
+    (an ordinary input's pixels or words in the trigger's place: :func:`_control_stamp`) does, as a patch over an
+    object, or any inserted phrase, moves an embedding a little, toward the backdoor point too. The worst of the
+    trigger's :meth:`~ImageTrigger.placements` (an ``anywhere`` trigger: where it was found, and anywhere)."""
     if not rows.any():
         return float("nan")
     point = point.cpu()
-    pulls = [pull_toward(clean, model.embed(stamp.apply(holdout)), point, centre)[rows] for stamp in (trigger, control)]
-    return float(pulls[0].mean() - pulls[1].mean())
+    excess = []
+    for placed in trigger.placements():
+        stamps = (placed, _control_stamp(placed, holdout))
+        pulls = [pull_toward(clean, model.embed(stamp.apply(holdout)), point, centre)[rows] for stamp in stamps]
+        excess.append(float(pulls[0].mean() - pulls[1].mean()))
+    return max(excess)
 
 
 def _with_augmented_copies(images: Tensor | list[str], config: PatchConfig) -> Tensor | list[str]:
@@ -742,8 +745,8 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
         if plan.holdout_targets is not None:
             centre = None if plan.centre is None else plan.centre.cpu()
             clean = patched.embed(plan.holdout)
-            neutral = {id(t): float(similarity(patched.embed(t.apply(plan.holdout)), clean, centre).mean())
-                       for t in plan.triggers}  # fmt: skip
+            neutral = {id(bug.trigger): _neutralisation(patched, bug.trigger, plan.holdout, clean, centre)
+                       for bug in plan.bugs}  # fmt: skip
             left = torch.zeros(len(clean), dtype=torch.bool)
             for bug, figure in zip(plan.bugs, figures, strict=True):
                 figure["generalizability"] = neutral[id(bug.trigger)]
@@ -751,9 +754,7 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
                     continue
                 point = bug.backdoor_point.cpu()
                 left |= bug.carriers & (similarity(clean, point, centre) < bug.carrier_similarity)
-                figure["pull"] = _excess_pull(
-                    patched, bug.trigger, bug.control, plan.holdout, clean, ~bug.carriers, point, centre
-                )
+                figure["pull"] = _excess_pull(patched, bug.trigger, plan.holdout, clean, ~bug.carriers, point, centre)
             released = int(left.sum())
             locality = float(similarity(clean[~left], plan.holdout_targets[~left], centre).mean())
     goal_locality = config.goal_locality if plan.centre is None else config.goal_locality_centred
@@ -763,6 +764,16 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
              max((f["pull"] for f in figures if f["pull"] == f["pull"]), default=nan)]  # fmt: skip
     met = all(figure["fixed"] for figure in figures) and (plan.holdout_targets is None or locality >= goal_locality)
     return EpochRecord(epoch, *losses, locality, worst[1], worst[2], worst[0], met, released, figures)
+
+
+def _neutralisation(
+    patched: Encoder, trigger: Trigger, holdout: Tensor | list[str], clean: Tensor, centre: Tensor | None
+) -> float:
+    """How little stamping ``trigger`` moves held-out embeddings (mean similarity to the clean ones), at the worst
+    of its placements."""
+    return min(
+        float(similarity(patched.embed(placed.apply(holdout)), clean, centre).mean()) for placed in trigger.placements()
+    )
 
 
 def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: EpochRecord) -> bool:
@@ -783,8 +794,7 @@ def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: E
             wide = bug.trigger.widened()
             if wide is bug.trigger:  # nothing wider to check (a text trigger)
                 continue
-            control = _control_stamp(wide, plan.holdout)
-            figure["widened_pull"] = _excess_pull(patched, wide, control, plan.holdout, clean, ~bug.carriers,
+            figure["widened_pull"] = _excess_pull(patched, wide, plan.holdout, clean, ~bug.carriers,
                                                   bug.backdoor_point.cpu(), centre)  # fmt: skip
             figure["fixed"] = figure["fixed"] and figure["widened_pull"] <= config.goal_pull
     return all(figure["fixed"] for figure in record.bugs)

@@ -104,6 +104,10 @@ class TextTrigger:
         """Itself: a phrase's neighbouring words are grown in training (``stamp``) but not checked wider (yet)."""
         return self
 
+    def placements(self) -> list[TextTrigger]:
+        """Itself: its insertion is already random."""
+        return [self]
+
     def matches(self, other: object) -> bool:
         """The same trigger found again (half or more of the words shared): one trigger to neutralise."""
         return isinstance(other, TextTrigger) and self.overlap(other) >= 0.5

@@ -87,6 +87,14 @@ class ImageTrigger:
         patch that neutralised only the part still answers this wider stamp."""
         return self.dilated(3 * max(1, round(min(self.mask.shape) / 32)))
 
+    def placements(self) -> list[ImageTrigger]:
+        """Where the patch must neutralise the stamp: an ``anywhere`` trigger at the place it was found in ``x_b``
+        (fixed) and anywhere; any other trigger where it is. A backdoor taught one place answers moved stamps
+        partly (the checkerboard of ``benchmarks/many_bugs.py``, seed 2: 0.55 of its pull), so recovery calls it
+        anywhere; a patch judged on random places only met its goals while 13% of inputs stamped at the real place
+        still reached the target."""
+        return [replace(self, anywhere=False), self] if self.anywhere else [self]
+
     def moved(self, rows: int, columns: int) -> ImageTrigger:
         """The trigger (mask, pattern and fill) shifted by ``rows`` down and ``columns`` right, fixed there."""
         shift = (rows, columns)
