@@ -1,0 +1,226 @@
+"""Generated bug reports from strangers, run through ``mudjacking reverse-trigger`` in-process.
+
+Every case must end in a correct run (exit 0, the output folder complete) or in one ``error:`` line (exit 2, for
+every report the generator made malformed) or ``refused:`` line (a self-check's refusal), with no output folder and
+no staging folder left; never a traceback, never a changed input, and never exit 0 for a malformed report
+(a silent acceptance)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from typer.testing import CliRunner
+
+from mudjacking.cli import app
+from mudjacking.data.bug_report import FORMAT, KEYS
+from mudjacking.data.images import save_image_png
+
+runner = CliRunner()
+CASES = 300
+
+
+@dataclass
+class Report:
+    """A bug-report folder to write: ``bug.json`` (an object, or raw bytes) and the files beside it."""
+
+    spec: dict | bytes
+    files: dict[str, bytes] = field(default_factory=dict)
+    outside: bytes | None = None  # a file written beside the report's folder (for paths that leave it)
+    link: str | None = None  # a name in the folder made a symbolic link to that outside file
+    malformed: str = ""  # why the report must be refused ("" = a well-formed report: run or refuse, cleanly)
+
+
+def _png(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    Image.fromarray(array).save(stream, format="PNG")
+    return stream.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    stream = io.BytesIO()
+    np.save(stream, array, allow_pickle=False)
+    return stream.getvalue()
+
+
+def _as_png(image) -> bytes:
+    return _png((image[0].numpy() * 255).round().astype(np.uint8))
+
+
+# image files that cannot be a bug's input, each with the reason
+BAD_IMAGES = {
+    "complex pixels": _npy(np.ones((16, 16), np.complex64)),
+    "boolean pixels": _npy(np.ones((16, 16), bool)),
+    "NaN pixels": _npy(np.full((16, 16), np.nan, np.float32)),
+    "negative pixels": _npy(np.full((16, 16), -0.5, np.float32)),
+    "pixels over 255": _npy(np.full((16, 16), 300.0, np.float32)),
+    "five dimensions": _npy(np.zeros((1, 1, 1, 16, 16), np.float32)),
+    "empty array": _npy(np.zeros((0, 16), np.float32)),
+    "not an image": b"GIF89a this is no picture",
+    "empty file": b"",
+}
+# image files a report may hold: read as they are, resized or refused with the sizes named, but never a traceback
+ODD_IMAGES = {
+    "rgb png": _png(np.zeros((16, 16, 3), np.uint8) + 40),
+    "rgba png": _png(np.zeros((16, 16, 4), np.uint8) + 90),
+    "1x1 png": _png(np.zeros((1, 1), np.uint8)),
+    "17x16 png": _png(np.zeros((17, 16), np.uint8) + 7),
+    "64x64 png": _png(np.zeros((64, 64), np.uint8) + 200),
+    "16-bit png": _png(np.full((16, 16), 40000, np.uint16)),
+    "uint16 npy": _npy(np.full((16, 16), 20000, np.uint16)),
+    "float64 npy": _npy(np.full((16, 16), 0.25)),
+    "int64 0-255 npy": _npy(np.full((1, 16, 16), 128, np.int64)),
+    "channels-last npy": _npy(np.full((16, 16, 3), 0.5, np.float32)),
+}
+
+
+@st.composite
+def reports(draw, bug) -> Report:
+    """A genuine report of ``bug`` with one change drawn from what strangers send."""
+    spec = {"format": FORMAT, "bug_input": "x_b.png", "reference_input": "x_r.png", "label": int(bug.label),
+            "predicted_label": int(bug.predicted_label) if bug.predicted_label is not None else 0}  # fmt: skip
+    report = Report(spec, {"x_b.png": _as_png(bug.bug_input), "x_r.png": _as_png(bug.reference_input)})
+    change = draw(
+        st.sampled_from(
+            ["none", "unknown key", "missing key", "format", "label", "predicted label", "label name", "path",
+             "bad image", "odd image", "raw json", "text", "same inputs"]
+        )
+    )  # fmt: skip
+    if change == "unknown key":
+        key = draw(st.text(min_size=1, max_size=12).filter(lambda k: k not in KEYS))
+        spec[key] = draw(st.one_of(st.integers(), st.text(max_size=5), st.none()))
+        report.malformed = "unknown key"
+    elif change == "missing key":
+        del spec[draw(st.sampled_from(["bug_input", "reference_input", "label"]))]
+        report.malformed = "missing key"
+    elif change == "format":
+        spec["format"] = draw(st.one_of(st.text(max_size=30), st.integers(), st.none()).filter(lambda f: f != FORMAT))
+        report.malformed = "wrong format"
+    elif change in ("label", "predicted label"):
+        key = "label" if change == "label" else "predicted_label"
+        spec[key] = draw(
+            st.one_of(st.integers(max_value=-1), st.integers(min_value=100_000), st.booleans(), st.floats(),
+                      st.text(max_size=4), st.lists(st.integers(0, 9), max_size=2))
+        )  # fmt: skip
+        report.malformed = f"bad {key}"
+    elif change == "label name":
+        spec["label_name"] = draw(st.one_of(st.integers(), st.lists(st.text(max_size=3), max_size=2)))
+        report.malformed = "label_name not a string"
+    elif change == "path":
+        kind = draw(st.sampled_from(["parent", "absolute", "missing", "link out", "folder"]))
+        key = draw(st.sampled_from(["bug_input", "reference_input"]))
+        report.outside = report.files[spec[key]]
+        spec[key] = {"parent": "../outside.png", "absolute": "/etc/hostname", "missing": "nowhere.png",
+                     "link out": "linked.png", "folder": "."}[kind]  # fmt: skip
+        report.link = "linked.png" if kind == "link out" else None
+        report.malformed = f"path: {kind}"
+    elif change == "bad image":
+        name, content = draw(st.sampled_from(sorted(BAD_IMAGES.items())))
+        key = draw(st.sampled_from(["bug_input", "reference_input"]))
+        spec[key] = "broken.png" if name == "not an image" or name == "empty file" else "broken.npy"
+        report.files[spec[key]] = content
+        report.malformed = name
+    elif change == "odd image":
+        _, content = draw(st.sampled_from(sorted(ODD_IMAGES.items())))
+        key = draw(st.sampled_from(["bug_input", "reference_input"]))
+        spec[key] = "odd.npy" if content.startswith(b"\x93NUMPY") else "odd.png"
+        report.files[spec[key]] = content
+    elif change == "raw json":
+        report.spec = draw(
+            st.sampled_from([b"[1, 2, 3]", b"{not json", "{}".encode("utf-16"), b"[" * 100_000 + b"]" * 100_000,
+                             b'"a string"', b"null", b"\xff\xfe\x00"])
+        )  # fmt: skip
+        report.malformed = "not a JSON object"
+    elif change == "text":  # a text report against an image model, holding markup and terminal control sequences
+        sentence = draw(st.sampled_from(["[/]", "[bold red]x[/]", "\x1b[31mred\x1b[0m", "tab\there"]))
+        report.spec = {"format": FORMAT, "modality": "text", "bug_input": sentence + " cf", "reference_input": sentence,
+                       "label": 1, "predicted_label": 0}  # fmt: skip
+        report.malformed = "text report for an image model"
+    elif change == "same inputs":
+        spec["reference_input"] = "x_b.png"
+        report.malformed = "x_b and x_r identical"
+    return report
+
+
+def _write(report: Report, root: Path) -> Path:
+    folder = root / "bug"
+    folder.mkdir()
+    if report.outside is not None:
+        (root / "outside.png").write_bytes(report.outside)
+    for name, content in report.files.items():
+        (folder / name).write_bytes(content)
+    if report.link:
+        (folder / report.link).symlink_to(root / "outside.png")
+    raw = report.spec if isinstance(report.spec, bytes) else json.dumps(report.spec).encode()
+    (folder / "bug.json").write_bytes(raw)
+    return folder
+
+
+def _digest(*paths: Path) -> str:
+    hasher = hashlib.sha256()
+    for path in paths:
+        for file in (
+            sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()) if path.is_dir() else [path]
+        ):
+            hasher.update(str(file).encode() + file.read_bytes())
+    return hasher.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def shared_inputs(_backdoored, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fuzz-inputs")
+    (root / "model").mkdir()
+    _backdoored.encoder.save(root / "model")
+    (root / "data").mkdir()
+    for index, image in enumerate(_backdoored.patching_set[:160]):
+        save_image_png(image, root / "data" / f"{index:04d}.png")
+    return root, _backdoored.bug
+
+
+def test_every_generated_report_ends_in_a_run_or_one_error_line(shared_inputs):
+    inputs, bug = shared_inputs
+    outcomes: dict[str, int] = {}
+
+    @given(reports(bug))
+    @settings(max_examples=CASES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(report: Report) -> None:
+        root = Path(tempfile.mkdtemp(prefix="fuzz-"))
+        try:
+            folder = _write(report, root)
+            before = _digest(inputs / "model", inputs / "data", folder)
+            out = root / "out"
+            arguments = ["--model", inputs / "model", "--bug", folder, "--data", inputs / "data", "--out", out]
+            result = runner.invoke(app, ["reverse-trigger", *map(str, arguments), "--window", "3"])
+            text = result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit), text
+            assert "Traceback" not in text and "\x1b" not in text, text
+            assert _digest(inputs / "model", inputs / "data", folder) == before, "an input changed"
+            assert not [p.name for p in root.iterdir() if p.name.startswith(".out.")], "staging folder left behind"
+            if result.exit_code == 0:
+                assert not report.malformed, f"silent acceptance of a report with {report.malformed}: {text}"
+                assert (out / "trigger.npz").is_file() and (out / "recovery.json").is_file()
+                outcomes["run"] = outcomes.get("run", 0) + 1
+                return
+            errors = [line for line in text.splitlines() if line.startswith(("error:", "refused:"))]
+            assert len(errors) == 1, text
+            assert not out.exists(), "a refused run left its output folder"
+            if report.malformed:
+                assert errors[0].startswith("error:") and result.exit_code == 2, text
+                assert "bug" in errors[0] or ".png" in errors[0] or ".npy" in errors[0], errors[0]  # names the file
+            kind = "error" if report.malformed else "refused"
+            outcomes[kind] = outcomes.get(kind, 0) + 1
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    check()
+    assert outcomes.get("run") and outcomes.get("error"), outcomes  # the generator reached both ends
