@@ -224,3 +224,141 @@ def test_every_generated_report_ends_in_a_run_or_one_error_line(shared_inputs):
 
     check()
     assert outcomes.get("run") and outcomes.get("error"), outcomes  # the generator reached both ends
+
+
+@dataclass
+class Inputs:
+    """A model folder's files and a patching set to write (``data``: file name -> bytes, or a folder of files)."""
+
+    model: dict[str, bytes]
+    data: dict[str, bytes]
+    data_name: str = "data"
+    malformed: str = ""
+
+
+def _config_json(value: object) -> bytes:
+    return json.dumps(value).encode()
+
+
+@st.composite
+def model_and_data(draw, model_files: dict[str, bytes], data_files: dict[str, bytes]) -> Inputs:
+    """The genuine model folder and patching set with one change drawn from what strangers send."""
+    inputs = Inputs(dict(model_files), dict(data_files))
+    config = json.loads(model_files["mudjacking_encoder.json"])
+    change = draw(
+        st.sampled_from(
+            ["none", "config", "weights", "other weights", "hf config", "pickle", "data folder", "data npz",
+             "data text"]
+        )
+    )  # fmt: skip
+    if change == "config":
+        kind = draw(st.sampled_from(["architecture", "kwargs", "list", "deep", "not json", "std 0", "size"]))
+        broken = {
+            "architecture": {**config, "architecture": "no-such-net"},
+            "kwargs": {**config, "architecture_kwargs": {**config["architecture_kwargs"], "depth_typo": 3}},
+            "list": [config],
+            "std 0": {**config, "input_spec": {**config["input_spec"], "std": [0.0]}},
+            "size": {**config, "input_spec": {**config["input_spec"], "size": [-5, -5]}},
+        }
+        raw = {"deep": b"[" * 100_000 + b"]" * 100_000, "not json": b"{architecture:"}.get(kind)
+        inputs.model["mudjacking_encoder.json"] = raw if raw is not None else _config_json(broken[kind])
+        inputs.malformed = f"model config: {kind}"
+    elif change == "weights":
+        weights = model_files["model.safetensors"]
+        inputs.model["model.safetensors"] = draw(st.sampled_from([weights[: len(weights) // 2], b"", b"\x00" * 64]))
+        inputs.malformed = "damaged weights"
+    elif change == "other weights":  # the weights of a wider network under this config
+        kwargs = {**config["architecture_kwargs"], "embedding_dim": 32}
+        inputs.model["mudjacking_encoder.json"] = _config_json({**config, "architecture_kwargs": kwargs})
+        inputs.malformed = "weights of another network"
+    elif change == "hf config":  # a transformers folder whose config names a model the weights are not
+        del inputs.model["mudjacking_encoder.json"]
+        inputs.model["config.json"] = _config_json({"model_type": draw(st.sampled_from(["bert", "resnet", "vit"]))})
+        inputs.malformed = "transformers config over foreign weights"
+    elif change == "pickle":  # a pickled module instead of safetensors: never loaded without --allow-pickle
+        inputs.model = {"model.bin": b"\x80\x04\x95 not run"}
+        inputs.malformed = "pickle without --allow-pickle"
+    elif change == "data folder":
+        kind = draw(st.sampled_from(["empty", "mixed sizes", "not images"]))
+        if kind == "empty":
+            inputs.data = {}
+        elif kind == "mixed sizes":
+            inputs.data["9999.png"] = _png(np.zeros((20, 20), np.uint8))
+        else:
+            inputs.data = {f"{i}.png": b"not a png" for i in range(3)}
+        inputs.malformed = f"patching set: {kind}"
+    elif change == "data npz":
+        inputs.data_name = "data.npz"
+        array = draw(st.sampled_from(["wrong key", "complex", "3 dims", "nan"]))
+        arrays = {
+            "wrong key": {"pictures": np.zeros((8, 1, 16, 16), np.float32)},
+            "complex": {"x": np.zeros((8, 1, 16, 16), np.complex64)},
+            "3 dims": {"x": np.zeros((8, 16, 16, 2, 2), np.float32)},
+            "nan": {"x": np.full((8, 1, 16, 16), np.nan, np.float32)},
+        }[array]
+        stream = io.BytesIO()
+        np.savez(stream, **arrays)
+        inputs.data = {"": stream.getvalue()}
+        inputs.malformed = f"patching npz: {array}"
+    elif change == "data text":
+        inputs.data_name = "data.txt"
+        inputs.data = {"": b"a sentence\nanother one\n"}
+        inputs.malformed = "sentences for an image model"
+    return inputs
+
+
+def _write_inputs(inputs: Inputs, root: Path) -> tuple[Path, Path]:
+    model = root / "model"
+    model.mkdir()
+    for name, content in inputs.model.items():
+        (model / name).write_bytes(content)
+    data = root / inputs.data_name
+    if "" in inputs.data:
+        data.write_bytes(inputs.data[""])
+    else:
+        data.mkdir()
+        for name, content in inputs.data.items():
+            (data / name).write_bytes(content)
+    return model, data
+
+
+def test_every_generated_model_folder_and_patching_set_ends_in_a_run_or_one_error_line(shared_inputs):
+    inputs, bug = shared_inputs
+    model_files = {p.name: p.read_bytes() for p in (inputs / "model").iterdir()}
+    data_files = {p.name: p.read_bytes() for p in sorted((inputs / "data").iterdir())[:120]}
+    outcomes: dict[str, int] = {}
+
+    @given(model_and_data(model_files, data_files))
+    @settings(max_examples=CASES // 2, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case: Inputs) -> None:
+        root = Path(tempfile.mkdtemp(prefix="fuzz-"))
+        try:
+            model, data = _write_inputs(case, root)
+            folder = _write(Report({"format": FORMAT, "bug_input": "x_b.png", "reference_input": "x_r.png",
+                                    "label": int(bug.label), "predicted_label": int(bug.predicted_label)},
+                                   {"x_b.png": _as_png(bug.bug_input), "x_r.png": _as_png(bug.reference_input)}),
+                            root)  # fmt: skip
+            before = _digest(model, data, folder)
+            out = root / "out"
+            arguments = ["--model", model, "--bug", folder, "--data", data, "--out", out]
+            result = runner.invoke(app, ["reverse-trigger", *map(str, arguments), "--window", "3"])
+            text = result.output
+            assert result.exception is None or isinstance(result.exception, SystemExit), text
+            assert "Traceback" not in text, text
+            assert _digest(model, data, folder) == before, "an input changed"
+            assert not [p.name for p in root.iterdir() if p.name.startswith(".out.")], "staging folder left behind"
+            if result.exit_code == 0:
+                assert not case.malformed, f"silent acceptance of {case.malformed}: {text}"
+                outcomes["run"] = outcomes.get("run", 0) + 1
+                return
+            errors = [line for line in text.splitlines() if line.startswith(("error:", "refused:"))]
+            assert len(errors) == 1 and not out.exists(), text
+            if case.malformed:
+                assert errors[0].startswith("error:") and result.exit_code == 2, text
+                assert str(root) in errors[0], errors[0]  # names the file
+            outcomes[case.malformed or "run"] = outcomes.get(case.malformed or "run", 0) + 1
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+    check()
+    assert outcomes.get("run") and len(outcomes) > 5, outcomes

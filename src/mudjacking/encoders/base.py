@@ -41,13 +41,15 @@ class ImageInputSpec:
     def __post_init__(self) -> None:
         if self.size is not None:
             self.size = (int(self.size[0]), int(self.size[1]))
+            if min(self.size) < 1:
+                raise ConfigError(f"size must be positive, got {self.size}")
         if self.channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {self.channels}")
         self.mean = tuple(float(m) for m in self.mean)
         self.std = tuple(float(s) for s in self.std)
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ConfigError(f"mean and std need {self.channels} values, got {self.mean} and {self.std}")
-        if any(s <= 0 for s in self.std):
+        if not all(s > 0 for s in self.std):  # NaN too
             raise ConfigError(f"std must be positive, got {self.std}")
 
 

@@ -24,6 +24,7 @@ from mudjacking.encoders.base import (
     register_file_loader,
     unwrap_output,
 )
+from mudjacking.errors import ConfigError
 from mudjacking.jsonfiles import read_json_file
 
 WEIGHTS_FILE = "model.safetensors"
@@ -105,7 +106,15 @@ class ModuleEncoder(ImageEncoder):
         weights = directory / WEIGHTS_FILE
         if not weights.exists():
             raise ModelLoadError(f"{weights}: missing weights file; copy the model's {WEIGHTS_FILE} beside its config")
-        network = _ARCHITECTURES[name](**config.get("architecture_kwargs", {}))
+        kwargs, spec = config.get("architecture_kwargs", {}), config.get("input_spec")
+        try:
+            network = _ARCHITECTURES[name](**kwargs)
+            input_spec = ImageInputSpec(**spec)
+        except (TypeError, ConfigError) as error:  # a stranger's config: wrong arguments, a zero std, a size of -5
+            raise ModelLoadError(
+                f"{config_file}: architecture_kwargs or input_spec do not fit {name!r} ({error}); re-save the model "
+                "with mudjacking"
+            ) from None
         try:
             state = load_file(str(weights))
         except Exception as error:  # safetensors raises its own error type for corrupt files
@@ -117,7 +126,7 @@ class ModuleEncoder(ImageEncoder):
         except RuntimeError as error:
             first = str(error).splitlines()[0]
             raise ModelLoadError(f"{weights}: weights do not fit architecture {name!r} ({first})") from error
-        return cls(network, ImageInputSpec(**config["input_spec"]), name, config.get("architecture_kwargs"))
+        return cls(network, input_spec, name, kwargs)
 
 
 @register_adapter("pickled-module", can_load=lambda path: False)
