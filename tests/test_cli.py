@@ -453,7 +453,8 @@ def test_sigterm_during_the_patch_leaves_no_half_written_output(saved_case):
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=60)
     assert code == 128 + signal.SIGTERM, process.stderr.read()[-2000:]
-    assert not list(saved_case.glob(".out.*")) and not out.exists()
+    left = [path.name for path in saved_case.glob(".out.*")]
+    assert left in ([], [".out.checkpoint"]) and not out.exists(), left  # the checkpoint stays, for --resume
 
 
 def test_a_bug_image_of_another_size_than_the_patching_set_is_one_line(saved_case, backdoored):
@@ -465,3 +466,18 @@ def test_a_bug_image_of_another_size_than_the_patching_set_is_one_line(saved_cas
     line = " ".join(result.output.split())
     assert result.exit_code == 2 and "x_b and x_r are 3x20x20" in line and "are 1x16x16" in line, result.output
     assert str(saved_case / "other-bug") in line and not (saved_case / "out").exists()
+
+
+def test_a_finished_patch_leaves_no_checkpoint_and_resume_refuses_another_patchs(saved_case):
+    from mudjacking.checkpoints import PatchCheckpoints
+
+    result = _patch(saved_case, saved_case / "out", "--epochs", "1")
+    assert result.exit_code in (0, 3), result.output
+    assert not (saved_case / ".out.checkpoint").exists()
+    foreign = PatchCheckpoints(saved_case / ".again.checkpoint", "0" * 64)  # as if written for other inputs
+    foreign.save({"w": torch.zeros(1)}, {"state": {}, "param_groups": []}, {}, {"epochs": 1})
+    again = _patch(saved_case, saved_case / "again", "--epochs", "1", "--resume")
+    assert again.exit_code == 2, again.output
+    errors = [line for line in again.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and ".again.checkpoint" in errors[0] and "another patch" in errors[0], again.output
+    assert not (saved_case / "again").exists()

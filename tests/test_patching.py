@@ -1,5 +1,7 @@
 """End to end on a tiny backdoored CNN (16x16 digits): the trigger is recovered and patching removes the backdoor."""
 
+import json
+
 import pytest
 import torch
 from conftest import TARGET
@@ -258,3 +260,27 @@ def test_a_trigger_called_anywhere_is_still_judged_where_it_was_found(backdoored
     assert moved_only < at_its_place - 0.1
     assert _excess_pull(encoder, anywhere, holdout, clean, rows, point, None) == pytest.approx(at_its_place)
     assert [placed.anywhere for placed in anywhere.placements()] == [False, True]
+
+
+def test_a_patch_interrupted_and_resumed_ends_as_the_uninterrupted_one(backdoored, tmp_path):
+    from mudjacking.checkpoints import PatchCheckpoints, fingerprint
+
+    config = PatchConfig(max_epochs=4, early_stop=False)
+    arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
+    whole = patch_encoder(*arguments, show_progress=False)
+    checkpoints = PatchCheckpoints(tmp_path / ".out.checkpoint", fingerprint(*arguments))
+
+    def interrupt(record, model):
+        if record.epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        patch_encoder(*arguments, show_progress=False, on_epoch=interrupt, checkpoints=checkpoints)
+    assert json.loads((checkpoints.folder / "state.json").read_text())["epochs"] == 1  # interrupted before saving 2
+    resumed = patch_encoder(*arguments, show_progress=False, checkpoints=checkpoints)
+    assert resumed.steps == whole.steps and [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    final, expected = resumed.encoder.state_dict(), whole.encoder.state_dict()
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    other = PatchCheckpoints(checkpoints.folder, fingerprint(*arguments[:-1], PatchConfig(max_epochs=5)))
+    with pytest.raises(ConfigError, match="another patch"):
+        other.load()

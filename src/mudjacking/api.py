@@ -17,6 +17,7 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.batches import input_shape
+from mudjacking.checkpoints import PatchCheckpoints, checkpoint_folder, fingerprint
 from mudjacking.checks import BugVisibility, inspect_bug, require_backdoor_signature, require_visible
 from mudjacking.data.bug_report import BugReport, check_modality, check_same_size, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
@@ -127,6 +128,7 @@ def patch_files(
     force: bool = False,
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """``mudjacking patch``: a user's model directory, bug report(s) and patching-set folder -> ``out`` with the
     patched model (same format, safetensors), the weight delta, the trigger(s), pictures and ``report.json``.
@@ -143,6 +145,8 @@ def patch_files(
         patch_config: the whole patch configuration; by default the modality's recipe (:mod:`mudjacking.recipes`)
             with ``patch_options`` (``PatchConfig`` fields) changed.
         force: go on past a failed self-check (a bug the model does not show, a trigger that does not verify).
+        resume: continue from the checkpoint an interrupted run into ``out`` left (``.OUT.checkpoint`` beside it);
+            without it a run starts afresh. Checkpoints are written after every pass and removed once ``out`` is.
 
     Returns:
         the report; ``report["patch"]["goals_met"]`` says whether the held-out goals were met for every bug.
@@ -189,10 +193,15 @@ def patch_files(
         written = _write_triggers(staging, trigger, recoveries, bugs)
         if len(bugs) == 1:
             report["trigger"] = written[0]
+        regressions = [(earlier_bug, earlier_trigger) for earlier_bug, earlier_trigger, _ in earlier]
+        checkpoints = PatchCheckpoints(
+            checkpoint_folder(out), fingerprint(encoder.state_dict(), bugs, triggers, patching_set, config, regressions)
+        )
+        if not resume:
+            checkpoints.remove()
         result = patch_encoder(
-            encoder, bugs, triggers, patching_set, config, show_progress,
-            earlier=[(earlier_bug, earlier_trigger) for earlier_bug, earlier_trigger, _ in earlier],
-        )  # fmt: skip
+            encoder, bugs, triggers, patching_set, config, show_progress, earlier=regressions, checkpoints=checkpoints
+        )
         report.update(save_patched(encoder, result, staging))
         report["trigger_pull"] = {"before": result.pull_before, "after": result.history[-1].holdout_pull}
         states = result.history[-1].bugs
@@ -207,6 +216,7 @@ def patch_files(
         report["fixed_bugs"] = write_fixed_bugs(staging / MODEL_DIR, kept)
         report["environment"] = environment_info()
         write_json(staging / "report.json", report)
+    checkpoints.remove()
     return report
 
 

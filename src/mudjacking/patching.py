@@ -24,6 +24,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.batches import join, single, take, to_device
+from mudjacking.checkpoints import PatchCheckpoints
 from mudjacking.data.bug_report import BugReport, check_modality
 from mudjacking.devices import Processes, resolve_device
 from mudjacking.encoders.base import Encoder
@@ -300,6 +301,7 @@ def patch_encoder(
     show_progress: bool = True,
     on_epoch: Callable[[EpochRecord, Encoder], None] | None = None,
     earlier: Sequence[tuple[BugReport, Trigger]] = (),
+    checkpoints: PatchCheckpoints | None = None,
 ) -> PatchResult:
     """Patches a copy of ``encoder`` so that ``bug`` is fixed and ``trigger`` no longer moves embeddings.
 
@@ -315,6 +317,8 @@ def patch_encoder(
         earlier: bugs an earlier patch fixed, with their triggers: they join the loss as regression cases (``x_b``
             kept at ``x_r``, the trigger kept neutral) and the goal check, which skips their pull (``encoder``
             no longer shows the backdoor they revealed, so there is no backdoor point to be pulled to).
+        checkpoints: where to write a checkpoint after every pass, and to resume from the last one if there is
+            one (:mod:`mudjacking.checkpoints`; one process only): the run then ends as the uninterrupted one would.
 
     Returns:
         the patched copy ``h'`` with its per-epoch history.
@@ -366,8 +370,12 @@ def patch_encoder(
     if config.reuse_frozen and processes.count == 1 and not config.trigger_tokens_only:
         plan.split = _split_for(patched, plan, config)
     show_progress = show_progress and processes.is_main
+    first = 1
+    if checkpoints is not None and processes.count == 1:
+        first = _resumed(checkpoints, patched, optimizer, schedule, result, config)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
-        for epoch in range(1, config.max_epochs + 1):
+        advance(steps=(first - 1) * steps_per_epoch, info=f"resumed after pass {first - 1}" if first > 1 else "")
+        for epoch in range(first, config.max_epochs + 1):
             sums, seen, covered = torch.zeros(4), 0, 0
             for batch_index in processes.same_order(torch.randperm(len(train))).split(config.batch_size):
                 if processes.budget_spent(started, config.max_seconds):
@@ -397,6 +405,8 @@ def patch_encoder(
             result.epochs = epoch
             if on_epoch is not None and processes.is_main:
                 on_epoch(record, patched)
+            if checkpoints is not None and processes.count == 1:
+                checkpoints.save(patched.state_dict(), optimizer.state_dict(), schedule.state_dict(), _progress(result))
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
                 advance(steps=(config.max_epochs - epoch) * steps_per_epoch, info="goals met: stopped early")
                 break
@@ -416,6 +426,43 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def _progress(result: PatchResult) -> dict[str, Any]:
+    """What a checkpoint keeps of the run so far besides the weights and the optimiser."""
+    return {
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "step_seconds": result.step_seconds,
+        "history": [asdict(record) for record in result.history],
+        "step_losses": result.step_losses,
+    }
+
+
+def _resumed(
+    checkpoints: PatchCheckpoints,
+    patched: Encoder,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    result: PatchResult,
+    config: PatchConfig,
+) -> int:
+    """Restores the last checkpoint, if any, into the run; returns the first pass still to run (past
+    ``max_epochs`` when the checkpointed run had already stopped at its goals)."""
+    saved = checkpoints.load()
+    if saved is None:
+        return 1
+    weights, optimizer_state, schedule_state, progress = saved
+    patched.load_state_dict(weights)
+    optimizer.load_state_dict(optimizer_state)
+    schedule.load_state_dict(schedule_state)
+    result.epochs, result.steps = progress["epochs"], progress["steps"]
+    result.step_seconds, result.step_losses = progress["step_seconds"], progress["step_losses"]
+    result.history = [EpochRecord(**record) for record in progress["history"]]
+    last = result.history[-1] if result.history else None
+    if last is not None and config.early_stop and last.goals_met and result.epochs >= config.min_epochs:
+        return config.max_epochs + 1
+    return result.epochs + 1
 
 
 def verify_patch(

@@ -128,6 +128,14 @@ def patch(
     ] = "fp32",
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted patch into the same --out from its last checkpoint (.OUT.checkpoint beside "
+            "it, written after every pass); the same inputs and options give the result of an uninterrupted run.",
+        ),
+    ] = False,
     threads: Threads = 0,
 ) -> None:
     """Patch a model from one or more bug reports; writes the patched model, weight delta, triggers and report.json.
@@ -171,6 +179,7 @@ def patch(
             image_mean=floats_option(image_mean, "--image-mean"),
             image_std=floats_option(image_std, "--image-std"),
             show_progress=is_main_process(),
+            resume=resume,
         )
     if is_main_process():  # under `accelerate launch`, one process speaks
         _print_patch(report, out)
