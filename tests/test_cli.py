@@ -481,3 +481,21 @@ def test_a_finished_patch_leaves_no_checkpoint_and_resume_refuses_another_patchs
     errors = [line for line in again.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and ".again.checkpoint" in errors[0] and "another patch" in errors[0], again.output
     assert not (saved_case / "again").exists()
+
+
+def test_a_patching_set_too_large_for_the_free_memory_is_one_line_not_the_oom_killer(saved_case, monkeypatch):
+    import mudjacking.memory
+
+    # 120 16x16 grey images: 123 KB as float32, and 4 times that with the image recipe's 3 augmented copies
+    monkeypatch.setattr(mudjacking.memory, "available_bytes", lambda: 400_000)
+    result = _patch(saved_case, saved_case / "out")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(saved_case / "data") in errors[0] and "--augmented-copies 0" in errors[0]
+    assert not (saved_case / "out").exists()
+    monkeypatch.setattr(mudjacking.memory, "available_bytes", lambda: 100_000)
+    from mudjacking.data.images import load_image_folder
+    from mudjacking.errors import DataError
+
+    with pytest.raises(DataError, match="fewer images"):
+        load_image_folder(saved_case / "data")

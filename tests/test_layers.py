@@ -11,7 +11,7 @@ SOURCE = Path(__file__).parents[1] / "src" / "mudjacking"
 # lowest first; packages in one layer may not import each other
 LAYERS = [
     {"errors"},
-    {"batches", "progress", "timing", "devices", "geometry", "jsonfiles", "lora", "checkpoints"},
+    {"batches", "progress", "timing", "devices", "geometry", "jsonfiles", "lora", "checkpoints", "memory"},
     {"data"},
     {"encoders"},
     {"outputs"},

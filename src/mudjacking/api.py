@@ -26,6 +26,7 @@ from mudjacking.errors import CheckFailed, ConfigError
 from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.fixed_bugs import read_fixed_bugs, write_fixed_bugs
 from mudjacking.geometry import EmbeddingGeometry
+from mudjacking.memory import require_memory
 from mudjacking.outputs import (
     apply_weight_delta,
     atomic_output_dir,
@@ -188,6 +189,10 @@ def patch_files(
     config, notes = _fitted(encoder, config, triggers, patching_set, options)
     if notes:
         report["recipe_note"] = "; ".join(notes)
+    if isinstance(patching_set, Tensor):  # the patch holds D's training part with its augmented copies, as float32
+        copies = config.augmented_copies
+        require_memory(patching_set.nelement() * 4 * (1 + copies), data, f"{len(patching_set):,} patching images "
+                       f"with {copies} augmented copies each", "use fewer images, or --augmented-copies 0")  # fmt: skip
     # under `accelerate launch`, one process writes
     with main_process_output_dir(out, overwrite, inputs=(model, *bug_paths, data, trigger)) as staging:
         written = _write_triggers(staging, trigger, recoveries, bugs)

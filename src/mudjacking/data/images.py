@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from mudjacking.errors import DataError
+from mudjacking.memory import require_memory
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 ARRAY_SUFFIXES = {".npy", ".npz"}
@@ -133,7 +134,10 @@ def load_image_folder(folder: str | Path, limit: int | None = None) -> Tensor:
     if not files:
         raise DataError(f"{folder}: holds no images (PNG/JPEG/NPY); put the patching images there")
     files = files[:limit]
-    return stack_images([load_image(p) for p in files], files)
+    first = load_image(files[0])
+    require_memory(len(files) * first.numel() * 4, folder, f"{len(files):,} images of {tuple(first.shape)}",
+                   "use fewer images (a few thousand are plenty for a patch)")  # fmt: skip
+    return stack_images([first, *(load_image(p) for p in files[1:])], files)
 
 
 def load_image_array(path: str | Path) -> tuple[Tensor, Tensor | None]:
@@ -153,6 +157,7 @@ def load_image_array(path: str | Path) -> tuple[Tensor, Tensor | None]:
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4:
         raise DataError(f"{path}: x has shape {x.shape}; expected N images")
+    require_memory(x.size * 4, path, f"x of shape {x.shape} as float32", "store fewer images in x")
     images = torch.from_numpy(np.ascontiguousarray(unit_pixels(x, path)))
     labels = None if y is None else torch.as_tensor(np.asarray(y, dtype=np.int64))
     if labels is not None and len(labels) != len(images):
