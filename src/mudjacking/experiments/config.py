@@ -160,6 +160,8 @@ def load_experiment_config(path: str | Path) -> ExperimentConfig:
         where = "".join(f"{part}: " for part in [".".join(str(p) for p in first["loc"])] if part)
         message = first["msg"].removeprefix("Value error, ")
         raise DataError(f"{path}: {where}{message} (see configs/ for a valid file)") from error
+    except RecursionError as error:  # a YAML file nested thousands deep
+        raise DataError(f"{path}: nested too deep to read; an experiment file is a few flat tables") from error
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError, ValueError, TypeError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"{path}: {message} (see configs/ for a valid file)") from error
