@@ -142,7 +142,8 @@ class HFTextEncoder(Encoder):
         if pooling not in POOLING_MODES:
             raise ConfigError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         self.model, self.tokenizer = model, tokenizer
-        self.pooling, self.normalize, self.max_length = pooling, normalize, max_length
+        self.pooling, self.normalize = pooling, normalize
+        self.max_length = min(max_length, _position_limit(model) or max_length)
         self.source = source  # where sentence-transformers files are copied from on save
 
     def forward(self, texts: Sequence[str]) -> Tensor:
@@ -266,6 +267,19 @@ class HFTextEncoder(Encoder):
         else:
             pooling, normalize = sentence_transformers_pooling(directory)
         return cls(model.eval(), tokenizer, pooling, normalize, max_length or 128, directory)
+
+
+def _position_limit(model: Any) -> int | None:
+    """The most tokens the model has positions for: a sentence truncated at 128 tokens crashed a BERT built with 64
+    position embeddings. RoBERTa-style models number positions after the padding index, which costs them two."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    offset = 0
+    if getattr(config, "model_type", None) in {"roberta", "xlm-roberta", "mpnet", "camembert"}:
+        offset = (getattr(config, "pad_token_id", None) or 0) + 1
+    return max(limit - offset, 1)
 
 
 def unwrap_output_tokens(output: Any) -> Tensor:
