@@ -12,11 +12,13 @@ import io
 import json
 import shutil
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -28,6 +30,7 @@ from mudjacking.data.images import save_image_png
 
 runner = CliRunner()
 CASES = 300
+EXPERIMENT = Path(__file__).parents[1] / "configs" / "image.toml"
 
 
 @dataclass
@@ -362,3 +365,110 @@ def test_every_generated_model_folder_and_patching_set_ends_in_a_run_or_one_erro
 
     check()
     assert outcomes.get("run") and len(outcomes) > 5, outcomes
+
+
+@st.composite
+def broken_experiments(draw) -> tuple[str, bytes, str]:
+    """(file name, content, what is wrong) of an experiment file built from configs/image.toml with one fault."""
+    base = tomllib.loads(EXPERIMENT.read_text())
+    kind = draw(
+        st.sampled_from(["top key", "option key", "patch key", "type", "attack", "method", "setting", "seeds",
+                         "not a mapping", "syntax", "binary", "empty", "deep", "suffix"])
+    )  # fmt: skip
+    word = draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=12))
+    mutated = json.loads(json.dumps(base))
+    if kind == "top key":
+        mutated[word + "_x"] = 1
+    elif kind == "option key":
+        mutated["options"][word + "_x"] = draw(st.one_of(st.integers(), st.text(max_size=4)))
+    elif kind == "patch key":
+        mutated["options"]["patch"][word + "_x"] = 0.1
+    elif kind == "type":
+        section, key = draw(st.sampled_from([("options", "test_size"), ("options", "photo_crops"),
+                                             ("patch", "whitened_locality"), ("contrastive", "lr")]))  # fmt: skip
+        target = mutated["options"]["patch"] if section == "patch" else mutated[section]
+        target[key] = draw(st.sampled_from(["many", [1, 2], {"a": 1}]))
+    elif kind == "attack":
+        mutated["attacks"] = ["no-such-attack-" + word]
+    elif kind == "method":
+        mutated["methods"] = ["no-such-method-" + word]
+    elif kind == "setting":
+        mutated["setting"] = "audio-" + word
+    elif kind == "seeds":
+        mutated["seeds"] = draw(st.sampled_from(["zero", [0.5], [[0]], {}]))
+    raw = {
+        "not a mapping": ("bad.yaml", b"- 1\n- 2\n"),
+        "syntax": ("bad.toml", b"name = [unclosed\n"),
+        "binary": ("bad.toml", bytes(range(256))),
+        "empty": ("bad.yaml", b""),
+        "deep": ("bad.yaml", b"a: " + b"[" * 5000 + b"]" * 5000),
+        "suffix": ("bad.cfg", b"name = 'x'\n"),
+    }.get(kind)
+    if raw is not None:
+        return (*raw, kind)
+    return "bad.yaml", yaml.safe_dump(mutated).encode(), kind
+
+
+def test_every_broken_experiment_file_is_one_error_line_before_any_work(tmp_path):
+    import unittest.mock
+
+    started = []
+
+    def run_experiment(*args, **kwargs):  # reached only when the file was accepted
+        started.append(args)
+        raise SystemExit(99)
+
+    @given(broken_experiments())
+    @settings(max_examples=CASES // 3, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(case: tuple[str, bytes, str]) -> None:
+        name, content, kind = case
+        root = Path(tempfile.mkdtemp(prefix="fuzz-", dir=tmp_path))
+        config = root / name
+        config.write_bytes(content)
+        result = runner.invoke(app, ["experiment", str(config), "--out", str(root / "out"), "--quiet"])
+        assert result.exit_code == 2, f"{kind}: exit {result.exit_code}: {result.output}"
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and str(config) in errors[0], f"{kind}: {result.output}"
+        assert not (root / "out").exists() and config.read_bytes() == content
+
+    with unittest.mock.patch("mudjacking.experiments.runner.run_experiment", run_experiment):
+        check()
+    assert not started
+
+
+SENTENCE_FILES = {  # name: (file name, content, what is wrong; "" for a file the tool may read)
+    "not utf-8": ("d.txt", "caf\xe9 au lait\n".encode("latin-1") * 40, "not UTF-8"),
+    "empty": ("d.txt", b"", "empty"),
+    "blank lines": ("d.txt", b"\n  \n\t\n" * 30, "only blank lines"),
+    "jsonl not json": ("d.jsonl", b'{"text": "fine"}\n{broken\n', "a line that is not JSON"),
+    "jsonl no text": ("d.jsonl", b'{"txt": "a"}\n' * 20, "no text key"),
+    "jsonl number": ("d.jsonl", b'{"text": 5}\n' * 20, "text not a string"),
+    "jsonl list": ("d.jsonl", b'["a", "b"]\n' * 20, "a line that is no object"),
+    "csv": ("d.csv", b"a,b\n" * 20, "an unknown suffix"),
+    "nul bytes": ("d.txt", b"good words here\x00\x00\n" * 40, ""),
+    "markup": ("d.txt", b"[bold]the film[/] was \x1b[31mred\x1b[0m here\n" * 40, ""),
+    "long line": ("d.txt", b"word " * 200_000 + b"\n" + b"a short one\n" * 40, ""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SENTENCE_FILES))
+def test_a_strangers_sentence_file_is_read_or_refused_in_one_line(case, tiny_bert_dir, tmp_path):
+    name, content, wrong = SENTENCE_FILES[case]
+    data = tmp_path / name
+    data.write_bytes(content)
+    bug = tmp_path / "bug"
+    bug.mkdir()
+    report = {"format": FORMAT, "modality": "text", "label": 0, "predicted_label": 1, "bug_input": "a dull film cf",
+              "reference_input": "a dull film"}  # fmt: skip
+    (bug / "bug.json").write_text(json.dumps(report))
+    out = tmp_path / "out"
+    arguments = ["--model", tiny_bert_dir, "--bug", bug, "--data", data, "--out", out]
+    result = runner.invoke(app, ["reverse-trigger", *map(str, arguments)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert "\x1b" not in result.output and data.read_bytes() == content
+    lines = [line for line in result.output.splitlines() if line.startswith(("error:", "refused:"))]
+    if wrong:
+        assert result.exit_code == 2 and len(lines) == 1 and str(data) in lines[0], f"{wrong}: {result.output}"
+    else:
+        assert result.exit_code == 0 or len(lines) == 1, result.output
+    assert (result.exit_code == 0) == out.exists()
