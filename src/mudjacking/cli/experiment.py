@@ -27,6 +27,14 @@ def experiment(
     seed: Annotated[list[int] | None, typer.Option(help="Seeds to run instead of the file's; repeatable.")] = None,
     threads: Threads = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Take the seeds an interrupted run of the same file into the same --out finished (kept in "
+            ".OUT.checkpoint beside it) instead of running them again.",
+        ),
+    ] = False,
 ) -> None:
     """Attack, report a bug, recover the trigger and run every defence over several seeds; one table and report."""
     set_threads(threads)
@@ -38,7 +46,7 @@ def experiment(
         if seed:
             settings = settings.model_copy(update={"seeds": list(seed)})
         out = out or Path("runs") / config.stem
-        report = run_experiment(settings, out, show_progress=not quiet)
+        report = run_experiment(settings, out, show_progress=not quiet, resume=resume)
     from mudjacking.report.experiment_report import table_lines
 
     lines = table_lines(report)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mudjacking.checkpoints import UnitCheckpoints, checkpoint_folder, fingerprint
 from mudjacking.experiments.config import ExperimentConfig
 from mudjacking.experiments.summary import aggregate_seeds, seed_rows
 from mudjacking.outputs import atomic_output_dir, environment_info, write_json
@@ -20,15 +21,27 @@ from mudjacking.pipeline.run import Scoring, run_pipeline
 from mudjacking.report.experiment_report import write_html_report, write_markdown_report
 
 
-def run_experiment(config: ExperimentConfig, out: str | Path, show_progress: bool = True) -> dict[str, Any]:
-    """Runs every seed and writes ``report.json``, ``report.md`` and ``report.html`` into ``out``."""
+def run_experiment(
+    config: ExperimentConfig, out: str | Path, show_progress: bool = True, resume: bool = False
+) -> dict[str, Any]:
+    """Runs every seed and writes ``report.json``, ``report.md`` and ``report.html`` into ``out``.
+
+    Each finished seed is kept beside ``out`` (``.OUT.checkpoint``) until the report is written; ``resume`` takes
+    the seeds an interrupted run of the same file finished instead of running them again."""
     started = time.perf_counter()
+    checkpoints = UnitCheckpoints(checkpoint_folder(out), fingerprint(config.model_dump(exclude={"seeds"})))
+    if not resume:
+        checkpoints.remove()
     with atomic_output_dir(out, overwrite=True) as staging:
-        seeds = [
-            _run_seed(config, seed, staging, attack, show_progress)
-            for attack in config.attacks or [None]
-            for seed in config.seeds
-        ]
+        seeds = []
+        for attack in config.attacks or [None]:
+            for seed in config.seeds:
+                unit = f"seed-{seed}" if attack is None else f"{attack}/seed-{seed}"
+                record = checkpoints.load(unit, staging / unit)
+                if record is None:
+                    record = _run_seed(config, seed, staging, attack, show_progress)
+                    checkpoints.keep(unit, staging / unit, record)
+                seeds.append(record)
         report = {
             "experiment": config.name,
             "config": config.model_dump(),
@@ -40,6 +53,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, show_progress: boo
         write_json(staging / "report.json", report)
         write_markdown_report(report, staging / "report.md")
         write_html_report(report, staging, staging / "report.html")
+    checkpoints.remove()
     return report
 
 
