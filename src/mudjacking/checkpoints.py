@@ -57,6 +57,17 @@ def _feed(digest: Any, value: Any) -> None:
         digest.update(repr(value).encode())
 
 
+def _read_state(folder: Path, expected: str, other: str) -> dict[str, Any]:
+    """The checkpoint's JSON state; refused when it was written for something else (``other`` says what)."""
+    state = json.loads((folder / STATE_FILE).read_text())
+    if state.get("fingerprint") != expected:
+        raise ConfigError(
+            f"{folder}: this checkpoint is of {other}; give the same inputs and options to --resume, or delete "
+            "the folder"
+        )
+    return state
+
+
 @dataclass
 class PatchCheckpoints:
     """The checkpoints of one patch: ``folder`` and the ``fingerprint`` of its inputs and settings."""
@@ -92,12 +103,7 @@ class PatchCheckpoints:
         restored; ``None`` when there is none. A checkpoint of other inputs or settings is refused."""
         if not (self.folder / STATE_FILE).is_file():
             return None
-        state = json.loads((self.folder / STATE_FILE).read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
-                f"{self.folder}: this checkpoint is of another patch (other model, reports, data or options); "
-                "give the same inputs and options to --resume, or delete the folder"
-            )
+        state = _read_state(self.folder, self.fingerprint, "another patch (other model, reports, data or options)")
         tensors = load_file(str(self.folder / TENSORS_FILE))
         torch.set_rng_state(tensors.pop("rng.torch"))
         cuda = tensors.pop("rng.cuda", None)
@@ -144,12 +150,7 @@ class UnitCheckpoints:
         record = self.folder / "units" / f"{unit.replace('/', '__')}.json"
         if not record.is_file():
             return None
-        state = json.loads((self.folder / STATE_FILE).read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
-                f"{self.folder}: these checkpoints are of another experiment file; give the same file to --resume, "
-                "or delete the folder"
-            )
+        _read_state(self.folder, self.fingerprint, "another experiment file")
         shutil.copytree(self.folder / "folders" / unit, into, dirs_exist_ok=True)
         return json.loads(record.read_text())
 
