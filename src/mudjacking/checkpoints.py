@@ -155,15 +155,15 @@ class UnitCheckpoints:
         return json.loads(record.read_text())
 
     def keep(self, unit: str, folder: Path, record: dict[str, Any]) -> None:
-        """Keeps a finished unit: its folder first, then its record (a unit counts as finished once the record is
-        there)."""
+        """Keeps a finished unit: its folder first, then its record (JSON-ready; a unit counts as finished once the
+        record is there)."""
         (self.folder / "units").mkdir(parents=True, exist_ok=True)
         (self.folder / STATE_FILE).write_text(json.dumps({"fingerprint": self.fingerprint}))
         target = self.folder / "folders" / unit
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target)
         staging = self.folder / "units" / f".{unit.replace('/', '__')}.json"
-        staging.write_text(json.dumps(record, default=str))
+        staging.write_text(json.dumps(record))
         os.replace(staging, self.folder / "units" / f"{unit.replace('/', '__')}.json")
 
     def remove(self) -> None:

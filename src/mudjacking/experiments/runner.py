@@ -16,7 +16,7 @@ from typing import Any
 from mudjacking.checkpoints import UnitCheckpoints, checkpoint_folder, fingerprint
 from mudjacking.experiments.config import ExperimentConfig
 from mudjacking.experiments.summary import aggregate_seeds, seed_rows
-from mudjacking.outputs import atomic_output_dir, environment_info, write_json
+from mudjacking.outputs import atomic_output_dir, environment_info, to_jsonable, write_json
 from mudjacking.pipeline.run import Scoring, run_pipeline
 from mudjacking.report.experiment_report import write_html_report, write_markdown_report
 
@@ -40,7 +40,7 @@ def run_experiment(
                 record = checkpoints.load(unit, staging / unit)
                 if record is None:
                     record = _run_seed(config, seed, staging, attack, show_progress)
-                    checkpoints.keep(unit, staging / unit, record)
+                    checkpoints.keep(unit, staging / unit, to_jsonable(record))
                 seeds.append(record)
         report = {
             "experiment": config.name,
