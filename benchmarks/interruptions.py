@@ -145,7 +145,7 @@ def main() -> None:
             print(
                 f"{name:<7} at {moment:5.1f} s: exit {code}, out {state}, staging {staging or 'none'}, "
                 f"checkpoint holds {passes}; resumed exit {resumed.returncode}, "
-                f"weights {'SAME' if same else 'DIFFERENT'} as uninterrupted"
+                f"result {'SAME' if same else 'DIFFERENT'} as uninterrupted"
             )
     bad = [r for r in rows if r["out"] == "PARTIAL" or r["staging_left"] or not r["same_result"]]
     print(f"{len(rows) - len(bad)} of {len(rows)} interruptions clean and resumed to the uninterrupted result")
