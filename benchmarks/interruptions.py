@@ -133,8 +133,9 @@ def main() -> None:
             process.send_signal(signal.SIGINT if name == "SIGINT" else signal.SIGTERM)
             code = process.wait()
             state = _state(out, args.experiment)
-            staging = sorted(p.name for p in root.iterdir() if p.name.startswith(f".{out.name}.") and
-                             not p.name.endswith(".checkpoint"))  # fmt: skip
+            # the output's staging folder, and the checkpoint's own (".{.out.checkpoint}.XXXX")
+            staging = sorted(p.name for p in root.iterdir() if p.name.startswith((f".{out.name}.", f"..{out.name}."))
+                             and p.name != f".{out.name}.checkpoint")  # fmt: skip
             passes = _kept(root / f".{out.name}.checkpoint")
             again = [*command(out), "--resume"] + ([] if args.experiment else ["--overwrite"])
             resumed = subprocess.run(again, capture_output=True, text=True)

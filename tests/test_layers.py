@@ -11,11 +11,11 @@ SOURCE = Path(__file__).parents[1] / "src" / "mudjacking"
 # lowest first; packages in one layer may not import each other
 LAYERS = [
     {"errors"},
-    {"batches", "progress", "timing", "devices", "geometry", "jsonfiles", "lora", "checkpoints", "memory"},
+    {"batches", "progress", "timing", "devices", "geometry", "jsonfiles", "lora", "memory"},
     {"data"},
     {"encoders"},
     {"outputs"},
-    {"losses", "triggers", "pretraining", "checks"},
+    {"losses", "triggers", "pretraining", "checks", "checkpoints"},
     {"patching", "fixed_bugs"},
     {"recipes"},
     {"defences", "attacks", "evaluation", "report"},

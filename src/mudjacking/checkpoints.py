@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from mudjacking.errors import ConfigError
+from mudjacking.outputs import atomic_output_dir, atomic_write_text
 
 STATE_FILE, WEIGHTS_FILE, TENSORS_FILE = "state.json", "weights.safetensors", "optimizer.safetensors"
 
@@ -83,20 +82,11 @@ class PatchCheckpoints:
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             tensors["rng.cuda"] = torch.cuda.get_rng_state()
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{self.folder.name}.", dir=self.folder.parent))
-        try:
+        with atomic_output_dir(self.folder, overwrite=True) as staging:
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
             save_file(tensors, str(staging / TENSORS_FILE))
             payload = {"fingerprint": self.fingerprint, "optimizer": plain, "schedule": schedule, **state}
             (staging / STATE_FILE).write_text(json.dumps(payload))
-            retired = self.folder.with_name(self.folder.name + ".old")
-            if self.folder.exists():
-                os.replace(self.folder, retired)
-            os.replace(staging, self.folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def load(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any], dict[str, Any]] | None:
         """(weights, optimiser state, schedule state, the rest) of the last checkpoint, with the random-number state
@@ -147,7 +137,7 @@ class UnitCheckpoints:
 
     def load(self, unit: str, into: Path) -> dict[str, Any] | None:
         """The record of ``unit`` with its folder copied to ``into``; ``None`` when it did not finish."""
-        record = self.folder / "units" / f"{unit.replace('/', '__')}.json"
+        record = self._record(unit)
         if not record.is_file():
             return None
         _read_state(self.folder, self.fingerprint, "another experiment file")
@@ -162,9 +152,10 @@ class UnitCheckpoints:
         target = self.folder / "folders" / unit
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(folder, target)
-        staging = self.folder / "units" / f".{unit.replace('/', '__')}.json"
-        staging.write_text(json.dumps(record))
-        os.replace(staging, self.folder / "units" / f"{unit.replace('/', '__')}.json")
+        atomic_write_text(self._record(unit), json.dumps(record))
+
+    def _record(self, unit: str) -> Path:
+        return self.folder / "units" / f"{unit.replace('/', '__')}.json"
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
