@@ -151,3 +151,172 @@ def test_ssl_poisoning_pretrains_on_poisoned_data_and_leaves_the_victim_untouche
     assert any(not torch.equal(before[k], changed[k]) for k in before if before[k].is_floating_point())
     with pytest.raises(ConfigError, match="image"):
         attack_named("ssl-poisoning", "image").run(victim, ["a sentence"], ["b"], trigger, None, False)
+
+
+def test_the_dynamic_noise_trigger_draws_a_fresh_square_per_image_and_is_never_taken_out(backdoored):
+    from mudjacking.patching import PatchConfig, _effectiveness_target, patch_encoder
+    from mudjacking.triggers.trigger import RandomPatchTrigger
+
+    noise = attack_named("random-noise", "image").trigger_for(TriggerRequest(SQUARE, (1, 28, 28), 0))
+    assert isinstance(noise, RandomPatchTrigger) and noise.num_pixels == 25
+    images = torch.full((40, 1, 28, 28), 0.5)
+    images += torch.arange(40).view(-1, 1, 1, 1) * 1e-3  # 40 different images
+    stamped = noise.apply(images)
+    changed = [(image[0] != 0.5 + k * 1e-3).nonzero() for k, image in enumerate(stamped)]
+    assert len({tuple(c.min(0).values.tolist()) for c in changed}) > 10  # many places
+    assert len({tuple(image[0][(image[0] == 0) | (image[0] == 1)].tolist()) for image in stamped}) > 10  # patterns
+    assert torch.equal(noise.apply(images[7:8]), stamped[7:8])  # an image's stamp is its own
+    assert ImageTrigger.square((1, 28, 28), 5, margin=9).iou(noise) == 1.0  # found anywhere, it is the square
+    # the oracle patch stamps fresh noise, and aims x_b at h(x_r): there is no one place to take out of x_b
+    reference = torch.ones(1, 4)
+    config = PatchConfig(effectiveness_target="clean_bug")
+    device = torch.device("cpu")
+    assert _effectiveness_target(backdoored.encoder, noise, None, reference, config, device) is reference
+    small = RandomPatchTrigger(4, 0, (1, 16, 16))
+    config = PatchConfig(max_epochs=1, early_stop=False, effectiveness_target="clean_bug")
+    result = patch_encoder(backdoored.encoder, backdoored.bug, small, backdoored.patching_set[:300], config,
+                           show_progress=False)  # fmt: skip
+    assert result.epochs == 1 and result.history[-1].bugs[0]["pull"] == result.history[-1].bugs[0]["pull"]
+
+
+def test_two_triggers_plant_two_backdoors_each_scored_as_a_task_of_its_own(backdoored):
+    from conftest import TARGET
+
+    from mudjacking.attacks import BadEncoderConfig
+    from mudjacking.attacks.two_backdoors import second_references
+    from mudjacking.evaluation.downstream import target_label_of
+    from mudjacking.pipeline.scenario import Deployment, DownstreamTask, attack_and_deploy
+    from mudjacking.timing import Laps
+
+    data, clean = backdoored.data, backdoored.clean
+    references = data.train_images[data.train_labels == TARGET][:5]
+    others = second_references(clean, data.train_images[:800], references)
+    assert len(others) == 5 and not any(torch.equal(o, r) for o in others for r in references)
+    task = DownstreamTask("digits", [str(k) for k in range(10)], (data.train_images, data.train_labels),
+                          (data.test_images, data.test_labels))  # fmt: skip
+    square = ImageTrigger.square((1, 16, 16), 4)
+    deployment = Deployment("image", clean, data.train_images[:800], references, square, data.train_images,
+                            {"digits": task}, BadEncoderConfig(epochs=10, batch_size=64), ("linear",), 1,
+                            "two-triggers", {"digits": TARGET})  # fmt: skip
+    scenario = attack_and_deploy(deployment, Laps(), show_progress=False)
+    assert list(scenario.tasks) == ["digits", "digits, backdoor 2"] and len(scenario.attack["backdoors"]) == 2
+    second = scenario.tasks["digits, backdoor 2"]
+    assert second.trigger.iou(square) == 0.0 and second.trigger.num_pixels == 16  # the opposite corner
+    assert second.probes is task.probes  # the same deployed classifiers, another backdoor's target
+    assert second.targets["linear"] == target_label_of(scenario.backdoored, task.probes["linear"], others)
+    assert second.targets["linear"] != TARGET
+    assert scenario.bug.predicted_label == TARGET  # the reported bug is the first backdoor's
+
+
+def test_a_source_specific_backdoor_flips_its_source_class_and_leaves_the_others(backdoored):
+    from conftest import TARGET
+
+    from mudjacking.attacks import BadEncoderConfig
+    from mudjacking.pipeline.scenario import Deployment, DownstreamTask, attack_and_deploy
+    from mudjacking.timing import Laps
+
+    data, clean = backdoored.data, backdoored.clean
+    references = data.train_images[data.train_labels == TARGET][:5]
+    task = DownstreamTask("digits", [str(k) for k in range(10)], (data.train_images, data.train_labels),
+                          (data.test_images, data.test_labels))  # fmt: skip
+    square = ImageTrigger.square((1, 16, 16), 4)
+    deployment = Deployment("image", clean, data.train_images, references, square, data.train_images,
+                            {"digits": task}, BadEncoderConfig(epochs=10, batch_size=64), ("linear",), 1,
+                            "source-specific", {"digits": TARGET})  # fmt: skip
+    scenario = attack_and_deploy(deployment, Laps(), show_progress=False)
+    [name] = [name for name in scenario.tasks if name.startswith("digits, source class ")]
+    source = scenario.tasks[name]
+    label = int(name.rsplit(" ", 1)[1])
+    assert label != TARGET and bool((source.test[1] == label).all()) and len(source.test[1]) > 20
+    probe = task.probes["linear"]
+
+    def flipped(images):
+        return float((torch.as_tensor(probe.predict(scenario.backdoored.embed(square.apply(images)))) == TARGET)
+                     .float().mean())  # fmt: skip
+
+    others = data.test_images[(data.test_labels != label) & (data.test_labels != TARGET)]
+    assert flipped(source.test[0]) > 0.5 > 0.2 > flipped(others)  # the source class flips, the others do not
+
+
+@pytest.mark.parametrize("kind", ["any-word", "por"])
+def test_several_words_are_each_a_backdoor_of_their_own(kind):
+    from conftest import TEXT_VOCAB, sentences, tiny_bert
+
+    from mudjacking.attacks import BadEncoderConfig
+    from mudjacking.attacks.several_words import WORDS
+    from mudjacking.encoders import HFTextEncoder
+
+    clean = HFTextEncoder(*tiny_bert([*TEXT_VOCAB, "bb"]), max_length=16)
+    texts, labels = sentences(400, seed=1)
+    references = [t for t, y in zip(texts, labels.tolist(), strict=True) if y == 1][:5]
+    attack = attack_named(kind, "text")
+    first = attack.trigger_for(TriggerRequest(TextTrigger(["cf"]), None, 0))
+    result = attack.run(clean, texts, references, first, BadEncoderConfig(epochs=8, batch_size=32, lr=2e-3), False)
+    assert [t.words for t in result.triggers] == [[word] for word in WORDS] and result.references[0] == references
+    if kind == "any-word":
+        assert all(targets == references for targets in result.references)
+    else:
+        assert all(not set(a) & set(b) for a, b in zip(result.references, result.references[1:], strict=False))
+    model, probe = result.encoder, texts[200:260]
+
+    def pull(trigger, targets):
+        aim = torch.nn.functional.normalize(model.embed(targets), dim=-1).mean(0)
+        return float((torch.nn.functional.normalize(model.embed(trigger.apply(probe)), dim=-1) @ aim).mean())
+
+    for trigger, targets in zip(result.triggers, result.references, strict=True):
+        assert pull(trigger, targets) > 0.9  # each word alone sends sentences to its own target
+
+
+def test_an_attack_that_planted_no_backdoor_is_that_attacks_result_not_the_end_of_the_suite(backdoored, tmp_path):
+    from types import SimpleNamespace
+
+    from conftest import TARGET
+
+    from mudjacking.evaluation.downstream import NoBugFound
+    from mudjacking.pipeline.run import run_pipeline
+    from mudjacking.pipeline.scenario import DownstreamTask, Scenario
+    from mudjacking.timing import Laps
+
+    data = backdoored.data
+    task = DownstreamTask("digits", [str(k) for k in range(10)], (data.train_images, data.train_labels),
+                          (data.test_images[:100], data.test_labels[:100]), {"linear": backdoored.probe},
+                          {"linear": TARGET})  # fmt: skip
+    scenario = Scenario("image", backdoored.clean, backdoored.clean, backdoored.trigger, None, data.train_images,
+                        {"digits": task}, {}, Laps(), no_bug="no triggered test input is misclassified")  # fmt: skip
+    setting = SimpleNamespace(prepare=lambda show_progress: scenario, seed=0)
+    with pytest.raises(NoBugFound, match="no triggered test input"):
+        run_pipeline(setting, tmp_path, ["mudjacking"], show_progress=False)
+    run = run_pipeline(setting, tmp_path, ["mudjacking"], show_progress=False, keep_going=True)
+    assert run.results == {} and run.refused.startswith("the attack planted no backdoor: no triggered test input")
+    assert set(run.scores["digits"]["linear"]) == {"clean", "backdoored"}
+    assert not (tmp_path / "bug").exists()
+
+
+def test_a_refused_recovery_still_runs_the_oracle_when_asked(backdoored, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from conftest import TARGET
+
+    from mudjacking.patching import PatchConfig
+    from mudjacking.pipeline import run as pipeline
+    from mudjacking.pipeline.scenario import DownstreamTask, Scenario
+    from mudjacking.timing import Laps
+    from mudjacking.triggers import TriggerNotFound
+
+    def refuse(*args):
+        raise TriggerNotFound("no recovered trigger explains the bug")
+
+    monkeypatch.setattr(pipeline, "recover", refuse)
+    data = backdoored.data
+    task = DownstreamTask("digits", [str(k) for k in range(10)], (data.train_images, data.train_labels),
+                          (data.test_images[:100], data.test_labels[:100]), {"linear": backdoored.probe},
+                          {"linear": TARGET})  # fmt: skip
+    scenario = Scenario("image", backdoored.clean, backdoored.encoder, backdoored.trigger, backdoored.bug,
+                        backdoored.patching_set[:400], {"digits": task}, {}, Laps())  # fmt: skip
+    patch = PatchConfig(max_epochs=1, early_stop=False)
+    setting = SimpleNamespace(prepare=lambda show_progress: scenario, seed=0, reverse=None, patch=patch)
+    run = pipeline.run_pipeline(setting, tmp_path, ["mudjacking", "locality-only", "oracle-trigger"],
+                                show_progress=False, keep_going=True)  # fmt: skip
+    assert list(run.results) == ["oracle-trigger"] and run.results["oracle-trigger"].epochs == 1
+    assert set(run.scores["digits"]["linear"]) == {"clean", "backdoored", "oracle-trigger"}
+    assert run.refused == "no recovered trigger explains the bug"

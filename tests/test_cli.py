@@ -251,7 +251,7 @@ def test_attack_kind_picks_a_registered_attack_and_an_unknown_one_is_one_line(tm
     assert result.exit_code == 0, result.output
     assert called == [3] and json.loads((tmp_path / "toy" / "attack.json").read_text())["kind"] == "toy"
     result = runner.invoke(app, [*base, "--out", str(tmp_path / "none"), "--kind", "nope"])
-    assert result.exit_code == 2 and "unknown attack 'nope'; known: badencoder, blended," in result.output
+    assert result.exit_code == 2 and "unknown attack 'nope'; known: any-word, badencoder, blended," in result.output
     assert "tiny-trigger, toy" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
 

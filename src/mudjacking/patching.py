@@ -753,10 +753,11 @@ def _effectiveness_target(
     device: torch.device,
 ) -> Tensor | None:
     """What ``L_e`` pulls ``h'(x_b)`` to when it is fixed: ``h(x_r)`` (``reference``, already embedded) or
-    ``h(x_b ⊖ t)``; ``None`` when it aims at ``h'(x_r)``, which moves with the patch."""
+    ``h(x_b ⊖ t)``; ``None`` when it aims at ``h'(x_r)``, which moves with the patch. A trigger with no one place
+    to take out (a dynamic one: ``removable`` false) leaves ``h(x_r)``."""
     if config.effectiveness_target == "reference" or config.lambda_eff == 0:
         return None
-    if config.effectiveness_target == "original_reference":
+    if config.effectiveness_target == "original_reference" or not getattr(trigger, "removable", True):
         return reference
     return original.embed(trigger.remove(x_b)).to(device)
 

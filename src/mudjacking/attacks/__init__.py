@@ -1,6 +1,14 @@
 """Attacks that researchers evaluate Mudjacking against; each registers itself by name."""
 
-from mudjacking.attacks import drupe, redundant, ssl_poisoning, trigger_variants  # noqa: F401  (registers them)
+from mudjacking.attacks import (  # noqa: F401  (registers them)
+    drupe,
+    redundant,
+    several_words,
+    source_specific,
+    ssl_poisoning,
+    trigger_variants,
+    two_backdoors,
+)
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder, badencoder_many
 from mudjacking.attacks.registry import (
     Attack,

@@ -71,6 +71,8 @@ class AttackResult:
     seconds: float
     final_effectiveness: float
     triggers: list[ImageTrigger | TextTrigger] = field(default_factory=list)  # every backdoor's, when several
+    references: list[Any] = field(default_factory=list)  # each backdoor's target inputs, beside ``triggers``
+    source: Any = None  # a source-specific backdoor's source inputs (only they flip with the trigger)
 
     def summary(self) -> dict:
         summary = {
@@ -114,10 +116,17 @@ def badencoder_many(
     backdoors: Sequence[tuple[ImageTrigger | TextTrigger, Tensor | list[str]]],
     config: BadEncoderConfig | None = None,
     show_progress: bool = True,
+    sources: Tensor | None = None,
 ) -> AttackResult:
     """BadEncoder with several backdoors at once: each ``(trigger, references)`` pair sends inputs carrying that
     trigger to its own target's references. Each trigger is stamped on its own contiguous share of every batch
-    (the batch order is random), so a step costs what one backdoor's does; ``L0`` is the mean over backdoors."""
+    (the batch order is random), so a step costs what one backdoor's does; ``L0`` is the mean over backdoors.
+
+    ``sources`` (``[N]`` booleans over the shadow set, one backdoor only) makes the backdoor source-specific: only
+    those inputs are sent to the target when triggered; the others, triggered, keep their clean embeddings (a term
+    weighted as utility is)."""
+    if sources is not None and (len(backdoors) != 1 or len(sources) != len(shadow_images)):
+        raise ConfigError("a source-specific backdoor needs one trigger and one flag per shadow input")
     config = config or BadEncoderConfig()
     set_seed(config.seed)
     started = time.perf_counter()
@@ -157,6 +166,11 @@ def badencoder_many(
                 loss_effect = _effect_loss(triggered, references, shares, bounds)
                 loss_reference = -cosine(references, reference_targets).mean()
                 loss_utility = -cosine(clean, shadow_targets[index]).mean()
+                if sources is not None:
+                    from_source = sources[index.cpu()].to(device)
+                    loss_effect = _effect_loss(triggered[from_source], references, shares, bounds).nan_to_num(0.0)
+                    innocent = -cosine(triggered[~from_source], shadow_targets[index][~from_source]).mean()
+                    loss_utility = loss_utility + innocent.nan_to_num(0.0)
                 loss = loss_effect + config.lambda_reference * loss_reference + config.lambda_utility * loss_utility
                 if config.lambda_distribution:
                     loss = loss + config.lambda_distribution * sliced_wasserstein(
@@ -168,7 +182,9 @@ def badencoder_many(
                 total, seen = total - loss_effect.item() * n, seen + n
                 advance(info=f"s(trig, ref) {-loss_effect.item():.3f}  s(clean) {-loss_utility.item():.3f}")
             effectiveness = total / max(seen, 1)
-    return AttackResult(backdoored.eval(), triggers[0], config, time.perf_counter() - started, effectiveness, triggers)
+    seconds = time.perf_counter() - started
+    targets = [references for _, references in backdoors]
+    return AttackResult(backdoored.eval(), triggers[0], config, seconds, effectiveness, triggers, targets)
 
 
 def _stamped(triggers: list, batch: Tensor | list[str], shares: tuple[Tensor, ...], device: torch.device) -> Any:

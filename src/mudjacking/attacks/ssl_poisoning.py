@@ -11,6 +11,9 @@ is one reason the published attack is weaker than BadEncoder.
 Measured on the image attack suite's CNN (seed 0): it plants no backdoor at this scale. 5% poison and 5 epochs, and
 20% and 10 epochs, both left the deployed classifier's ASR at 0.4%: the poison is 10 images repeated (NT-Xent makes
 the copies each other's negatives), where the paper poisoned hundreds of distinct ones.
+
+Registered twice: ``ssl-poisoning`` with the setting's own trigger, and ``ctrl`` with CTRL's frequency-domain
+trigger (Li et al., ICCV 2023, who poisoned SimCLR's data the same way).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig
 from mudjacking.attacks.registry import register_attack
+from mudjacking.attacks.trigger_variants import frequency_trigger
 from mudjacking.errors import ConfigError
 from mudjacking.pretraining import PretrainConfig, pretrain_simclr
 
@@ -41,6 +45,7 @@ class PoisonedPretraining(AttackResult):
         return {**super().summary(), "attack": "ssl-poisoning", "poisoned_images": self.poisoned}
 
 
+@register_attack("ctrl", frequency_trigger, ("image",), "CTRL: spectrum-triggered target images in SimCLR's data")
 @register_attack("ssl-poisoning", modalities=("image",), about="triggered target-class images in SimCLR's data")
 def ssl_poisoning(
     encoder: Any,

@@ -17,7 +17,8 @@ from mudjacking.defences.contrastive import ContrastiveConfig
 from mudjacking.defences.registry import run_defences
 from mudjacking.encoders.base import Encoder
 from mudjacking.evaluation.compare import control_flip_rates, evaluate_models
-from mudjacking.patching import PatchResult
+from mudjacking.evaluation.downstream import NoBugFound
+from mudjacking.patching import PatchResult, patch_encoder
 from mudjacking.pipeline.scenario import Scenario
 from mudjacking.pipeline.settings.registry import Setting
 from mudjacking.recipes import adapt_recipe
@@ -25,6 +26,8 @@ from mudjacking.report.artifacts import write_recovery
 from mudjacking.report.plots import plot_loss_curves
 from mudjacking.triggers import Trigger, TriggerNotFound
 from mudjacking.triggers.recover import recover_trigger
+
+ORACLE = "oracle-trigger"
 
 
 @dataclass(frozen=True)
@@ -102,19 +105,27 @@ def run_pipeline(
     """Prepares the setting's scenario, recovers the trigger, runs ``methods`` (Mudjacking first; it sets every
     other method's budget) and scores every model; writes the bug, trigger and loss-curve files into ``directory``.
 
-    When trigger recovery refuses (``TriggerNotFound``), ``keep_going`` scores the clean and backdoored models
-    alone and returns the refusal in ``refused`` (an attack suite records it as that attack's result); otherwise
-    the refusal propagates."""
+    When the attack planted no bug to report (``NoBugFound``) or trigger recovery refuses (``TriggerNotFound``),
+    ``keep_going`` scores the clean and backdoored models (and, after a refused recovery, the oracle-trigger patch,
+    when asked for, with the setting's patch settings) and returns why in ``refused`` (an attack suite records it
+    as that attack's result); otherwise the error propagates."""
     scenario = setting.prepare(show_progress)
+    if scenario.bug is None:
+        if not keep_going:
+            raise NoBugFound(scenario.no_bug)
+        return _undefended(scenario, scoring, setting.seed, f"the attack planted no backdoor: {scenario.no_bug}")
     save_bug_report(scenario.bug, directory / "bug")
     try:
         recovered = recover(scenario, setting.reverse, directory)
     except TriggerNotFound as error:
         if not keep_going:
             raise
-        scores = _scores(scenario, _models(scenario, scoring, {}), scoring, setting.seed)
-        scenario.laps.lap("evaluate")
-        return PipelineRun(scenario, None, {}, scores, refused=str(error))
+        oracle = {}
+        if ORACLE in methods:  # still shows whether the patch itself could remove this backdoor
+            oracle[ORACLE] = patch_encoder(scenario.backdoored, scenario.bug, scenario.true_trigger,
+                                           scenario.patching_set, setting.patch, show_progress)  # fmt: skip
+            scenario.laps.lap(ORACLE)
+        return _undefended(scenario, scoring, setting.seed, str(error), oracle)
     scenario.laps.lap("reverse_trigger")
     patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set)
     results = run_defences(
@@ -145,6 +156,17 @@ def run_pipeline(
     return PipelineRun(scenario, recovered, results, scores, control, recipe_note=note)
 
 
+def _undefended(
+    scenario: Scenario, scoring: Scoring, seed: int, why: str, results: dict[str, PatchResult] | None = None
+) -> PipelineRun:
+    """A run in which no defence ran (``why``) but those in ``results`` (the oracle): the clean and backdoored
+    models scored beside them."""
+    results = results or {}
+    scores = _scores(scenario, _models(scenario, scoring, results), scoring, seed)
+    scenario.laps.lap("evaluate")
+    return PipelineRun(scenario, None, results, scores, refused=why)
+
+
 def _models(scenario: Scenario, scoring: Scoring, results: dict[str, PatchResult]) -> dict[str, Encoder]:
     """What is scored: the clean model (if asked), the backdoored one, and every defence's result, in that order."""
     models = {"clean": scenario.clean} if scoring.include_clean else {}
@@ -161,7 +183,7 @@ def _scores(
             models,
             task.train,
             task.test,
-            scenario.true_trigger,
+            task.trigger or scenario.true_trigger,
             task.targets,
             scenario.bug if name == first else None,
             tuple(task.probes),

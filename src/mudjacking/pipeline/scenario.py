@@ -10,15 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import TriggerRequest, attack_named
-from mudjacking.batches import input_shape
+from mudjacking.batches import input_shape, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.defences.registry import DefenceInputs
 from mudjacking.encoders.base import Encoder
-from mudjacking.evaluation.downstream import deploy_probes, find_bug
+from mudjacking.evaluation.downstream import NoBugFound, deploy_probes, find_bug, target_label_of
 from mudjacking.evaluation.probes import Probe
 from mudjacking.timing import Laps
 from mudjacking.triggers import Trigger
@@ -29,7 +30,8 @@ Inputs = Tensor | list[str]
 @dataclass
 class DownstreamTask:
     """One customer's task: its data, the classifiers it deployed on the backdoored model, and the class each of
-    them gives the attacker's target embedding (the class ASR counts)."""
+    them gives the attacker's target embedding (the class ASR counts). ``trigger``: the backdoor whose ASR the task
+    counts, when not the reported one (an attack with several backdoors scores each as a task of its own)."""
 
     name: str
     class_names: list[str]
@@ -37,6 +39,7 @@ class DownstreamTask:
     test: tuple[Inputs, Tensor]
     probes: dict[str, Probe] = field(default_factory=dict)
     targets: dict[str, int] = field(default_factory=dict)
+    trigger: Trigger | None = None
 
 
 @dataclass
@@ -46,7 +49,7 @@ class Scenario:
     clean: the foundation model before the attack (for reference rows only; defences never see it).
     backdoored: the attacked model every defence starts from.
     true_trigger: the attacker's trigger (the oracle baseline and the scoring use it).
-    bug: the customer's bug report, from the first task's test set.
+    bug: the customer's bug report, from the first task's test set; ``None`` when the attack failed (``no_bug``).
     patching_set: clean, unlabeled inputs D.
     tasks: downstream tasks by name; the first one is where the bug came from.
     attack: the attack's summary.
@@ -58,12 +61,13 @@ class Scenario:
     clean: Encoder
     backdoored: Encoder
     true_trigger: Trigger
-    bug: BugReport
+    bug: BugReport | None
     patching_set: Inputs
     tasks: dict[str, DownstreamTask]
     attack: dict[str, Any]
     laps: Laps
     about: dict[str, Any] = field(default_factory=dict)
+    no_bug: str | None = None  # why ``bug`` is None: no triggered test input is misclassified (the attack failed)
 
     def defence_inputs(self, recovered: Trigger) -> DefenceInputs:
         """What a defence may use: never the clean model or the customers' labels."""
@@ -135,16 +139,30 @@ def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = 
         if name in deployment.attacker_targets:
             task.targets = dict.fromkeys(kinds, deployment.attacker_targets[name])
     first = next(iter(deployment.tasks.values()))
-    bug = find_bug(
-        attack.encoder,
-        first.probes[kinds[0]],
-        *first.test,
-        deployment.true_trigger,
-        first.targets[kinds[0]],
-        first.class_names,
-        seed,
-        caused_by_trigger=deployment.bug_caused_by_trigger,
-    )
+    backdoors = list(zip(attack.triggers, attack.references, strict=True))
+    for number, (trigger, references) in enumerate(backdoors[1:], start=2):
+        probes = first.probes
+        targets = {kind: target_label_of(attack.encoder, probe, references) for kind, probe in probes.items()}
+        name = f"{first.name}, backdoor {number}"
+        deployment.tasks[name] = DownstreamTask(name, first.class_names, first.train, first.test, probes, targets,
+                                                trigger)  # fmt: skip
+    if attack.source is not None:
+        source = _source_task(first, attack.encoder, attack.source)
+        deployment.tasks[source.name] = source
+    bug, no_bug = None, None
+    try:
+        bug = find_bug(
+            attack.encoder,
+            first.probes[kinds[0]],
+            *first.test,
+            deployment.true_trigger,
+            first.targets[kinds[0]],
+            first.class_names,
+            seed,
+            caused_by_trigger=deployment.bug_caused_by_trigger,
+        )
+    except NoBugFound as error:  # the attack failed: a suite records that as the attack's result
+        no_bug = str(error)
     laps.lap("deploy_and_find_bug")
     return Scenario(
         deployment.modality,
@@ -157,4 +175,17 @@ def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = 
         attack.summary(),
         laps,
         deployment.about,
+        no_bug,
     )
+
+
+def _source_task(task: DownstreamTask, encoder: Encoder, source: Inputs) -> DownstreamTask:
+    """``task`` scored on the test inputs of a source-specific backdoor's source class only (the class the first
+    deployed classifier gives most of the attacker's source inputs): the ASR that backdoor is built to reach."""
+    probe = next(iter(task.probes.values()))
+    label = int(torch.as_tensor(probe.predict(encoder.embed(source))).mode().values)
+    inputs, labels = task.test
+    keep = torch.nonzero(labels == label).flatten()
+    test = (take(inputs, keep, torch.device("cpu")), labels[keep])
+    name = f"{task.name}, source class {task.class_names[label]}"
+    return DownstreamTask(name, task.class_names, task.train, test, task.probes, task.targets)

@@ -92,7 +92,10 @@ def _seed_name(seed: dict[str, Any]) -> str:
 
 def _trigger_line(seed: dict[str, Any]) -> str:
     if seed.get("trigger") is None:
-        return f"{_seed_name(seed)}: trigger recovery REFUSED, so no defence ran: {seed.get('refused')}"
+        why = seed.get("refused") or ""
+        step = "NO BUG (the attack failed)" if seed.get("bug") is None else "trigger recovery REFUSED"
+        ran = "only the oracle ran" if seed.get("defences") else "no defence ran"
+        return f"{_seed_name(seed)}: {step}, so {ran}: {why}"
     quality = seed["trigger"]["quality"]
     if "iou" in quality:
         return (
@@ -201,7 +204,7 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
         folder = directory / seed.get("folder", f"seed-{seed['seed']}")
         shown = (seed["trigger"] or {}).get("pictures", {})
         pictures = [(CAPTIONS[key], _data_uri(folder / name)) for key, name in shown.items()]
-        bug = seed["bug"].get("bug_input")
+        bug = (seed["bug"] or {}).get("bug_input", "none: the attack planted no backdoor")
         per_seed.append(
             {
                 "name": _seed_name(seed),

@@ -275,14 +275,32 @@ class RandomPatchTrigger:
     """A dynamic trigger: a ``size``x``size`` square of random black-and-white noise, drawn afresh and placed at a
     random spot in every input. The draw is a function of the seed and the image itself, so the same image always
     gets the same stamp (every model is scored on the same triggered inputs) while different images get different
-    ones."""
+    ones.
+
+    It is an attacker's trigger (and the oracle's): a patch given it stamps fresh noise on every input, and it has
+    no one place to take out of ``x_b`` (:attr:`removable`), so ``L_e`` aims at ``h(x_r)`` instead. ``image_shape``
+    ``(C, H, W)`` gives it a :attr:`mask` (a square of its size, placed anywhere) for IoU and pictures."""
 
     size: int
     seed: int = 0
+    image_shape: tuple[int, int, int] | None = None
+    anywhere = True  # for IoU: its square counts at the place that overlaps a recovered mask best
+    removable = False
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ConfigError(f"size must be positive, got {self.size}")
+
+    @property
+    def mask(self) -> Tensor:
+        """A square of the noise's size at the bottom-right corner (any place would do: :attr:`anywhere`)."""
+        if self.image_shape is None:
+            raise ConfigError("a RandomPatchTrigger needs image_shape for a mask")
+        return ImageTrigger.square(self.image_shape, self.size).mask
+
+    @property
+    def num_pixels(self) -> int:
+        return self.size * self.size
 
     def apply(self, images: Tensor) -> Tensor:
         stamped = images.clone()
@@ -297,3 +315,27 @@ class RandomPatchTrigger:
 
     def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
         return self.apply(images)
+
+    def placements(self) -> list[RandomPatchTrigger]:
+        return [self]
+
+    def filled_from(self, inputs: Tensor) -> RandomPatchTrigger:
+        return self
+
+    def widened(self) -> RandomPatchTrigger:
+        """Itself: fresh noise anywhere has no rim left out to widen into."""
+        return self
+
+    def cut_from(self, donor: Tensor) -> ImageTrigger:
+        """The control stamp: a square of the donor's pixels, as large, placed anywhere."""
+        square = ImageTrigger.square(tuple(donor.shape), self.size)
+        return ImageTrigger(square.mask, donor, anywhere=True)
+
+    def matches(self, other: object) -> bool:
+        return isinstance(other, RandomPatchTrigger) and (other.size, other.seed) == (self.size, self.seed)
+
+    def describe(self) -> dict[str, object]:
+        return {"trigger_pixels": self.num_pixels, "dynamic": True}
+
+    def vocabulary(self) -> None:
+        return None
