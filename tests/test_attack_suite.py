@@ -320,3 +320,30 @@ def test_a_refused_recovery_still_runs_the_oracle_when_asked(backdoored, tmp_pat
     assert list(run.results) == ["oracle-trigger"] and run.results["oracle-trigger"].epochs == 1
     assert set(run.scores["digits"]["linear"]) == {"clean", "backdoored", "oracle-trigger"}
     assert run.refused == "no recovered trigger explains the bug"
+
+
+@pytest.mark.parametrize("kind", ["random-noise", "frequency"])
+def test_the_dynamic_and_frequency_triggers_are_written_and_read_back_as_themselves(kind, tmp_path):
+    trigger = attack_named(kind, "image").trigger_for(TriggerRequest(SQUARE, (1, 28, 28), 3))
+    [name] = trigger.write(tmp_path)
+    loaded = ImageTrigger.load(tmp_path / name)
+    images = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    assert type(loaded) is type(trigger) and torch.equal(loaded.apply(images), trigger.apply(images))
+    assert loaded.matches(trigger) and loaded.num_pixels == trigger.num_pixels
+
+
+def test_mudjacking_patch_takes_an_attackers_dynamic_trigger_as_the_known_trigger(backdoored, tmp_path):
+    from mudjacking.api import patch_files
+    from mudjacking.data import save_bug_report, save_image_png
+    from mudjacking.triggers.trigger import RandomPatchTrigger
+
+    for folder in ("model", "data"):
+        (tmp_path / folder).mkdir()
+    backdoored.encoder.save(tmp_path / "model")
+    save_bug_report(backdoored.bug, tmp_path / "bug")
+    for index, image in enumerate(backdoored.patching_set[:200]):
+        save_image_png(image, tmp_path / "data" / f"{index}.png")
+    [name] = RandomPatchTrigger(3, 0, (1, 16, 16)).write(tmp_path)
+    summary = patch_files(tmp_path / "model", tmp_path / "bug", tmp_path / "data", tmp_path / "out",
+                          trigger=tmp_path / name, patch_options={"max_epochs": 1}, show_progress=False)  # fmt: skip
+    assert (tmp_path / "out" / "report.json").exists() and summary["patch"]["epochs"] == 1

@@ -178,7 +178,10 @@ def adapt_recipe(
     - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
       embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
     """
-    return RECIPE_FITS[type(trigger)](encoder, config, trigger, patching_set, options or {})
+    fit = RECIPE_FITS.get(type(trigger))
+    if fit is None:  # an attacker's own trigger given as known (a dynamic or frequency one): the recipe as it is
+        return config, None
+    return fit(encoder, config, trigger, patching_set, options or {})
 
 
 def _fit_image_trigger(

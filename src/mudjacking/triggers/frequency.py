@@ -10,7 +10,9 @@ grey, so it goes into the luminance itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 from scipy.fft import idctn
 from torch import Tensor
@@ -100,3 +102,9 @@ class FrequencyTrigger:
 
     def vocabulary(self) -> None:
         return None
+
+    def write(self, directory: Path, stem: str = "trigger") -> list[str]:
+        """``stem.npz`` with ``delta`` (read back by :meth:`ImageTrigger.load`)."""
+        with open(directory / f"{stem}.npz", "wb") as stream:
+            np.savez(stream, kind="frequency", delta=self.delta.numpy())
+        return [f"{stem}.npz"]

@@ -241,13 +241,22 @@ class ImageTrigger:
 
     @classmethod
     def load(cls, path: str | Path) -> ImageTrigger:
-        """Reads our npz or the authors' ``t``/``tm`` npz."""
+        """Reads our npz or the authors' ``t``/``tm`` npz; an attacker's dynamic or frequency trigger written by
+        ``mudjacking attack`` comes back as its own kind (:class:`RandomPatchTrigger`, ``FrequencyTrigger``)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files if key != "info"}
         except (OSError, ValueError) as error:
             raise DataError(f"{path}: unreadable trigger file ({error}); pass an npz written by mudjacking") from error
+        kind = str(arrays.get("kind", ""))
+        if kind == "random-patch" and {"size", "seed", "image_shape"} <= arrays.keys():
+            shape = tuple(int(n) for n in arrays["image_shape"]) or None
+            return RandomPatchTrigger(int(arrays["size"]), int(arrays["seed"]), shape)  # type: ignore[return-value]
+        if kind == "frequency" and "delta" in arrays:
+            from mudjacking.triggers.frequency import FrequencyTrigger
+
+            return FrequencyTrigger(torch.from_numpy(arrays["delta"].astype(np.float32)))  # type: ignore[return-value]
         if {"mask", "pattern"} <= arrays.keys():
             return cls(
                 torch.from_numpy(arrays["mask"].astype(np.float32)),
@@ -339,3 +348,10 @@ class RandomPatchTrigger:
 
     def vocabulary(self) -> None:
         return None
+
+    def write(self, directory: Path, stem: str = "trigger") -> list[str]:
+        """``stem.npz`` with the square's size and the seed (read back by :meth:`ImageTrigger.load`)."""
+        shape = () if self.image_shape is None else self.image_shape
+        with open(directory / f"{stem}.npz", "wb") as stream:
+            np.savez(stream, kind="random-patch", size=self.size, seed=self.seed, image_shape=np.array(shape))
+        return [f"{stem}.npz"]
