@@ -7,7 +7,7 @@ Every defence starts from the same scenario, so their figures differ only by the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -139,16 +139,7 @@ def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = 
         if name in deployment.attacker_targets:
             task.targets = dict.fromkeys(kinds, deployment.attacker_targets[name])
     first = next(iter(deployment.tasks.values()))
-    backdoors = list(zip(attack.triggers, attack.references, strict=True))
-    for number, (trigger, references) in enumerate(backdoors[1:], start=2):
-        probes = first.probes
-        targets = {kind: target_label_of(attack.encoder, probe, references) for kind, probe in probes.items()}
-        name = f"{first.name}, backdoor {number}"
-        deployment.tasks[name] = DownstreamTask(name, first.class_names, first.train, first.test, probes, targets,
-                                                trigger)  # fmt: skip
-    if attack.source is not None:
-        source = _source_task(first, attack.encoder, attack.source)
-        deployment.tasks[source.name] = source
+    deployment.tasks |= {task.name: task for task in _attack_tasks(first, attack)}
     bug, no_bug = None, None
     try:
         bug = find_bug(
@@ -179,6 +170,19 @@ def attack_and_deploy(deployment: Deployment, laps: Laps, show_progress: bool = 
     )
 
 
+def _attack_tasks(first: DownstreamTask, attack: Any) -> list[DownstreamTask]:
+    """The first task scored again where the attack asks for it: for each backdoor past the first (its own trigger
+    and target), and on a source-specific backdoor's source class."""
+    tasks = []
+    for number, (trigger, references) in enumerate(zip(attack.triggers, attack.references, strict=True)):
+        if number:
+            targets = {kind: target_label_of(attack.encoder, probe, references) for kind, probe in first.probes.items()}
+            tasks.append(replace(first, name=f"{first.name}, backdoor {number + 1}", targets=targets, trigger=trigger))
+    if attack.source is not None:
+        tasks.append(_source_task(first, attack.encoder, attack.source))
+    return tasks
+
+
 def _source_task(task: DownstreamTask, encoder: Encoder, source: Inputs) -> DownstreamTask:
     """``task`` scored on the test inputs of a source-specific backdoor's source class only (the class the first
     deployed classifier gives most of the attacker's source inputs): the ASR that backdoor is built to reach."""
@@ -187,5 +191,4 @@ def _source_task(task: DownstreamTask, encoder: Encoder, source: Inputs) -> Down
     inputs, labels = task.test
     keep = torch.nonzero(labels == label).flatten()
     test = (take(inputs, keep, torch.device("cpu")), labels[keep])
-    name = f"{task.name}, source class {task.class_names[label]}"
-    return DownstreamTask(name, task.class_names, task.train, test, task.probes, task.targets)
+    return replace(task, name=f"{task.name}, source class {task.class_names[label]}", test=test)
