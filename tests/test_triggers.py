@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,22 @@ def test_one_trigger_found_twice_matches_and_two_stamps_of_one_size_do_not():
     assert not square.matches(board)  # the same place, other pixels
     assert not corner.matches(replace(square, anywhere=True))  # answered anywhere, yet another stamp elsewhere
     assert corner.iou(replace(square, anywhere=True)) == 1.0  # what iou alone would have merged
+
+
+def test_the_attackers_blended_trigger_is_taken_out_exactly():
+    blended = ImageTrigger.blended((1, 12, 12), 0.15, seed=1)
+    images = torch.rand(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(blended.remove(blended.apply(images)), images, atol=1e-5)
+    square = ImageTrigger.square((1, 12, 12), 3)  # a binary mask still takes the fill
+    assert torch.equal(square.remove(square.apply(images))[:, :, 8:11, 8:11], torch.zeros(4, 1, 3, 3))
+
+
+def test_an_anywhere_trigger_is_taken_out_where_it_sits_in_each_image():
+    board = replace(ImageTrigger.checkerboard((1, 16, 16), 4), anywhere=True)
+    images = torch.full((6, 1, 16, 16), 0.5) + torch.arange(6).view(-1, 1, 1, 1) * 0.01
+    stamped = board.apply(images)
+    removed = board.remove(stamped)
+    for clean, out in zip(images, removed, strict=True):
+        changed = (out != clean).nonzero()
+        assert len(changed) == 16 and bool((out[out != clean] == 0).all())  # exactly the 4x4 stamp, filled
+    assert len({tuple((s != i).nonzero()[0].tolist()) for s, i in zip(stamped, images, strict=True)}) > 1

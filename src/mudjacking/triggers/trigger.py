@@ -59,9 +59,39 @@ class ImageTrigger:
                 raise ConfigError(f"fill {tuple(self.fill.shape)} must match pattern {tuple(self.pattern.shape)}")
 
     def remove(self, images: Tensor) -> Tensor:
-        """``x ⊖ t``: ``images`` ``[B, C, H, W]`` with the trigger's pixels replaced by ``fill`` (zeros if unknown)."""
+        """``x ⊖ t``: ``images`` ``[B, C, H, W]`` with the trigger's pixels replaced by ``fill`` (zeros if unknown).
+        Where the mask blends (0 < m < 1) the blend is undone exactly, ``(x − m·p) / (1 − m)``: with the pattern
+        known, as the attacker's blended trigger is, ``fill`` there would leave part of the pattern in. An
+        ``anywhere`` trigger is taken out where it sits in each image: at the shift whose pixels match its pattern
+        best (the attacker's trigger is defined at one place and stamped at another)."""
+        if self.anywhere:
+            return torch.cat([self._where_it_sits(image).remove(image[None]) for image in images])
         fill = torch.zeros_like(self.pattern) if self.fill is None else self.fill
-        return ImageTrigger(self.mask, fill).apply(images)
+        removed = ImageTrigger(self.mask.ceil(), fill).apply(images)
+        blended = ((self.mask > 0) & (self.mask < 1)).to(images.device)
+        if not blended.any():
+            return removed
+        mask = self.mask.to(images)
+        pattern = ImageTrigger(mask, self.pattern).apply(torch.zeros_like(images))  # m·p, in the images' channels
+        return torch.where(blended, ((images - pattern) / (1 - mask)).clamp(0, 1), removed)
+
+    def _where_it_sits(self, image: Tensor) -> ImageTrigger:
+        """This trigger, fixed at the shift where ``image`` ``[C, H, W]`` shows its pattern most closely (the
+        nearest such shift: a recovered trigger, whose pattern is ``x_b`` itself, stays where it was found)."""
+        fixed = replace(self, anywhere=False)
+        rows, columns = torch.nonzero(self.mask > 0, as_tuple=True)
+        if len(rows) == 0:
+            return fixed
+        height, width = self.mask.shape
+        shifts = [(down, right) for down in range(-int(rows.min()), height - int(rows.max()))
+                  for right in range(-int(columns.min()), width - int(columns.max()))]  # fmt: skip
+        image = image.cpu().float().mean(0)
+
+        def mismatch(shift: tuple[int, int]) -> float:
+            moved = fixed.moved(*shift)
+            return float(((image - moved.pattern.mean(0)).abs() * moved.mask).sum())
+
+        return fixed.moved(*min(shifts, key=lambda shift: (mismatch(shift), abs(shift[0]) + abs(shift[1]))))
 
     @property
     def num_pixels(self) -> int:
