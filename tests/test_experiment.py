@@ -312,3 +312,37 @@ methods = ["mudjacking"]
         return [{k: v for k, v in row.items() if "second" not in k} for row in json.loads(json.dumps(table))]
 
     assert figures(json.loads((out / "report.json").read_text())["table"]) == figures(whole["table"])
+
+
+def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
+    from mudjacking.experiments.summary import aggregate_seeds, attack_verdicts
+    from mudjacking.report.experiment_report import verdict_lines
+
+    def row(attack, model, asr, drop=0.0, task="t"):
+        return {"attack": attack, "model": model, "task": task, "classifier": "linear", "ACC": 0.8, "ASR": asr,
+                "TBA": 0.7, "flip_rate": asr, "asr_without_trigger": 0.0, "acc_drop_points": drop,
+                "bug_fixed": None, "patch_seconds": None}  # fmt: skip
+
+    def seed(attack, rows, bug=True, trigger=True):
+        return {"attack_kind": attack, "bug_task": "t", "bug": {} if bug else None,
+                "trigger": {} if trigger else None, "rows": rows}  # fmt: skip
+
+    seeds = [
+        seed("good", [row("good", "backdoored", 1.0), row("good", "mudjacking", 0.01),
+                      row("good", "backdoored", 1.0, task="t, backdoor 2"),
+                      row("good", "mudjacking", 1.0, task="t, backdoor 2")]),
+        seed("costly", [row("costly", "backdoored", 1.0), row("costly", "mudjacking", 0.2, drop=3.0)]),
+        seed("hidden", [row("hidden", "backdoored", 1.0), row("hidden", "oracle-trigger", 0.01)], trigger=False),
+        seed("failed", [row("failed", "backdoored", 0.004)], bug=False, trigger=False),
+    ]  # fmt: skip
+    verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
+    assert [v["verdict"] for v in verdicts] == [
+        "holds",
+        "breaks: ASR 20.0% after the patch; the patch cost 3.0 points of accuracy",
+        "breaks: trigger recovery refused on 1 of 1 seeds",
+        "no backdoor planted (ASR 0.4% before any defence)",
+    ]
+    assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
+    lines = verdict_lines({"attacks": verdicts})
+    assert lines[1][:3] == ["good", "100.0", "1.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"
+    assert lines[3][5] == "1.0" and lines[3][2] == "–"  # the oracle ran where recovery refused

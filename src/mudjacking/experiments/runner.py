@@ -15,7 +15,7 @@ from typing import Any
 
 from mudjacking.checkpoints import UnitCheckpoints, checkpoint_folder, fingerprint
 from mudjacking.experiments.config import ExperimentConfig
-from mudjacking.experiments.summary import aggregate_seeds, seed_rows
+from mudjacking.experiments.summary import aggregate_seeds, attack_verdicts, seed_rows
 from mudjacking.outputs import atomic_output_dir, environment_info, to_jsonable, write_json
 from mudjacking.pipeline.run import Scoring, run_pipeline
 from mudjacking.report.experiment_report import write_html_report, write_markdown_report
@@ -42,11 +42,13 @@ def run_experiment(
                     record = _run_seed(config, seed, staging, attack, show_progress)
                     checkpoints.keep(unit, staging / unit, to_jsonable(record))
                 seeds.append(record)
+        table = aggregate_seeds(seeds)
         report = {
             "experiment": config.name,
             "config": config.model_dump(),
             "seeds": seeds,
-            "table": aggregate_seeds(seeds),
+            "table": table,
+            "attacks": attack_verdicts(seeds, table) if config.attacks else [],
             "total_seconds": round(time.perf_counter() - started, 1),
             "environment": environment_info(),
         }

@@ -46,6 +46,28 @@ def table_lines(report: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
+    """Header and rows of the attack suite's summary: per attack, its backdoor before and after Mudjacking, the
+    oracle, the other backdoors' tasks and the verdict (empty without attacks)."""
+    verdicts = report.get("attacks") or []
+    if not verdicts:
+        return []
+    header = ["attack", "backdoored ASR %", "Mudjacking ASR %", "ACC drop (pts)", "seeds patched", "oracle ASR %",
+              "other tasks: ASR % before → after", "verdict"]  # fmt: skip
+    percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
+    rows = [header]
+    for entry in verdicts:
+        others = "; ".join(
+            f"{name}: {percent(figures['backdoored_ASR'])} → {percent(figures['mudjacking_ASR'])}"
+            for name, figures in entry["other_tasks"].items()
+        )
+        drop = entry["acc_drop_points"]
+        rows.append([entry["attack"], percent(entry["backdoored_ASR"]), percent(entry["mudjacking_ASR"]),
+                     "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}",
+                     percent(entry["oracle_ASR"]), others or "–", entry["verdict"]])  # fmt: skip
+    return rows
+
+
 def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
     """Header and rows of the second table: models also scored with a classifier retrained on their own
     embeddings (empty when none were)."""
@@ -67,6 +89,11 @@ def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
     return [header, *rows] if rows else []
 
 
+VERDICT_NOTE = (
+    "On the bug's task, first classifier, mean over the seeds that were patched. Mudjacking holds where ASR after "
+    "the patch is at most 5% with at most 1.5 points of accuracy lost on every seed; otherwise the verdict says "
+    "why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's source class."
+)
 RETRAINED_NOTE = (
     "A customer who retrains its classifier on the model's own embeddings (same training set and recipe) gets "
     "these figures; the drop is against the backdoored model's deployed classifier, mean ± std over seeds."
@@ -111,6 +138,10 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
     extra = []
     if retrained:
         extra = ["## Customers who retrain their classifier", "", RETRAINED_NOTE, "", *_markdown_table(retrained), ""]
+    verdicts = verdict_lines(report)
+    if verdicts:
+        extra = ["## Attacks: where Mudjacking holds and where it breaks", "", VERDICT_NOTE, "",
+                 *_markdown_table(verdicts), "", *extra]  # fmt: skip
     text = [
         f"# Experiment: {report['experiment']}",
         "",
@@ -176,6 +207,10 @@ img { max-width: 540px; border: 1px solid #ddd; }
 <p>Setting <b>{{ setting }}</b>, seeds {{ seeds }}, {{ total }} s in all. Every defence had Mudjacking's budget
 (its epochs and seconds, whichever ended first). Figures: the customers' deployed classifiers (trained on the
 backdoored model), mean ± std over seeds.</p>
+{% if verdicts %}<h2>Attacks: where Mudjacking holds and where it breaks</h2><p>{{ verdict_note }}</p>
+<table id="attacks"><thead><tr>{% for h in verdicts[0] %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
+{% for row in verdicts[1:] %}<tr>{% for cell in row %}<td{% if loop.first or loop.last %} class="name"{% endif %}>
+{{- cell }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>{% endif %}
 {{ table("results", lines) }}
 {% if retrained %}<h2>Customers who retrain their classifier</h2><p>{{ retrained_note }}</p>
 {{ table("retrained", retrained) }}{% endif %}
@@ -223,6 +258,8 @@ def write_html_report(report: dict[str, Any], directory: Path, path: Path) -> No
             total=f"{report['total_seconds']:.0f}",
             lines=lines,
             retrained=retrained_lines(report),
+            verdicts=verdict_lines(report),
+            verdict_note=VERDICT_NOTE,
             retrained_note=RETRAINED_NOTE,
             bars=_bar_pictures(report, directory),
             per_seed=per_seed,
