@@ -334,6 +334,9 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         seed("costly", [row("costly", "backdoored", 1.0), row("costly", "mudjacking", 0.2, drop=3.0)]),
         seed("hidden", [row("hidden", "backdoored", 1.0), row("hidden", "oracle-trigger", 0.01)], trigger=False),
         seed("failed", [row("failed", "backdoored", 0.004)], bug=False, trigger=False),
+        seed("sourced", [row("sourced", "backdoored", 0.1), row("sourced", "mudjacking", 0.0),
+                         row("sourced", "backdoored", 0.9, task="t, source class x"),
+                         row("sourced", "mudjacking", 0.01, task="t, source class x")]),
     ]  # fmt: skip
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
@@ -341,7 +344,9 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "breaks: ASR 20.0% after the patch; the patch cost 3.0 points of accuracy",
         "breaks: trigger recovery refused on 1 of 1 seeds",
         "no backdoor planted (ASR 0.4% before any defence)",
+        "holds",  # judged on its source class, where it flips 90%
     ]
+    assert verdicts[-1]["task"] == "t, source class x" and verdicts[-1]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
     lines = verdict_lines({"attacks": verdicts})
     assert lines[1][:3] == ["good", "100.0", "1.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"

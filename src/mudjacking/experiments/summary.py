@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from mudjacking.pipeline.scenario import SOURCE_TASK
+
 METRICS = ("ACC", "ASR", "TBA", "flip_rate", "asr_without_trigger")
 RETRAINED = ("retrained_ACC", "retrained_ASR", "retrained_acc_drop_points")
 
@@ -83,8 +85,9 @@ def attack_verdicts(seeds: list[dict[str, Any]], table: list[dict[str, Any]]) ->
     verdicts = []
     for attack in dict.fromkeys(seed["attack_kind"] for seed in seeds if "attack" in seed["rows"][0]):
         runs = [seed for seed in seeds if seed["attack_kind"] == attack]
-        task = runs[0]["bug_task"]
         rows = [row for row in table if row.get("attack") == attack and row["classifier"] == table[0]["classifier"]]
+        # a source-specific backdoor is judged on its source class, where it is meant to work
+        task = next((row["task"] for row in rows if SOURCE_TASK in row["task"]), runs[0]["bug_task"])
         means = {(row["model"], row["task"]): row for row in rows}
 
         def mean(model: str, metric: str, on: str, means: dict = means) -> float | None:

@@ -25,6 +25,8 @@ from mudjacking.timing import Laps
 from mudjacking.triggers import Trigger
 
 Inputs = Tensor | list[str]
+SOURCE_TASK = ", source class "
+"""In the name of a task scored on a source-specific backdoor's source class (reports judge that backdoor there)."""
 
 
 @dataclass
@@ -191,4 +193,4 @@ def _source_task(task: DownstreamTask, encoder: Encoder, source: Inputs) -> Down
     inputs, labels = task.test
     keep = torch.nonzero(labels == label).flatten()
     test = (take(inputs, keep, torch.device("cpu")), labels[keep])
-    return replace(task, name=f"{task.name}, source class {task.class_names[label]}", test=test)
+    return replace(task, name=f"{task.name}{SOURCE_TASK}{task.class_names[label]}", test=test)
