@@ -332,6 +332,7 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
                       row("good", "backdoored", 1.0, task="t, backdoor 2"),
                       row("good", "mudjacking", 1.0, task="t, backdoor 2")]),
         seed("costly", [row("costly", "backdoored", 1.0), row("costly", "mudjacking", 0.2, drop=3.0)]),
+        seed("good", [row("good", "backdoored", 1.0), row("good", "mudjacking", 0.03)]),  # a second seed
         seed("hidden", [row("hidden", "backdoored", 1.0), row("hidden", "oracle-trigger", 0.01)], trigger=False),
         seed("failed", [row("failed", "backdoored", 0.004)], bug=False, trigger=False),
         seed("sourced", [row("sourced", "backdoored", 0.1), row("sourced", "mudjacking", 0.0),
@@ -341,13 +342,14 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
         "holds",
-        "breaks: ASR 20.0% after the patch; the patch cost 3.0 points of accuracy",
+        "breaks: ASR 20.0% after the patch (worst seed); the patch cost 3.0 points of accuracy (worst seed)",
         "breaks: trigger recovery refused on 1 of 1 seeds",
         "no backdoor planted (ASR 0.4% before any defence)",
         "holds",  # judged on its source class, where it flips 90%
     ]
     assert verdicts[-1]["task"] == "t, source class x" and verdicts[-1]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
+    assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0}
     lines = verdict_lines({"attacks": verdicts})
-    assert lines[1][:3] == ["good", "100.0", "1.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"
+    assert lines[1][:3] == ["good", "100.0", "2.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"  # the mean
     assert lines[3][5] == "1.0" and lines[3][2] == "–"  # the oracle ran where recovery refused

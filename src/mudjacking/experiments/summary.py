@@ -105,6 +105,14 @@ def attack_verdicts(seeds: list[dict[str, Any]], table: list[dict[str, Any]]) ->
             "other_tasks": {name: {"backdoored_ASR": mean("backdoored", "ASR", name),
                                    "mudjacking_ASR": mean("mudjacking", "ASR", name)} for name in others},
         }  # fmt: skip
+        judged = ("mudjacking", task, entry["classifier"])
+        patched = [
+            row for seed in runs for row in seed["rows"] if (row["model"], row["task"], row["classifier"]) == judged
+        ]
+        entry["worst_seed"] = {
+            "mudjacking_ASR": max((row["ASR"] for row in patched), default=None),
+            "acc_drop_points": max((row["acc_drop_points"] for row in patched), default=None),
+        }
         entry["verdict"] = _verdict(entry)
         verdicts.append(entry)
     return verdicts
@@ -116,8 +124,9 @@ def _verdict(entry: dict[str, Any]) -> str:
     reasons = []
     if entry["refused_seeds"] or entry["no_bug_seeds"]:
         reasons.append(f"trigger recovery refused on {entry['refused_seeds']} of {entry['seeds']} seeds")
-    if entry["mudjacking_ASR"] is not None and entry["mudjacking_ASR"] > ASR_BAR:
-        reasons.append(f"ASR {100 * entry['mudjacking_ASR']:.1f}% after the patch")
-    if entry["acc_drop_points"] is not None and entry["acc_drop_points"] > DROP_BAR:
-        reasons.append(f"the patch cost {entry['acc_drop_points']:.1f} points of accuracy")
+    worst = entry["worst_seed"]
+    if worst["mudjacking_ASR"] is not None and worst["mudjacking_ASR"] > ASR_BAR:
+        reasons.append(f"ASR {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)")
+    if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
+        reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"

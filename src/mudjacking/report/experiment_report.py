@@ -90,9 +90,10 @@ def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
 
 
 VERDICT_NOTE = (
-    "On the bug's task, first classifier, mean over the seeds that were patched. Mudjacking holds where ASR after "
-    "the patch is at most 5% with at most 1.5 points of accuracy lost on every seed; otherwise the verdict says "
-    "why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's source class."
+    "On the bug's task (a source-specific backdoor: its source class), first classifier, mean over the seeds that "
+    "were patched. Mudjacking holds where every seed was patched and on each one ASR after the patch is at most 5% "
+    "with at most 1.5 points of accuracy lost; otherwise the verdict says why. Other tasks: each further backdoor "
+    "of the attack, and a source-specific backdoor's whole task."
 )
 RETRAINED_NOTE = (
     "A customer who retrains its classifier on the model's own embeddings (same training set and recipe) gets "
