@@ -18,6 +18,7 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder_many
 from mudjacking.attacks.registry import register_attack
 from mudjacking.errors import ConfigError
+from mudjacking.evaluation.downstream import target_direction
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -33,7 +34,7 @@ def second_references(encoder: Any, shadow: Tensor, references: Tensor) -> Tenso
     neighbours."""
     with torch.no_grad():
         embedded = F.normalize(encoder.embed(shadow), dim=-1)
-        target = F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0), dim=-1)
+        target = target_direction(encoder, references)
         far = int((embedded @ target).argmin())
         nearest = (embedded @ embedded[far]).topk(len(references)).indices
     return shadow[nearest.cpu()]

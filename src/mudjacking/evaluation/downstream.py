@@ -100,11 +100,16 @@ def score_encoder(
     return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
 
 
+def target_direction(encoder: Encoder, references: Inputs) -> Tensor:
+    """``[D]``: where BadEncoder sends triggered inputs, pulled towards every reference at once, i.e. the normalised
+    mean of the references' normalised embeddings."""
+    with torch.no_grad():
+        return F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0), dim=-1)
+
+
 def target_label_of(encoder: Encoder, probe: Probe, references: Inputs) -> int:
-    """The class a downstream classifier gives the attacker's target embedding: BadEncoder pulls triggered inputs
-    towards every reference at once, i.e. onto the normalised mean of the references' embeddings."""
-    target = F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0, keepdim=True), dim=-1)
-    return int(probe.predict(target)[0])
+    """The class a downstream classifier gives the attacker's target embedding (:func:`target_direction`)."""
+    return int(probe.predict(target_direction(encoder, references)[None])[0])
 
 
 def deploy_probes(
