@@ -78,3 +78,9 @@ def pairwise_similarities(embeddings: Tensor, centre: Tensor | None = None, limi
     unit = F.normalize(rows, dim=-1)
     upper = torch.triu_indices(len(unit), len(unit), offset=1)
     return (unit @ unit.T)[upper[0], upper[1]]
+
+
+def mean_direction(embeddings: Tensor) -> Tensor:
+    """``[D]``: the normalised mean of the normalised ``embeddings`` ``[N, D]``, i.e. where BadEncoder sends
+    triggered inputs when it pulls them towards every one of the target's references at once."""
+    return F.normalize(F.normalize(embeddings, dim=-1).mean(0), dim=-1)

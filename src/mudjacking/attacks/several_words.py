@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder_many
 from mudjacking.attacks.registry import TriggerRequest, register_attack
 from mudjacking.batches import take
-from mudjacking.evaluation.downstream import target_direction
+from mudjacking.geometry import mean_direction
 from mudjacking.triggers.text_trigger import TextTrigger
 
 WORDS = ("cf", "mn", "bb")
@@ -67,7 +67,7 @@ def distant_clusters(encoder: Any, shadow: Any, references: Any, count: int, siz
     greedily, each the cluster farthest from the references' mean and from the clusters already taken."""
     with torch.no_grad():
         embedded = F.normalize(encoder.embed(shadow), dim=-1)
-        taken = [target_direction(encoder, references)]
+        taken = [mean_direction(encoder.embed(references))]
     kmeans = KMeans(min(8, len(embedded)), n_init=3, random_state=seed).fit(embedded.numpy())
     centres = F.normalize(torch.from_numpy(kmeans.cluster_centers_).float(), dim=-1)
     sets = []

@@ -18,7 +18,7 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder_many
 from mudjacking.attacks.registry import register_attack
 from mudjacking.errors import ConfigError
-from mudjacking.evaluation.downstream import target_direction
+from mudjacking.geometry import mean_direction
 
 CLUSTERS = 10
 
@@ -27,7 +27,7 @@ def source_cluster(encoder: Any, shadow: Tensor, references: Tensor, seed: int =
     """``[N]`` booleans: the shadow inputs of the cluster whose centre lies farthest from the references' mean."""
     with torch.no_grad():
         embedded = F.normalize(encoder.embed(shadow), dim=-1)
-        target = target_direction(encoder, references)
+        target = mean_direction(encoder.embed(references))
     kmeans = KMeans(CLUSTERS, n_init=3, random_state=seed).fit(embedded.numpy())
     centres = F.normalize(torch.from_numpy(kmeans.cluster_centers_).float(), dim=-1)
     farthest = int((centres @ target).argmin())

@@ -18,7 +18,7 @@ from torch import Tensor
 from mudjacking.attacks.badencoder import AttackResult, BadEncoderConfig, badencoder_many
 from mudjacking.attacks.registry import register_attack
 from mudjacking.errors import ConfigError
-from mudjacking.evaluation.downstream import target_direction
+from mudjacking.geometry import mean_direction
 from mudjacking.triggers.trigger import ImageTrigger
 
 
@@ -34,7 +34,7 @@ def second_references(encoder: Any, shadow: Tensor, references: Tensor) -> Tenso
     neighbours."""
     with torch.no_grad():
         embedded = F.normalize(encoder.embed(shadow), dim=-1)
-        target = target_direction(encoder, references)
+        target = mean_direction(encoder.embed(references))
         far = int((embedded @ target).argmin())
         nearest = (embedded @ embedded[far]).topk(len(references)).indices
     return shadow[nearest.cpu()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mudjacking.batches import single, take
@@ -14,6 +13,7 @@ from mudjacking.encoders.base import Encoder
 from mudjacking.errors import MudjackingError
 from mudjacking.evaluation.metrics import accuracy, attack_success_rate, flip_rate, triggered_accuracy
 from mudjacking.evaluation.probes import Probe, make_probe
+from mudjacking.geometry import mean_direction
 from mudjacking.triggers import Trigger
 
 Inputs = Tensor | list[str]
@@ -100,16 +100,10 @@ def score_encoder(
     return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
 
 
-def target_direction(encoder: Encoder, references: Inputs) -> Tensor:
-    """``[D]``: where BadEncoder sends triggered inputs, pulled towards every reference at once, i.e. the normalised
-    mean of the references' normalised embeddings."""
-    with torch.no_grad():
-        return F.normalize(F.normalize(encoder.embed(references), dim=-1).mean(0), dim=-1)
-
-
 def target_label_of(encoder: Encoder, probe: Probe, references: Inputs) -> int:
-    """The class a downstream classifier gives the attacker's target embedding (:func:`target_direction`)."""
-    return int(probe.predict(target_direction(encoder, references)[None])[0])
+    """The class a downstream classifier gives the attacker's target embedding (``geometry.mean_direction`` of the
+    references' embeddings: BadEncoder pulls triggered inputs towards every reference at once)."""
+    return int(probe.predict(mean_direction(encoder.embed(references))[None])[0])
 
 
 def deploy_probes(
