@@ -353,3 +353,5 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     lines = verdict_lines({"attacks": verdicts})
     assert lines[1][:3] == ["good", "100.0", "2.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"  # the mean
     assert lines[3][5] == "1.0" and lines[3][2] == "–"  # the oracle ran where recovery refused
+    text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
+    assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][1] == "backdoored flip %"

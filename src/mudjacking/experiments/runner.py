@@ -48,7 +48,9 @@ def run_experiment(
             "config": config.model_dump(),
             "seeds": seeds,
             "table": table,
-            "attacks": attack_verdicts(seeds, table) if config.attacks else [],
+            "attacks": attack_verdicts(seeds, table, "flip_rate" if config.setting == "text" else "ASR")
+            if config.attacks
+            else [],
             "total_seconds": round(time.perf_counter() - started, 1),
             "environment": environment_info(),
         }

@@ -78,10 +78,14 @@ ASR_BAR, DROP_BAR = 0.05, 1.5
 the bug's task, every seed patched (the attack suite's bar, issue 12)."""
 
 
-def attack_verdicts(seeds: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def attack_verdicts(
+    seeds: list[dict[str, Any]], table: list[dict[str, Any]], metric: str = "ASR"
+) -> list[dict[str, Any]]:
     """Per attack of a suite: its backdoor before and after Mudjacking and the oracle on the bug's task (first
     classifier), what became of its other backdoors' tasks, and a verdict that says why when Mudjacking did not
-    hold: the attack planted no backdoor, recovery refused, or the patch left ASR or cost accuracy past the bar."""
+    hold: the attack planted no backdoor, recovery refused, or the patch left the backdoor or cost accuracy past
+    the bar. ``metric``: what the backdoor is measured by, ASR, or for text the flip rate (a sentence classifier
+    puts 12-18% of a never-backdoored model's inputs in the target class, so text ASR has that floor)."""
     verdicts = []
     for attack in dict.fromkeys(seed["attack_kind"] for seed in seeds if "attack" in seed["rows"][0]):
         runs = [seed for seed in seeds if seed["attack_kind"] == attack]
@@ -98,19 +102,20 @@ def attack_verdicts(seeds: list[dict[str, Any]], table: list[dict[str, Any]]) ->
         others = [name for name in dict.fromkeys(row["task"] for row in rows) if name != task]
         entry = {
             "attack": attack, "task": task, "classifier": rows[0]["classifier"], "seeds": len(runs),
-            "backdoored_ASR": mean("backdoored", "ASR", task), "mudjacking_ASR": mean("mudjacking", "ASR", task),
+            "metric": metric, "backdoored_ASR": mean("backdoored", metric, task),
+            "mudjacking_ASR": mean("mudjacking", metric, task),
             "acc_drop_points": mean("mudjacking", "acc_drop_points", task),
-            "oracle_ASR": mean("oracle-trigger", "ASR", task),
+            "oracle_ASR": mean("oracle-trigger", metric, task),
             "patched_seeds": len(runs) - no_bug - refused, "refused_seeds": refused, "no_bug_seeds": no_bug,
-            "other_tasks": {name: {"backdoored_ASR": mean("backdoored", "ASR", name),
-                                   "mudjacking_ASR": mean("mudjacking", "ASR", name)} for name in others},
+            "other_tasks": {name: {"backdoored_ASR": mean("backdoored", metric, name),
+                                   "mudjacking_ASR": mean("mudjacking", metric, name)} for name in others},
         }  # fmt: skip
         judged = ("mudjacking", task, entry["classifier"])
         patched = [
             row for seed in runs for row in seed["rows"] if (row["model"], row["task"], row["classifier"]) == judged
         ]
         entry["worst_seed"] = {
-            "mudjacking_ASR": max((row["ASR"] for row in patched), default=None),
+            "mudjacking_ASR": max((row[metric] for row in patched), default=None),
             "acc_drop_points": max((row["acc_drop_points"] for row in patched), default=None),
         }
         entry["verdict"] = _verdict(entry)
@@ -120,13 +125,17 @@ def attack_verdicts(seeds: list[dict[str, Any]], table: list[dict[str, Any]]) ->
 
 def _verdict(entry: dict[str, Any]) -> str:
     if entry["no_bug_seeds"] == entry["seeds"] or (entry["backdoored_ASR"] or 0) < 0.5:
-        return f"no backdoor planted (ASR {100 * (entry['backdoored_ASR'] or 0):.1f}% before any defence)"
+        return f"no backdoor planted ({_named(entry)} {100 * (entry['backdoored_ASR'] or 0):.1f}% before any defence)"
     reasons = []
     if entry["refused_seeds"] or entry["no_bug_seeds"]:
         reasons.append(f"trigger recovery refused on {entry['refused_seeds']} of {entry['seeds']} seeds")
     worst = entry["worst_seed"]
     if worst["mudjacking_ASR"] is not None and worst["mudjacking_ASR"] > ASR_BAR:
-        reasons.append(f"ASR {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)")
+        reasons.append(f"{_named(entry)} {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)")
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"
+
+
+def _named(entry: dict[str, Any]) -> str:
+    return "flip rate" if entry.get("metric") == "flip_rate" else "ASR"

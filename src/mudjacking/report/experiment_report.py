@@ -52,8 +52,9 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
     verdicts = report.get("attacks") or []
     if not verdicts:
         return []
-    header = ["attack", "backdoored ASR %", "Mudjacking ASR %", "ACC drop (pts)", "seeds patched", "oracle ASR %",
-              "other tasks: ASR % before → after", "verdict"]  # fmt: skip
+    name = "flip %" if verdicts[0].get("metric") == "flip_rate" else "ASR %"
+    header = ["attack", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)", "seeds patched",
+              f"oracle {name}", f"other tasks: {name} before → after", "verdict"]  # fmt: skip
     percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
     rows = [header]
     for entry in verdicts:
