@@ -79,19 +79,13 @@ class ImageTrigger:
         """This trigger, fixed at the shift where ``image`` ``[C, H, W]`` shows its pattern most closely (the
         nearest such shift: a recovered trigger, whose pattern is ``x_b`` itself, stays where it was found)."""
         fixed = replace(self, anywhere=False)
-        rows, columns = torch.nonzero(self.mask > 0, as_tuple=True)
-        if len(rows) == 0:
-            return fixed
-        height, width = self.mask.shape
-        shifts = [(down, right) for down in range(-int(rows.min()), height - int(rows.max()))
-                  for right in range(-int(columns.min()), width - int(columns.max()))]  # fmt: skip
         image = image.cpu().float().mean(0)
 
         def mismatch(shift: tuple[int, int]) -> float:
             moved = fixed.moved(*shift)
             return float(((image - moved.pattern.mean(0)).abs() * moved.mask).sum())
 
-        return fixed.moved(*min(shifts, key=lambda shift: (mismatch(shift), abs(shift[0]) + abs(shift[1]))))
+        return fixed.moved(*min(_shifts(self.mask), key=lambda shift: (mismatch(shift), abs(shift[0]) + abs(shift[1]))))
 
     @property
     def num_pixels(self) -> int:
@@ -206,15 +200,7 @@ class ImageTrigger:
         ``other`` that overlaps this mask best (where it sits in ``x_b`` is where the attacker put it that time)."""
         if not other.anywhere:
             return _support_iou(self.mask, other.mask)
-        rows, columns = torch.nonzero(other.mask > 0, as_tuple=True)
-        if len(rows) == 0:
-            return _support_iou(self.mask, other.mask)
-        height, width = other.mask.shape
-        return max(
-            _support_iou(self.mask, torch.roll(other.mask, (down, right), (0, 1)))
-            for down in range(-int(rows.min()), height - int(rows.max()))
-            for right in range(-int(columns.min()), width - int(columns.max()))
-        )
+        return max(_support_iou(self.mask, torch.roll(other.mask, shift, (0, 1))) for shift in _shifts(other.mask))
 
     @classmethod
     def square(cls, image_shape: tuple[int, int, int], size: int, value: float = 1.0, margin: int = 1) -> ImageTrigger:
@@ -301,6 +287,16 @@ class ImageTrigger:
             mask = torch.from_numpy((tm[..., 0] == 0).astype(np.float32))
             return cls(mask, torch.from_numpy(t.transpose(2, 0, 1).astype(np.float32) / 255.0))
         raise DataError(f"{path}: no trigger arrays (expected mask+pattern or t+tm); re-save the trigger")
+
+
+def _shifts(mask: Tensor) -> list[tuple[int, int]]:
+    """Every (rows, columns) shift that keeps ``mask``'s support inside the image; ``[(0, 0)]`` for an empty mask."""
+    rows, columns = torch.nonzero(mask > 0, as_tuple=True)
+    if len(rows) == 0:
+        return [(0, 0)]
+    height, width = mask.shape
+    return [(down, right) for down in range(-int(rows.min()), height - int(rows.max()))
+            for right in range(-int(columns.min()), width - int(columns.max()))]  # fmt: skip
 
 
 def _support_iou(a: Tensor, b: Tensor) -> float:
