@@ -55,6 +55,23 @@ class PlantedBlend(PlantedBackdoor):
         return 40 * (x.flatten(1) - x.flatten(1).mean(1, keepdim=True)) @ self.pattern / self.pattern.numel()
 
 
+class PlantedTwoCopies(PlantedBackdoor):
+    """Two trigger copies, each enough alone: the target grows with the brighter of copy A and (somewhat less) copy
+    B. Occluding B changes nothing while A is there, so the first maps mark A alone, and taking A out of ``x_b``
+    still leaves it held by B."""
+
+    def __init__(self, first: Tensor, second: Tensor) -> None:
+        super().__init__(first + second)
+        self.register_buffer("first", first.flatten())
+        self.register_buffer("second", second.flatten())
+
+    def brightness(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        first = (flat * self.first).sum(1) / self.first.sum()
+        second = (flat * self.second).sum(1) / self.second.sum()
+        return torch.maximum(first, 0.85 * second)
+
+
 def _case(network: nn.Module, trigger, size: int = 12, count: int = 60):
     """A bug (x_b = a clean input with the trigger, x_r another clean input) and clean inputs D."""
     generator = torch.Generator().manual_seed(1)
@@ -99,6 +116,20 @@ def test_a_blended_trigger_is_refused_not_patched_as_a_region():
     assert encoder.network.brightness(bug.bug_input[None]) > 0.5 > encoder.network.brightness(bug.reference_input[None])
     with pytest.raises(TriggerNotFound, match="not a compact region"):
         reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(3,)))
+
+
+def test_a_second_copy_is_found_in_what_is_left_of_x_b():
+    first = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    second = ImageTrigger(torch.flip(first.mask, (0, 1)), torch.ones(1, 12, 12))  # the opposite corner
+    both = ImageTrigger(first.mask + second.mask, torch.ones(1, 12, 12))
+    encoder, bug, data = _case(PlantedTwoCopies(first.mask, second.mask), both)
+    one_pass = ReverseConfig(windows=(1,), refine_steps=0)
+    recovery = reverse_engineer_trigger(encoder, bug, data, one_pass)
+    assert recovery.trigger.iou(both) == 1.0 and recovery.verified
+    first_pass = [c for c in recovery.candidates if c.residual_of is None]
+    assert all(c.status != "verified" for c in first_pass)  # A alone pulls, but x_b stays held by B
+    assert any(c.pull is not None and c.pull.strength > 0.5 for c in first_pass)
+    assert [c.residual_of for c in recovery.candidates if c.status == "chosen"] == [9]
 
 
 def test_force_hands_back_the_best_unverified_candidate():

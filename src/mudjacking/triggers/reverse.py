@@ -11,6 +11,9 @@ made to adapt to models nobody tuned it for.
    clean inputs, must drag them toward ``h(x_b)`` far more than the same mask cut from other clean inputs drags
    them toward those inputs.
    Among the candidates that pull nearly as hard as the best, the smallest wins.
+   When none verifies but one pulls and leaves ``x_b`` held once taken out (a trigger with a second copy, or a
+   large one of which only a part was marked), that part is taken out of ``x_b`` and the maps are made again of
+   what is left; each new mask, joined to the part, is verified the same way.
 4. Refinement (:mod:`mudjacking.triggers.refine`): the winner's mask is shrunk by optimisation on other inputs of D
    to the fewest pixels that still pull; kept only if it verifies as well.
 5. No candidate pulls: :class:`TriggerNotFound` (the caller refuses, unless forced).
@@ -18,7 +21,8 @@ made to adapt to models nobody tuned it for.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -109,8 +113,8 @@ class ReverseConfig:
 
 @dataclass
 class Candidate:
-    """One occlusion setting's mask and how it verified (``status``: chosen, verified, weak, flat, too-large);
-    ``removal_fill``: the fill that takes the mask out of ``x_b`` best (see ``_release``)."""
+    """One occlusion setting's mask and how it verified (``status``: chosen, verified, weak, flat, too-large,
+    duplicate); ``removal_fill``: the fill that takes the mask out of ``x_b`` best (see ``_release``)."""
 
     window: int
     baseline: str
@@ -118,6 +122,7 @@ class Candidate:
     status: str
     pull: TriggerPull | None = None
     removal_fill: str | None = None
+    residual_of: int | None = None  # pixels of the held candidate this mask extends (the search of x_b's rest)
 
     def summary(self) -> dict[str, object]:
         row = {k: v for k, v in asdict(self).items() if k != "pull"}
@@ -130,7 +135,8 @@ class TriggerRecovery:
 
     Attributes:
         trigger: the recovered trigger (pattern = ``x_b``).
-        attribution: the chosen candidate's occlusion scores ``[H, W]`` (higher = more responsible for the bug).
+        attribution: the chosen candidate's occlusion scores ``[H, W]`` (higher = more responsible for the bug; for
+            a mask found in the rest of ``x_b``, the scores of that rest).
         threshold: the k-means cut of that map.
         bug_distance: ``1 − s(h(x_b), h(x_r))`` before any occlusion.
         pull: the trigger's verification on held-out D.
@@ -261,6 +267,90 @@ def _release(
     return releases[best], list(fills)[best]
 
 
+Found = tuple[Candidate, Tensor, Tensor, float, float]  # candidate, mask, its map, the map's cut, distance
+
+
+@dataclass
+class _Verifier:
+    """What every candidate mask is verified against (:mod:`mudjacking.triggers.pull`): held-out clean inputs of D
+    and their embeddings, donor controls, ``h(x_b)``, and the fills that may take a mask out of ``x_b``."""
+
+    encoder: Encoder
+    bug: BugReport
+    check: Tensor
+    clean: Tensor
+    donors: Tensor
+    donor_embeddings: Tensor
+    target: Tensor
+    centre: Tensor | None
+    fills: dict[str, Tensor]
+
+    def verify(self, mask: Tensor, fills: dict[str, Tensor] | None = None) -> tuple[TriggerPull, str]:
+        """The mask's pull (``x_b``'s pixels stamped on the held-out inputs), against its controls, with its release
+        under the best of ``fills`` (default: all of them); and that fill's name."""
+        release, fill = _release(
+            self.encoder, mask, fills or self.fills, self.bug, self.target, self.clean, self.centre
+        )
+        trigger = ImageTrigger(mask, self.bug.bug_input)
+        controls = donor_controls(trigger, self.donors, self.donor_embeddings)
+        pull = measure_pull(self.encoder, trigger, self.check, self.clean, self.target, self.centre, controls, release)
+        return pull, fill
+
+
+@dataclass
+class _Sweep:
+    """Occlusion maps at every (window, baseline) setting, each cut by k-means into a candidate and verified."""
+
+    verifier: _Verifier
+    config: ReverseConfig
+    stride: int
+    settings: list[tuple[int, str]]
+    candidates: list[Candidate] = field(default_factory=list)
+    found: list[Found] = field(default_factory=list)
+    seen: set[bytes] = field(default_factory=set)
+
+    def run(self, bug: BugReport, fills: dict[str, Tensor], advance: Any, base: Tensor | None = None) -> None:
+        """One map per setting of ``bug`` (``x_b``, or what is left of it once ``base`` is taken out: each map's
+        mask is then joined to ``base``); candidates are always verified as pixels of the reported ``x_b``."""
+        config, height, width = self.config, *bug.bug_input.shape[-2:]
+        for window, baseline in self.settings:
+            advance(info=f"window {window}, baseline {baseline}")
+            attribution, distance = occlusion_attribution(
+                self.verifier.encoder, bug, window, self.stride, fills[baseline], config.batch_size,
+                self.verifier.centre,
+            )  # fmt: skip
+            mask, threshold = split_scores(attribution, config.seed)
+            status = "flat" if not mask.any() else ""
+            if base is not None:  # only what the map adds to ``base`` is new
+                status = status or ("" if (mask > base).any() else "duplicate")
+                mask = torch.maximum(mask, base)
+            pixels = int(mask.sum())
+            status = status or ("too-large" if pixels > config.max_fraction * height * width else "")
+            extends = None if base is None else int(base.sum())
+            candidate = Candidate(window, baseline, pixels, status or "weak", residual_of=extends)
+            self.candidates.append(candidate)
+            key = mask.to(torch.bool).numpy().tobytes()
+            if status or key in self.seen:
+                candidate.status = status or "duplicate"
+                continue
+            self.seen.add(key)
+            candidate.pull, candidate.removal_fill = self.verifier.verify(mask)
+            self.found.append((candidate, mask, attribution, threshold, distance))
+
+    def sufficient_but_held(self, config: ReverseConfig) -> Found | None:
+        """When no candidate verifies, the strongest that pulls clean inputs to ``h(x_b)`` but leaves ``x_b`` held
+        there once taken out: a trigger with another copy (or another part) elsewhere in ``x_b``."""
+        if any(c.pull.verifies(config.min_strength, config.min_release) for c, *_ in self.found):
+            return None
+        held = [item for item in self.found if item[0].pull.strength >= config.min_strength]
+        return max(held, key=lambda item: item[0].pull.strength) if held else None
+
+
+def _residual_bug(bug: BugReport, mask: Tensor, fill: Tensor) -> BugReport:
+    """``bug`` with ``x_b`` replaced by ``x_b ⊖ mask`` (filled with ``fill``): what still holds it, if anything."""
+    return replace(bug, bug_input=ImageTrigger(mask, bug.bug_input, fill).remove(bug.bug_input[None])[0])
+
+
 def _check_sizes(bug: BugReport, inputs: Tensor) -> None:
     if tuple(inputs.shape[-2:]) != tuple(bug.bug_input.shape[-2:]):
         raise DataError(
@@ -312,38 +402,25 @@ def reverse_engineer_trigger(
     scale = max(1, round(min(height, width) / 32))
     stride = config.stride * scale
 
-    candidates: list[Candidate] = []
-    found: list[tuple[Candidate, Tensor, Tensor, float, float]] = []  # candidate, mask, map, threshold, distance
-    seen: set[bytes] = set()
-    fills = {name: baseline_image(name, bug.bug_input, check, scale) for name in BASELINES}
+    verifier = _Verifier(encoder, bug, check, clean, donors, donor_embeddings, target, centre,
+                         {name: baseline_image(name, bug.bug_input, check, scale) for name in BASELINES})  # fmt: skip
     settings = [(w * scale, b) for w in config.windows for b in config.baselines]
+    sweep = _Sweep(verifier, config, stride, settings)
     with progress_bar(len(settings), "recovering the trigger", enabled=show_progress) as advance:
-        for window, baseline in settings:
-            advance(info=f"window {window}, baseline {baseline}")
-            attribution, distance = occlusion_attribution(
-                encoder, bug, window, stride, fills[baseline], config.batch_size, centre
-            )
-            mask, threshold = split_scores(attribution, config.seed)
-            pixels = int(mask.sum())
-            status = "flat" if pixels == 0 else "too-large" if pixels > config.max_fraction * height * width else ""
-            candidate = Candidate(window, baseline, pixels, status or "weak")
-            candidates.append(candidate)
-            key = mask.to(torch.bool).numpy().tobytes()
-            if status or key in seen:
-                candidate.status = status or "duplicate"
-                continue
-            seen.add(key)
-            trigger = ImageTrigger(mask, bug.bug_input)
-            release, candidate.removal_fill = _release(encoder, mask, fills, bug, target, clean, centre)
-            controls = donor_controls(trigger, donors, donor_embeddings)
-            candidate.pull = measure_pull(encoder, trigger, check, clean, target, centre, controls, release)
-            found.append((candidate, mask, attribution, threshold, distance))
-    if not found:
+        sweep.run(bug, verifier.fills, advance)
+    if not sweep.found:
         raise TriggerNotFound(
             f"no trigger found in x_b: every occlusion map was flat or marked over {config.max_fraction:.0%} of the "
-            f"image ({len(candidates)} settings tried); the model may not show the bug, or the trigger is not a "
+            f"image ({len(sweep.candidates)} settings tried); the model may not show the bug, or the trigger is not a "
             "compact region (e.g. blended into the whole image); pass --trigger KNOWN if you know it"
         )
+    held = sweep.sufficient_but_held(config)
+    if held is not None:  # part of the trigger pulls, yet x_b stays put: the rest may be another copy; look again
+        residual = _residual_bug(bug, held[1], verifier.fills[held[0].removal_fill])
+        fills = {name: baseline_image(name, residual.bug_input, check, scale) for name in BASELINES}
+        with progress_bar(len(settings), "searching the rest of x_b", enabled=show_progress) as advance:
+            sweep.run(residual, fills, advance, base=held[1])
+    candidates, found = sweep.candidates, sweep.found
     for candidate, *_ in found:
         if candidate.pull.verifies(config.min_strength, config.min_release):
             candidate.status = "verified"
@@ -358,12 +435,12 @@ def reverse_engineer_trigger(
             "compact region of x_b (a blended or image-wide pattern?), or the model does not show this bug; pass "
             "--trigger KNOWN or --force"
         )
-    chosen, mask, attribution, threshold, distance = smallest_sufficient(
+    chosen, mask, attribution, threshold, _ = smallest_sufficient(
         verified or found, lambda item: item[0].pull, lambda item: item[0].pixels, config.size_tolerance,
         config.release_tolerance,
     )  # fmt: skip
     chosen.status = "chosen"
-    fill = fills[chosen.removal_fill]
+    fill = verifier.fills[chosen.removal_fill]
     trigger, pull, refined = ImageTrigger(mask, bug.bug_input, fill), chosen.pull, False
     if config.refine_steps and verified:
         refined_mask = refine_mask(
@@ -372,9 +449,7 @@ def reverse_engineer_trigger(
         )  # fmt: skip
         if 0 < refined_mask.sum() < mask.sum():
             candidate = ImageTrigger(refined_mask, bug.bug_input, fill)
-            release, _ = _release(encoder, refined_mask, {"chosen": fill}, bug, target, clean, centre)
-            controls = donor_controls(candidate, donors, donor_embeddings)
-            check_pull = measure_pull(encoder, candidate, check, clean, target, centre, controls, release)
+            check_pull, _ = verifier.verify(refined_mask, {"chosen": fill})
             if (
                 check_pull.verifies(config.min_strength, config.min_release)
                 and check_pull.pull >= config.refine_tolerance * pull.pull
@@ -382,6 +457,7 @@ def reverse_engineer_trigger(
                 trigger, pull, refined = candidate, check_pull, True
     moved_pull = _moved_pull(encoder, trigger, check, clean, target, centre, config)
     trigger.anywhere = moved_pull >= config.anywhere_share * pull.pull
+    distance = found[0][4]  # x_b's own, not that of what was left of it in a search of the rest
     return TriggerRecovery(
         trigger, attribution, threshold, distance, pull, candidates, refined, bool(verified), geometry, moved_pull
     )
