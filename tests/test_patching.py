@@ -1,6 +1,7 @@
 """End to end on a tiny backdoored CNN (16x16 digits): the trigger is recovered and patching removes the backdoor."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -284,3 +285,47 @@ def test_a_patch_interrupted_and_resumed_ends_as_the_uninterrupted_one(backdoore
     other = PatchCheckpoints(checkpoints.folder, fingerprint(*arguments[:-1], PatchConfig(max_epochs=5)))
     with pytest.raises(ConfigError, match="another patch"):
         other.load()
+
+
+def test_a_run_that_misses_its_goals_hands_back_the_pass_that_came_closest(backdoored):
+    # an unreachable locality goal (this tiny model holds ~0.83): every pass misses it, and the bug goal, so the
+    # passes compare on how far short of those two they fell, each in units of its goal's slack (1 - goal)
+    config = PatchConfig(lr=1e-2, max_epochs=5, min_epochs=1, goal_locality=0.9999)
+    weights = {}
+
+    def keep(record, model):
+        weights[record.epoch] = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
+    result = patch_encoder(*arguments, show_progress=False, on_epoch=keep)
+    assert result.epochs == 5 and not result.goals_met
+    assert all(r.bug_similarity < 0.95 and r.holdout_pull <= 0.1 and r.holdout_generalizability >= 0.98
+               for r in result.history)  # fmt: skip
+    closest = min(result.history, key=lambda r: (0.9999 - r.holdout_locality) / 1e-4 + (0.95 - r.bug_similarity) / 0.05)
+    assert result.kept_pass == closest.epoch < 5 and result.kept is closest
+    assert all(
+        torch.equal(tensor, weights[closest.epoch][name]) for name, tensor in result.encoder.state_dict().items()
+    )
+    fixed_budget = patch_encoder(*arguments[:-1], replace(config, early_stop=False), show_progress=False)
+    assert fixed_budget.kept_pass == 5  # a baseline's fixed budget ends with its last pass
+
+
+def test_a_resumed_run_still_hands_back_the_closest_pass_from_before_the_interruption(backdoored, tmp_path):
+    from mudjacking.checkpoints import PatchCheckpoints, fingerprint
+
+    config = PatchConfig(lr=1e-2, max_epochs=5, min_epochs=1, goal_locality=0.9999)  # closest: an early pass (above)
+    arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
+    whole = patch_encoder(*arguments, show_progress=False)
+    checkpoints = PatchCheckpoints(tmp_path / ".out.checkpoint", fingerprint(*arguments))
+
+    def interrupt(record, model):
+        if record.epoch == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        patch_encoder(*arguments, show_progress=False, on_epoch=interrupt, checkpoints=checkpoints)
+    assert (checkpoints.folder / "closest.safetensors").is_file()  # pass 4's checkpoint keeps pass 3's weights
+    resumed = patch_encoder(*arguments, show_progress=False, checkpoints=checkpoints)
+    assert resumed.kept_pass == whole.kept_pass < 5
+    final, expected = resumed.encoder.state_dict(), whole.encoder.state_dict()
+    assert all(torch.equal(final[k], expected[k]) for k in expected)

@@ -208,8 +208,8 @@ def patch_files(
             encoder, bugs, triggers, patching_set, config, show_progress, earlier=regressions, checkpoints=checkpoints
         )
         report.update(save_patched(encoder, result, staging))
-        report["trigger_pull"] = {"before": result.pull_before, "after": result.history[-1].holdout_pull}
-        states = result.history[-1].bugs
+        report["trigger_pull"] = {"before": result.pull_before, "after": result.kept.holdout_pull}
+        states = result.kept.bugs
         report["bugs"] = [
             {"report": str(path), "trigger": entry, "pull_before": before, **state}
             for path, entry, before, state in zip(bug_paths, written, result.pulls_before, states, strict=False)

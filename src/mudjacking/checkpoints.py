@@ -22,6 +22,7 @@ from mudjacking.errors import ConfigError
 from mudjacking.outputs import atomic_output_dir, atomic_write_text
 
 STATE_FILE, WEIGHTS_FILE, TENSORS_FILE = "state.json", "weights.safetensors", "optimizer.safetensors"
+CLOSEST_FILE = "closest.safetensors"  # the weights of an earlier pass that came closer to the goals than the last
 
 
 def checkpoint_folder(out: str | Path) -> Path:
@@ -75,9 +76,15 @@ class PatchCheckpoints:
     fingerprint: str
 
     def save(
-        self, weights: dict[str, Tensor], optimizer: dict[str, Any], schedule: dict[str, Any], state: dict
+        self,
+        weights: dict[str, Tensor],
+        optimizer: dict[str, Any],
+        schedule: dict[str, Any],
+        state: dict,
+        closest: dict[str, Tensor] | None = None,
     ) -> None:
-        """Writes one checkpoint into a fresh folder and swaps it in whole (an interruption keeps the last one)."""
+        """Writes one checkpoint into a fresh folder and swaps it in whole (an interruption keeps the last one);
+        ``closest``: the weights of an earlier pass the run may hand back instead of its last."""
         tensors, plain = _split_optimizer(optimizer)
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
@@ -85,12 +92,15 @@ class PatchCheckpoints:
         with atomic_output_dir(self.folder, overwrite=True) as staging:
             save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(staging / WEIGHTS_FILE))
             save_file(tensors, str(staging / TENSORS_FILE))
+            if closest is not None:
+                save_file({k: v.detach().cpu().contiguous() for k, v in closest.items()}, str(staging / CLOSEST_FILE))
             payload = {"fingerprint": self.fingerprint, "optimizer": plain, "schedule": schedule, **state}
             (staging / STATE_FILE).write_text(json.dumps(payload))
 
     def load(self) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any], dict[str, Any]] | None:
         """(weights, optimiser state, schedule state, the rest) of the last checkpoint, with the random-number state
-        restored; ``None`` when there is none. A checkpoint of other inputs or settings is refused."""
+        restored; ``None`` when there is none. The rest holds ``closest_weights`` when an earlier pass's were kept.
+        A checkpoint of other inputs or settings is refused."""
         if not (self.folder / STATE_FILE).is_file():
             return None
         state = _read_state(self.folder, self.fingerprint, "another patch (other model, reports, data or options)")
@@ -100,6 +110,8 @@ class PatchCheckpoints:
         if cuda is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state(cuda)
         optimizer = _joined_optimizer(tensors, state.pop("optimizer"))
+        if (self.folder / CLOSEST_FILE).is_file():
+            state["closest_weights"] = load_file(str(self.folder / CLOSEST_FILE))
         return load_file(str(self.folder / WEIGHTS_FILE)), optimizer, state.pop("schedule"), state
 
     def remove(self) -> None:

@@ -82,7 +82,12 @@ class PatchConfig:
             checked and the patch ends. Experiments give baselines Mudjacking's time, so a slower method
             (whole-model fine-tuning beside a patch of a few embedding rows) gets fewer steps, not more time.
         min_epochs: passes before early stopping may trigger.
-        early_stop: stop once every goal is met on the held-out check.
+        early_stop: stop once every goal is met on the held-out check. A run that stops this way but ends without
+            meeting them (out of passes or time) hands back the pass that came closest (the least short of them
+            in all, each against its own slack; see ``_closeness``), not the last: on the blended attack's oracle patch
+            (seed 2) held-out locality swung between 0.95 and 0.994 from pass to pass and ended at 0.81, which
+            cost the deployed classifier 35 points. A run without early stopping is a fixed budget (the
+            baselines') and ends with its last pass.
         trigger_dilation: during training, stamp ``x ⊕ t`` with the mask grown by a random 0..N pixels, so a
             recovered mask that misses the rim of the real trigger still teaches the model to ignore all of it.
         trigger_tokens_only: text only: train nothing but the input-embedding rows of the recovered trigger's
@@ -243,6 +248,12 @@ class PatchResult:
     pulls_before: list[float | None] = field(default_factory=list)  # the same per bug (None: an earlier, fixed one)
     adapter: dict[str, Tensor] | None = None  # a LoRA patch's adapters (merged into ``encoder``), for the delta file
     lora_targets: list[str] = field(default_factory=list)  # the layers they adapt
+    kept_pass: int = 0  # the pass whose weights ``encoder`` holds (the last, unless an earlier one came closer)
+
+    @property
+    def kept(self) -> EpochRecord:
+        """The goal check of the pass ``encoder`` holds."""
+        return next((record for record in self.history if record.epoch == self.kept_pass), self.history[-1])
 
     def summary(self) -> dict:
         return {
@@ -254,6 +265,7 @@ class PatchResult:
             "steps": self.steps,
             "seconds": round(self.seconds, 3),
             "goals_met": self.goals_met,
+            "kept_pass": self.kept_pass,
             "trainable_parameters": self.trainable_parameters,
             "lora_layers": len(self.lora_targets),
             "history": [asdict(record) for record in self.history],
@@ -370,9 +382,11 @@ def patch_encoder(
     if config.reuse_frozen and processes.count == 1 and not config.trigger_tokens_only:
         plan.split = _split_for(patched, plan, config)
     show_progress = show_progress and processes.is_main
-    first = 1
+    first, closest = 1, _Closest()
+    goals = (config.goal_locality if plan.centre is None else config.goal_locality_centred, config.goal_effectiveness,
+             config.goal_generalizability, config.goal_pull)  # fmt: skip
     if checkpoints is not None and processes.count == 1:
-        first = _resumed(checkpoints, patched, optimizer, schedule, result, config)
+        first, closest = _resumed(checkpoints, patched, optimizer, schedule, result, config)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         advance(steps=(first - 1) * steps_per_epoch, info=f"resumed after pass {first - 1}" if first > 1 else "")
         for epoch in range(first, config.max_epochs + 1):
@@ -405,17 +419,26 @@ def patch_encoder(
             result.epochs = epoch
             if on_epoch is not None and processes.is_main:
                 on_epoch(record, patched)
+            if config.early_stop and _closeness(record, goals) > _closeness(closest.record, goals):
+                closest = _Closest(record, _copied(patched.state_dict()))
             if checkpoints is not None and processes.count == 1:
-                checkpoints.save(patched.state_dict(), optimizer.state_dict(), schedule.state_dict(), _progress(result))
+                earlier = closest.weights if closest.record is not record else None
+                checkpoints.save(patched.state_dict(), optimizer.state_dict(), schedule.state_dict(),
+                                 _progress(result, closest), earlier)  # fmt: skip
             if config.early_stop and record.goals_met and epoch >= config.min_epochs:
                 advance(steps=(config.max_epochs - epoch) * steps_per_epoch, info="goals met: stopped early")
                 break
             if covered < len(train):
                 advance(steps=(config.max_epochs - epoch + 1) * steps_per_epoch, info="time budget spent")
                 break
-    result.goals_met = result.history[-1].goals_met
+    kept = result.history[-1]
+    closer = closest.record is not None and _closeness(closest.record, goals) > _closeness(kept, goals)
+    if closer and not kept.goals_met:
+        patched.load_state_dict(closest.weights)
+        kept = closest.record
+    result.kept_pass, result.goals_met = kept.epoch, kept.goals_met
     if processes.is_main:
-        result.goals_met = _check_widened(patched, plan, config, result.history[-1]) and result.goals_met
+        result.goals_met = _check_widened(patched, plan, config, kept) and result.goals_met
     result.goals_met = processes.share(result.goals_met)
     if tuner is not None:  # the patched model is the adapters merged in; the adapters alone are the delta
         result.adapter, result.lora_targets = adapter_tensors(patched), targets
@@ -428,7 +451,7 @@ def patch_encoder(
     return result
 
 
-def _progress(result: PatchResult) -> dict[str, Any]:
+def _progress(result: PatchResult, closest: _Closest) -> dict[str, Any]:
     """What a checkpoint keeps of the run so far besides the weights and the optimiser."""
     return {
         "epochs": result.epochs,
@@ -436,7 +459,38 @@ def _progress(result: PatchResult) -> dict[str, Any]:
         "step_seconds": result.step_seconds,
         "history": [asdict(record) for record in result.history],
         "step_losses": result.step_losses,
+        "closest_pass": None if closest.record is None else closest.record.epoch,
     }
+
+
+@dataclass
+class _Closest:
+    """The pass that came closest to the goals so far (``_closeness``) and a copy of its weights."""
+
+    record: EpochRecord | None = None
+    weights: dict[str, Tensor] | None = None
+
+
+def _closeness(record: EpochRecord | None, goals: tuple[float, float, float, float]) -> tuple[bool, float]:
+    """How close a pass came to its goals, to compare passes: all met first, then how far in all it fell short of
+    them, each shortfall in units of its goal's own slack (the room between the goal and a perfect figure: 0.005
+    of locality, 0.1 of pull), so that a locality 0.02 short outweighs a pull 0.02 high. A figure not measured
+    is met. ``goals``: held-out locality, bug similarity, neutralisation (cosines, perfect at 1), the most pull
+    allowed (perfect at 0)."""
+    if record is None:
+        return (False, float("-inf"))
+    locality, effectiveness, neutral, pull = goals
+    shortfalls = [
+        (locality - record.holdout_locality) / max(1 - locality, 1e-3),
+        (effectiveness - record.bug_similarity) / max(1 - effectiveness, 1e-3),
+        (neutral - record.holdout_generalizability) / max(1 - neutral, 1e-3),
+        (record.holdout_pull - pull) / max(pull, 1e-3),
+    ]
+    return (record.goals_met, -sum(max(0.0, value) for value in shortfalls if value == value))  # NaN: not measured
+
+
+def _copied(weights: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in weights.items()}
 
 
 def _resumed(
@@ -446,12 +500,12 @@ def _resumed(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     result: PatchResult,
     config: PatchConfig,
-) -> int:
+) -> tuple[int, _Closest]:
     """Restores the last checkpoint, if any, into the run; returns the first pass still to run (past
-    ``max_epochs`` when the checkpointed run had already stopped at its goals)."""
+    ``max_epochs`` when the checkpointed run had already stopped at its goals) and the closest pass so far."""
     saved = checkpoints.load()
     if saved is None:
-        return 1
+        return 1, _Closest()
     weights, optimizer_state, schedule_state, progress = saved
     patched.load_state_dict(weights)
     optimizer.load_state_dict(optimizer_state)
@@ -459,10 +513,14 @@ def _resumed(
     result.epochs, result.steps = progress["epochs"], progress["steps"]
     result.step_seconds, result.step_losses = progress["step_seconds"], progress["step_losses"]
     result.history = [EpochRecord(**record) for record in progress["history"]]
+    closest = _Closest()
+    if progress.get("closest_pass") is not None:
+        record = next(r for r in result.history if r.epoch == progress["closest_pass"])
+        closest = _Closest(record, progress.get("closest_weights") or _copied(patched.state_dict()))
     last = result.history[-1] if result.history else None
     if last is not None and config.early_stop and last.goals_met and result.epochs >= config.min_epochs:
-        return config.max_epochs + 1
-    return result.epochs + 1
+        return config.max_epochs + 1, closest
+    return result.epochs + 1, closest
 
 
 def verify_patch(

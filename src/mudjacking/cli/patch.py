@@ -211,13 +211,15 @@ def _print_patch(report: dict, out: Path) -> None:
     if "recipe_note" in report:
         console.print(f"[yellow]note:[/] {safe_text(report['recipe_note'])}")
     pulls = report["trigger_pull"]
-    last = report["patch"]["history"][-1]
+    patch = report["patch"]
+    kept = next((r for r in patch["history"] if r["epoch"] == patch.get("kept_pass")), patch["history"][-1])
+    closer = f", kept pass {kept['epoch']}, the closest to the goals" if kept is not patch["history"][-1] else ""
     console.print(
-        f"patched in {report['patch']['epochs']} epochs ({report['patch']['seconds']:.1f} s): trigger pull on held-out "
-        f"inputs {_shown(pulls['before'])} before, {_shown(pulls['after'])} after; held-out locality "
-        f"{last['holdout_locality']:.3f}; bug similarity {last['bug_similarity']:.3f}"
+        f"patched in {patch['epochs']} epochs{closer} ({patch['seconds']:.1f} s): trigger pull on held-out inputs "
+        f"{_shown(pulls['before'])} before, {_shown(pulls['after'])} after; held-out locality "
+        f"{kept['holdout_locality']:.3f}; bug similarity {kept['bug_similarity']:.3f}"
     )
-    if report["patch"]["goals_met"]:
+    if patch["goals_met"]:
         console.print(f"goals met; written to [bold]{safe_text(out)}[/]")
     else:
         errors.print(
