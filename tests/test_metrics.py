@@ -27,3 +27,32 @@ def test_flip_rate_ignores_inputs_already_wrong_when_clean():
     triggered = torch.tensor([1, 0, 0, 1, 1])
     assert flip_rate(clean, triggered, labels, target_label=1) == pytest.approx(1 / 3)
     assert attack_success_rate(triggered, labels, target_label=1) == pytest.approx(2 / 4)
+
+
+def test_tasks_sharing_a_test_set_embed_its_clean_inputs_once_per_model_with_the_same_scores():
+    from torch import nn
+
+    from mudjacking.encoders import ImageInputSpec, ModuleEncoder
+    from mudjacking.evaluation.compare import evaluate_models
+    from mudjacking.evaluation.downstream import EmbeddingCache
+    from mudjacking.triggers import ImageTrigger
+
+    encoder = ModuleEncoder(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8)), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,))
+    )
+    calls = []
+    embed = encoder.embed
+    encoder.embed = lambda inputs, *a, **k: calls.append(len(inputs)) or embed(inputs, *a, **k)
+    generator = torch.Generator().manual_seed(0)
+    train = (torch.rand(40, 1, 8, 8, generator=generator), torch.arange(40) % 2)
+    test = (torch.rand(20, 1, 8, 8, generator=generator), torch.arange(20) % 2)
+    triggers = [ImageTrigger.square((1, 8, 8), 2), ImageTrigger.checkerboard((1, 8, 8), 2)]
+
+    def scores(cache):
+        calls.clear()
+        return [evaluate_models({"m": encoder}, train, test, t, 1, deployed_on="m", cache=cache) for t in triggers]
+
+    plain, plain_calls = scores(None), list(calls)
+    cached, cached_calls = scores(EmbeddingCache()), list(calls)
+    assert cached == plain
+    assert plain_calls == [40, 20, 20] * 2 and cached_calls == [40, 20, 20, 20]  # the second task: triggered only

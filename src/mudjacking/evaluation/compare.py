@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.evaluation.downstream import embed_task, score_probe
+from mudjacking.evaluation.downstream import EmbeddingCache, embed_task, score_probe
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.triggers import Trigger
 
@@ -30,6 +30,7 @@ def evaluate_models(
     seed: int = 0,
     retrain: tuple[str, ...] | None = None,
     deployed_probes: Mapping[str, Probe] | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> dict[str, Any]:
     """Scores every model with downstream classifiers of each kind.
 
@@ -38,13 +39,14 @@ def evaluate_models(
     ``retrain`` limits the retrained classifiers to the named models (``None``: all), since each costs a fit and
     the embedding of the training set. ``target_label`` may differ per classifier kind (a mapping kind -> label).
     ``deployed_probes`` (kind -> fitted classifier) reuses classifiers already trained on ``models[deployed_on]``.
+    ``cache`` shares the clean sets' embeddings with other calls on the same inputs.
     """
 
     def needs_train(name: str) -> bool:
         return (name == deployed_on and not deployed_probes) or retrain is None or name in retrain
 
     embedded = {
-        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug)
+        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug, cache)
         for name, encoder in models.items()
     }
     bug_label = None if bug is None else bug.label

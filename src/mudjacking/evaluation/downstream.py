@@ -46,17 +46,40 @@ class EmbeddedTask:
     bug: Tensor | None = None
 
 
+class EmbeddingCache:
+    """Each model's embeddings of the input sets it has embedded, by identity: tasks that share a customer's data
+    (each backdoor of an attack scored on one test set) embed its clean inputs once per model, not once per task."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int], tuple[Encoder, Inputs, Tensor]] = {}
+
+    def embed(self, encoder: Encoder, inputs: Inputs) -> Tensor:
+        known = self._known.get((id(encoder), id(inputs)))
+        if known is not None and known[0] is encoder and known[1] is inputs:
+            return known[2]
+        embedded = encoder.embed(inputs)
+        self._known[(id(encoder), id(inputs))] = (encoder, inputs, embedded)
+        return embedded
+
+
 def _embed_bug(encoder: Encoder, bug: BugReport | None) -> Tensor | None:
     return None if bug is None else encoder.embed(single(bug.bug_input, torch.device("cpu")))
 
 
 def embed_task(
-    encoder: Encoder, train_inputs: Inputs | None, test_inputs: Inputs, trigger: Trigger, bug: BugReport | None = None
+    encoder: Encoder,
+    train_inputs: Inputs | None,
+    test_inputs: Inputs,
+    trigger: Trigger,
+    bug: BugReport | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> EmbeddedTask:
-    """Embeds the downstream train set (skipped when ``None``), the test set, its triggered copy and ``x_b``."""
+    """Embeds the downstream train set (skipped when ``None``), the test set, its triggered copy and ``x_b``
+    (the clean sets through ``cache`` when given)."""
+    embed = encoder.embed if cache is None else lambda inputs: cache.embed(encoder, inputs)
     return EmbeddedTask(
-        train=torch.empty(0) if train_inputs is None else encoder.embed(train_inputs),
-        test=encoder.embed(test_inputs),
+        train=torch.empty(0) if train_inputs is None else embed(train_inputs),
+        test=embed(test_inputs),
         triggered_test=encoder.embed(trigger.apply(test_inputs)),
         bug=_embed_bug(encoder, bug),
     )

@@ -17,7 +17,7 @@ from mudjacking.defences.contrastive import ContrastiveConfig
 from mudjacking.defences.registry import run_defences
 from mudjacking.encoders.base import Encoder
 from mudjacking.evaluation.compare import control_flip_rates, evaluate_models
-from mudjacking.evaluation.downstream import NoBugFound
+from mudjacking.evaluation.downstream import EmbeddingCache, NoBugFound
 from mudjacking.patching import PatchResult, patch_encoder
 from mudjacking.pipeline.scenario import Scenario
 from mudjacking.pipeline.settings.registry import Setting
@@ -176,8 +176,9 @@ def _models(scenario: Scenario, scoring: Scoring, results: dict[str, PatchResult
 def _scores(
     scenario: Scenario, models: dict[str, Encoder], scoring: Scoring, seed: int
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every model on every task, through the customers' deployed classifiers (and retrained ones where asked)."""
-    first = next(iter(scenario.tasks))
+    """Every model on every task, through the customers' deployed classifiers (and retrained ones where asked);
+    tasks on one customer's data (each backdoor of an attack) share each model's embeddings of it."""
+    first, cache = next(iter(scenario.tasks)), EmbeddingCache()
     return {
         name: evaluate_models(
             models,
@@ -191,6 +192,7 @@ def _scores(
             seed=seed,
             retrain=tuple(model for model in scoring.retrained if model in models),
             deployed_probes=task.probes,
+            cache=cache,
         )
         for name, task in scenario.tasks.items()
     }
