@@ -27,6 +27,18 @@ def test_round_trip(tmp_path):
     assert (loaded.label, loaded.predicted_label, loaded.label_name) == (3, 1, "dress")
 
 
+def test_the_task_s_classes_travel_with_the_report_and_check_its_labels(tmp_path):
+    names = ("t-shirt", "trouser", "pullover", "dress")
+    report = _report()
+    report.classes = names
+    loaded = load_bug_report(save_bug_report(report, tmp_path / "bug"))
+    assert loaded.classes == names and loaded.label_name == names[loaded.label]
+    with pytest.raises(BugReportError, match="label_name 'dress' is not class 1"):
+        BugReport(
+            report.bug_input, report.reference_input, label=1, predicted_label=3, label_name="dress", classes=names
+        )
+
+
 @pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
 def test_reads_the_authors_npz_and_label_from_their_file_name(tmp_path):
     for name in ("misclassified_image_label_7_monkey.npz", "reference_image_label_7_monkey_seed_0.npz"):
@@ -133,7 +145,12 @@ def test_text_bug_against_an_image_model_is_refused(tmp_path, backdoored):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"lable": 3}, "unknown keys ['lable']"),
+        ({"lable": 3}, "unknown keys ['lable'] ('lable': did you mean 'label'?)"),
+        ({"classes": ["a", "b", "c"]}, "label 3 is not a class of this task: classes names 3 (0 to 2)"),
+        ({"classes": ["a", "b", "c", "d"], "predicted_label": 7}, "predicted_label 7 is not a class of this task"),
+        ({"classes": list("abcd"), "label_name": "a"}, "label_name 'a' is not class 3 of the report's classes ('d')"),
+        ({"classes": ["a", "a", "b", "c"]}, "classes must name each class once"),
+        ({"classes": "abcd"}, "classes must be a list of at least two class names"),
         ({"format": "bug/9"}, "format 'bug/9'"),
         ({"label": 10**9}, "label 1000000000 must be an integer class index"),
         ({"predicted_label": "1"}, "predicted_label '1' must be an integer"),

@@ -10,8 +10,12 @@ On disk a bug report is a JSON file (or a folder holding ``bug.json``)::
       "reference_input": "x_r.png",
       "label": 7,                      # true class of both inputs
       "predicted_label": 9,            # optional: what the deployed classifier said for x_b
-      "label_name": "monkey"           # optional
+      "label_name": "monkey",          # optional
+      "classes": ["airplane", ...]     # optional: the deployed classifier's classes, in index order
     }
+
+When ``classes`` is given, the labels are checked against it: each must index it, and ``label_name`` must be the
+class ``label`` names (a report whose label is not a class of the customer's task is no bug of that task).
 
 The original authors' npz files (key ``img``) can be named directly as ``bug_input``/``reference_input``; when
 ``label`` is missing it is read from their file name (``..._label_7_...``).
@@ -21,6 +25,7 @@ For text (``"modality": "text"``) ``bug_input`` and ``reference_input`` hold the
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -39,7 +44,7 @@ MAX_TEXT_CHARACTERS = 5000
 MAX_REPORT_BYTES = 2**20
 MAX_CLASSES = 100_000
 """A label at or above this is no class index of any classifier we know (a report said 10^9)."""
-KEYS = ("format", "modality", "bug_input", "reference_input", "label", "predicted_label", "label_name")
+KEYS = ("format", "modality", "bug_input", "reference_input", "label", "predicted_label", "label_name", "classes")
 BUG_FILE_NAMES = ("bug.json", "bug_report.json")
 
 
@@ -58,6 +63,8 @@ class BugReport:
         predicted_label: what the deployed classifier predicted for ``x_b``, if known.
         label_name: human-readable class name, if known.
         modality: ``"image"`` or ``"text"``.
+        classes: the deployed classifier's class names in index order, if the customer gives them: the labels
+            must index them and ``label_name`` must match.
     """
 
     bug_input: Tensor | str
@@ -66,6 +73,7 @@ class BugReport:
     predicted_label: int | None = None
     label_name: str | None = None
     modality: str = "image"
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problem = bug_report_problem(self)
@@ -78,6 +86,7 @@ class BugReport:
             "label": self.label,
             "predicted_label": self.predicted_label,
             "label_name": self.label_name,
+            **({} if self.classes is None else {"classes": len(self.classes)}),
             **(
                 {
                     "characters": len(self.bug_input),
@@ -106,6 +115,10 @@ def bug_report_problem(report: BugReport) -> str | None:
         )
     if report.label_name is not None and not isinstance(report.label_name, str):
         return f"label_name {report.label_name!r} must be a string"
+    if report.classes is not None:
+        problem = _classes_problem(report)
+        if problem:
+            return problem
     if report.modality == "text":
         return _text_problem(report.bug_input, report.reference_input)
     if not isinstance(report.bug_input, Tensor) or not isinstance(report.reference_input, Tensor):
@@ -117,6 +130,24 @@ def bug_report_problem(report: BugReport) -> str | None:
         )
     if torch.equal(report.bug_input, report.reference_input):
         return "bug input and reference input are identical; x_r must be another, correctly classified input"
+    return None
+
+
+def _classes_problem(report: BugReport) -> str | None:
+    """The labels checked against the task's classes, when the report names them."""
+    classes = report.classes
+    if not isinstance(classes, tuple) or len(classes) < 2 or not all(isinstance(c, str) and c for c in classes):
+        return "classes must be a list of at least two class names (strings), in the classifier's index order"
+    if len(set(classes)) != len(classes) or len(classes) > MAX_CLASSES:
+        return f"classes must name each class once, at most {MAX_CLASSES:,} of them"
+    for name, value in (("label", report.label), ("predicted_label", report.predicted_label)):
+        if value is not None and value >= len(classes):
+            return f"{name} {value} is not a class of this task: classes names {len(classes)} (0 to {len(classes) - 1})"
+    if report.label_name is not None and report.label_name != classes[report.label]:
+        return (
+            f"label_name {report.label_name!r} is not class {report.label} of the report's classes "
+            f"({classes[report.label]!r}); give the label and its name from the same list"
+        )
     return None
 
 
@@ -162,7 +193,11 @@ def load_bug_report(path: str | Path) -> BugReport:
         raise BugReportError(f"{path}: expected a JSON object with bug_input, reference_input and label")
     unknown = sorted(set(spec) - set(KEYS))
     if unknown:
-        raise BugReportError(f"{path}: unknown keys {unknown} (a misspelling?); the keys are {', '.join(KEYS)}")
+        close = {key: difflib.get_close_matches(key, KEYS, n=1) for key in unknown}
+        guesses = "; ".join(f"{key!r}: did you mean {match[0]!r}?" for key, match in close.items() if match)
+        raise BugReportError(
+            f"{path}: unknown keys {unknown}{f' ({guesses})' if guesses else ''}; the keys are {', '.join(KEYS)}"
+        )
     if spec.get("format", FORMAT) != FORMAT:
         raise BugReportError(f"{path}: format {spec['format']!r} is not {FORMAT!r}; write the current format")
     modality = spec.get("modality", "image")
@@ -187,6 +222,7 @@ def load_bug_report(path: str | Path) -> BugReport:
             predicted_label=spec.get("predicted_label"),
             label_name=spec.get("label_name"),
             modality=modality,
+            classes=_classes(spec),
         )
     except BugReportError as error:
         raise BugReportError(f"{path}: {error}") from None
@@ -216,9 +252,16 @@ def _text_report(path: Path, spec: dict[str, Any]) -> BugReport:
             predicted_label=spec.get("predicted_label"),
             label_name=spec.get("label_name"),
             modality="text",
+            classes=_classes(spec),
         )
     except BugReportError as error:
         raise BugReportError(f"{path}: {error}") from None
+
+
+def _classes(spec: dict[str, Any]) -> Any:
+    """The report's ``classes`` as a tuple when it is a JSON list (anything else is left for the check to name)."""
+    classes = spec.get("classes")
+    return tuple(classes) if isinstance(classes, list) else classes
 
 
 def save_bug_report(report: BugReport, directory: str | Path) -> Path:
@@ -237,6 +280,7 @@ def save_bug_report(report: BugReport, directory: str | Path) -> Path:
         "label": report.label,
         "predicted_label": report.predicted_label,
         "label_name": report.label_name,
+        **({} if report.classes is None else {"classes": list(report.classes)}),
     }
     target = directory / "bug.json"
     target.write_text(json.dumps(spec, indent=2, ensure_ascii=False), encoding="utf-8")

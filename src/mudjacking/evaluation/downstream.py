@@ -182,5 +182,6 @@ def find_bug(
                 predicted_label=target_label,
                 label_name=class_names[label] if class_names else None,
                 modality=encoder.modality,
+                classes=tuple(class_names) if class_names else None,
             )
     raise NoBugFound("no correctly classified reference input exists for any misclassified triggered input")
