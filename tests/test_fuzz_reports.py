@@ -95,8 +95,8 @@ def reports(draw, bug) -> Report:
     report = Report(spec, {"x_b.png": _as_png(bug.bug_input), "x_r.png": _as_png(bug.reference_input)})
     change = draw(
         st.sampled_from(
-            ["none", "unknown key", "missing key", "format", "label", "predicted label", "label name", "path",
-             "bad image", "odd image", "raw json", "text", "same inputs"]
+            ["none", "unknown key", "missing key", "format", "label", "predicted label", "label name", "classes",
+             "path", "bad image", "odd image", "raw json", "text", "same inputs"]
         )
     )  # fmt: skip
     if change == "unknown key":
@@ -119,6 +119,13 @@ def reports(draw, bug) -> Report:
     elif change == "label name":
         spec["label_name"] = draw(st.one_of(st.integers(), st.lists(st.text(max_size=3), max_size=2)))
         report.malformed = "label_name not a string"
+    elif change == "classes":  # the task's classes: too few for the labels, or not a list of names
+        labels = max(spec["label"], spec["predicted_label"])
+        spec["classes"] = draw(
+            st.one_of(st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=labels, unique=True),
+                      st.text(max_size=4), st.lists(st.integers(), min_size=2, max_size=3))
+        )  # fmt: skip
+        report.malformed = "classes"
     elif change == "path":
         kind = draw(st.sampled_from(["parent", "absolute", "missing", "link out", "folder"]))
         key = draw(st.sampled_from(["bug_input", "reference_input"]))
