@@ -263,25 +263,34 @@ def test_a_trigger_called_anywhere_is_still_judged_where_it_was_found(backdoored
     assert [placed.anywhere for placed in anywhere.placements()] == [False, True]
 
 
+def _interrupted_and_resumed(arguments, folder, at_pass):
+    """The patch run whole, and run again with an interruption during pass ``at_pass`` then resumed."""
+    from mudjacking.checkpoints import PatchCheckpoints, fingerprint
+
+    whole = patch_encoder(*arguments, show_progress=False)
+    checkpoints = PatchCheckpoints(folder / ".out.checkpoint", fingerprint(*arguments))
+
+    def interrupt(record, model):
+        if record.epoch == at_pass:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        patch_encoder(*arguments, show_progress=False, on_epoch=interrupt, checkpoints=checkpoints)
+    saved = json.loads((checkpoints.folder / "state.json").read_text())
+    assert saved["epochs"] == at_pass - 1  # interrupted before that pass was saved
+    resumed = patch_encoder(*arguments, show_progress=False, checkpoints=checkpoints)
+    final, expected = resumed.encoder.state_dict(), whole.encoder.state_dict()
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    return whole, resumed, checkpoints
+
+
 def test_a_patch_interrupted_and_resumed_ends_as_the_uninterrupted_one(backdoored, tmp_path):
     from mudjacking.checkpoints import PatchCheckpoints, fingerprint
 
     config = PatchConfig(max_epochs=4, early_stop=False)
     arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
-    whole = patch_encoder(*arguments, show_progress=False)
-    checkpoints = PatchCheckpoints(tmp_path / ".out.checkpoint", fingerprint(*arguments))
-
-    def interrupt(record, model):
-        if record.epoch == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        patch_encoder(*arguments, show_progress=False, on_epoch=interrupt, checkpoints=checkpoints)
-    assert json.loads((checkpoints.folder / "state.json").read_text())["epochs"] == 1  # interrupted before saving 2
-    resumed = patch_encoder(*arguments, show_progress=False, checkpoints=checkpoints)
+    whole, resumed, checkpoints = _interrupted_and_resumed(arguments, tmp_path, at_pass=2)
     assert resumed.steps == whole.steps and [r.epoch for r in resumed.history] == [1, 2, 3, 4]
-    final, expected = resumed.encoder.state_dict(), whole.encoder.state_dict()
-    assert all(torch.equal(final[k], expected[k]) for k in expected)
     other = PatchCheckpoints(checkpoints.folder, fingerprint(*arguments[:-1], PatchConfig(max_epochs=5)))
     with pytest.raises(ConfigError, match="another patch"):
         other.load()
@@ -311,21 +320,8 @@ def test_a_run_that_misses_its_goals_hands_back_the_pass_that_came_closest(backd
 
 
 def test_a_resumed_run_still_hands_back_the_closest_pass_from_before_the_interruption(backdoored, tmp_path):
-    from mudjacking.checkpoints import PatchCheckpoints, fingerprint
-
     config = PatchConfig(lr=1e-2, max_epochs=5, min_epochs=1, goal_locality=0.9999)  # closest: an early pass (above)
     arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
-    whole = patch_encoder(*arguments, show_progress=False)
-    checkpoints = PatchCheckpoints(tmp_path / ".out.checkpoint", fingerprint(*arguments))
-
-    def interrupt(record, model):
-        if record.epoch == 5:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        patch_encoder(*arguments, show_progress=False, on_epoch=interrupt, checkpoints=checkpoints)
-    assert (checkpoints.folder / "closest.safetensors").is_file()  # pass 4's checkpoint keeps pass 3's weights
-    resumed = patch_encoder(*arguments, show_progress=False, checkpoints=checkpoints)
-    assert resumed.kept_pass == whole.kept_pass < 5
-    final, expected = resumed.encoder.state_dict(), whole.encoder.state_dict()
-    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    whole, resumed, checkpoints = _interrupted_and_resumed(arguments, tmp_path, at_pass=5)
+    assert resumed.kept_pass == whole.kept_pass < 4  # so the last checkpoint (pass 4) kept that pass's weights too
+    assert (checkpoints.folder / "closest.safetensors").is_file()
