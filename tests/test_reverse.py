@@ -177,6 +177,17 @@ def test_minority_cluster_is_the_mask():
     assert split_scores(torch.ones(4, 4))[0].sum() == 0  # flat scores: nothing, which callers must refuse
 
 
+def test_a_wide_cut_is_narrowed_to_its_peak():
+    from mudjacking.triggers.split import narrowed
+
+    scores = torch.zeros(10, 10)
+    scores[:5] = 1.0  # a wide plateau that a first cut marks whole
+    scores[0, :3] = 5.0  # and the peak within it
+    mask = (scores > 0).float()
+    assert narrowed(scores, mask, max_pixels=10).nonzero().tolist() == [[0, 0], [0, 1], [0, 2]]
+    assert torch.equal(narrowed(scores, mask, max_pixels=50), mask)  # small enough already: left as it is
+
+
 def test_bug_images_of_another_size_than_the_patching_set_are_an_error():
     trigger = ImageTrigger.square((1, 12, 12), size=3)
     encoder, bug, _ = _case(PlantedBackdoor(trigger.mask), trigger)

@@ -13,7 +13,7 @@ made to adapt to models nobody tuned it for.
    Among the candidates that pull nearly as hard as the best, the smallest wins.
    When none verifies but one pulls and leaves ``x_b`` held once taken out (a trigger with a second copy, or a
    large one of which only a part was marked), that part is taken out of ``x_b`` and the maps are made again of
-   what is left; each new mask, joined to the part, is verified the same way.
+   what is left; each new mask (cut again while too large to join the part), joined to it, is verified the same way.
 4. Refinement (:mod:`mudjacking.triggers.refine`): the winner's mask is shrunk by optimisation on other inputs of D
    to the fewest pixels that still pull; kept only if it verifies as well.
 5. No candidate pulls: :class:`TriggerNotFound` (the caller refuses, unless forced).
@@ -36,7 +36,7 @@ from mudjacking.errors import ConfigError, TriggerNotFound
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
 from mudjacking.triggers.refine import refine_mask
-from mudjacking.triggers.split import split_scores
+from mudjacking.triggers.split import narrowed, split_scores
 from mudjacking.triggers.trigger import ImageTrigger
 
 BASELINES = ("zero", "one", "mean", "blur")
@@ -321,7 +321,9 @@ class _Sweep:
             )  # fmt: skip
             mask, threshold = split_scores(attribution, config.seed)
             status = "flat" if not mask.any() else ""
-            if base is not None:  # only what the map adds to ``base`` is new
+            if base is not None:  # only what the map adds to ``base`` is new, and it must stay compact
+                room = int(config.max_fraction * height * width - base.sum())
+                mask = narrowed(attribution * (1 - base), mask * (1 - base), max(room, 1), config.seed)
                 status = status or ("" if (mask > base).any() else "duplicate")
                 mask = torch.maximum(mask, base)
             pixels = int(mask.sum())

@@ -22,3 +22,21 @@ def split_scores(scores: Tensor, seed: int = 0) -> tuple[Tensor, float]:
     minority = int(np.argmin(counts))
     mask = torch.from_numpy((kmeans.labels_ == minority).reshape(scores.shape).astype(np.float32))
     return mask, float(kmeans.cluster_centers_.mean())
+
+
+def narrowed(scores: Tensor, mask: Tensor, max_pixels: int, seed: int = 0, rounds: int = 3) -> Tensor:
+    """``mask`` cut again (k-means, k = 2, on the scores under it; the higher cluster kept) until it holds at most
+    ``max_pixels``, for at most ``rounds`` cuts: a map whose first cut marks a wide region around its peak."""
+    for _ in range(rounds):
+        inside = mask.bool()
+        if int(inside.sum()) <= max_pixels:
+            break
+        values = scores[inside].reshape(-1, 1).double().numpy()
+        if np.ptp(values) == 0:
+            break
+        kmeans = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(values)
+        higher = int(np.argmax(kmeans.cluster_centers_.ravel()))
+        keep = torch.zeros_like(mask)
+        keep[inside] = torch.from_numpy((kmeans.labels_ == higher).astype(np.float32))
+        mask = keep
+    return mask
