@@ -339,9 +339,10 @@ class _Sweep:
             candidate.pull, candidate.removal_fill = self.verifier.verify(mask)
             self.found.append((candidate, mask, attribution, threshold, distance))
 
-    def sufficient_but_held(self, config: ReverseConfig) -> Found | None:
+    def sufficient_but_held(self) -> Found | None:
         """When no candidate verifies, the strongest that pulls clean inputs to ``h(x_b)`` but leaves ``x_b`` held
         there once taken out: a trigger with another copy (or another part) elsewhere in ``x_b``."""
+        config = self.config
         if any(c.pull.verifies(config.min_strength, config.min_release) for c, *_ in self.found):
             return None
         held = [item for item in self.found if item[0].pull.strength >= config.min_strength]
@@ -416,7 +417,7 @@ def reverse_engineer_trigger(
             f"image ({len(sweep.candidates)} settings tried); the model may not show the bug, or the trigger is not a "
             "compact region (e.g. blended into the whole image); pass --trigger KNOWN if you know it"
         )
-    held = sweep.sufficient_but_held(config)
+    held = sweep.sufficient_but_held()
     if held is not None:  # part of the trigger pulls, yet x_b stays put: the rest may be another copy; look again
         residual = _residual_bug(bug, held[1], verifier.fills[held[0].removal_fill])
         fills = {name: baseline_image(name, residual.bug_input, check, scale) for name in BASELINES}
