@@ -405,8 +405,10 @@ def reverse_engineer_trigger(
     scale = max(1, round(min(height, width) / 32))
     stride = config.stride * scale
 
-    verifier = _Verifier(encoder, bug, check, clean, donors, donor_embeddings, target, centre,
-                         {name: baseline_image(name, bug.bug_input, check, scale) for name in BASELINES})  # fmt: skip
+    def fills_for(image: Tensor) -> dict[str, Tensor]:
+        return {name: baseline_image(name, image, check, scale) for name in BASELINES}
+
+    verifier = _Verifier(encoder, bug, check, clean, donors, donor_embeddings, target, centre, fills_for(bug.bug_input))
     settings = [(w * scale, b) for w in config.windows for b in config.baselines]
     sweep = _Sweep(verifier, config, stride, settings)
     with progress_bar(len(settings), "recovering the trigger", enabled=show_progress) as advance:
@@ -420,9 +422,8 @@ def reverse_engineer_trigger(
     held = sweep.sufficient_but_held()
     if held is not None:  # part of the trigger pulls, yet x_b stays put: the rest may be another copy; look again
         residual = _residual_bug(bug, held[1], verifier.fills[held[0].removal_fill])
-        fills = {name: baseline_image(name, residual.bug_input, check, scale) for name in BASELINES}
         with progress_bar(len(settings), "searching the rest of x_b", enabled=show_progress) as advance:
-            sweep.run(residual, fills, advance, base=held[1])
+            sweep.run(residual, fills_for(residual.bug_input), advance, base=held[1])
     candidates, found = sweep.candidates, sweep.found
     for candidate, *_ in found:
         if candidate.pull.verifies(config.min_strength, config.min_release):

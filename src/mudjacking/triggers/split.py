@@ -17,7 +17,7 @@ def split_scores(scores: Tensor, seed: int = 0) -> tuple[Tensor, float]:
     values = scores.reshape(-1, 1).double().numpy()
     if np.ptp(values) == 0:
         return torch.zeros_like(scores), float(values[0, 0])
-    kmeans = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(values)
+    kmeans = _two_means(values, seed)
     counts = np.bincount(kmeans.labels_, minlength=2)
     minority = int(np.argmin(counts))
     mask = torch.from_numpy((kmeans.labels_ == minority).reshape(scores.shape).astype(np.float32))
@@ -34,9 +34,13 @@ def narrowed(scores: Tensor, mask: Tensor, max_pixels: int, seed: int = 0, round
         values = scores[inside].reshape(-1, 1).double().numpy()
         if np.ptp(values) == 0:
             break
-        kmeans = KMeans(n_clusters=2, n_init=10, random_state=seed).fit(values)
+        kmeans = _two_means(values, seed)
         higher = int(np.argmax(kmeans.cluster_centers_.ravel()))
         keep = torch.zeros_like(mask)
         keep[inside] = torch.from_numpy((kmeans.labels_ == higher).astype(np.float32))
         mask = keep
     return mask
+
+
+def _two_means(values: np.ndarray, seed: int) -> KMeans:
+    return KMeans(n_clusters=2, n_init=10, random_state=seed).fit(values)
