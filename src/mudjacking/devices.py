@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from mudjacking.errors import ConfigError
+
 
 def launched() -> bool:
     """Whether this process is one of several started by ``accelerate launch`` (or ``torchrun``)."""
@@ -58,14 +60,30 @@ def resolve_device(name: str) -> torch.device:
 
 
 class Processes:
-    """A training loop's view of the launch: its share of each batch, gradients averaged by DDP, and decisions
-    (data order, time budget, early stop) taken once on the main process and shared. In a single process every
-    method is the identity and nothing of accelerate is set up."""
+    """A training loop's view of the launch: its share of each batch, gradients averaged by DDP (or, under
+    ``--use_fsdp``, the model sharded: :mod:`mudjacking.sharding`), and decisions (data order, time budget, early
+    stop) taken once on the main process and shared. In a single process every method is the identity and nothing
+    of accelerate is set up.
 
-    def __init__(self, device: torch.device) -> None:
+    Args:
+        device: this process's device.
+        can_shard: whether the loop supports a sharded model (the patch does; the attack and the contrastive
+            baseline refuse ``--use_fsdp``).
+    """
+
+    def __init__(self, device: torch.device, can_shard: bool = False) -> None:
+        from mudjacking.sharding import sharding_asked
+
         self.accelerator, self.device = None, device
         self.count, self.rank = 1, 0
-        if launched():
+        self.sharded = sharding_asked()
+        if self.sharded and not can_shard:
+            raise ConfigError("this training loop does not run sharded: launch it without --use_fsdp "
+                              "(--multi_gpu replicates the model with DDP)")  # fmt: skip
+        if self.sharded:  # FSDP2 over accelerate's process group; accelerate's own FSDP runs on accelerators only
+            state = process_state()
+            self.count, self.rank = state.num_processes, state.process_index
+        elif launched():
             from accelerate import Accelerator
 
             process_state()  # sets up the process group (and its closing at exit) before the accelerator reads it
@@ -76,11 +94,16 @@ class Processes:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def alone(self) -> bool:
+        """One process with a whole model: what checkpoints and the cache of frozen lower layers need."""
+        return self.count == 1 and not self.sharded
+
     def wrap(self, model: torch.nn.Module, example) -> torch.nn.Module:
-        """``model`` under DDP (the module itself stays reachable and is what the loop returns). Trainable parameters
-        the output does not depend on for ``example`` (a pooler the embedding does not read) are frozen first: DDP
-        would otherwise wait for their gradients forever."""
-        if self.accelerator is None:
+        """``model`` under DDP (the module itself stays reachable and is what the loop returns), or sharded in
+        place. Trainable parameters the output does not depend on for ``example`` (a pooler the embedding does not
+        read) are frozen first: DDP would otherwise wait for their gradients forever."""
+        if self.accelerator is None and not self.sharded:
             return model
         model.zero_grad(set_to_none=True)
         model(example).float().sum().backward()
@@ -88,6 +111,10 @@ class Processes:
             if parameter.requires_grad and parameter.grad is None:
                 parameter.requires_grad_(False)
         model.zero_grad(set_to_none=True)
+        if self.sharded:
+            from mudjacking.sharding import shard
+
+            return shard(model, self.device, self.count)
         return self.accelerator.prepare_model(model, device_placement=False)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -95,7 +122,7 @@ class Processes:
 
     def same_order(self, order: torch.Tensor) -> torch.Tensor:
         """The main process's permutation, on every process."""
-        if self.accelerator is None:
+        if self.count == 1:
             return order
         from accelerate.utils import broadcast
 
@@ -110,7 +137,7 @@ class Processes:
 
     def agree(self, flag: bool) -> bool:
         """The main process's ``flag`` (e.g. "the time budget is spent"), so no process stops alone."""
-        if self.accelerator is None:
+        if self.count == 1:
             return flag
         from accelerate.utils import broadcast
 
@@ -122,7 +149,7 @@ class Processes:
 
     def share(self, value):
         """The main process's ``value`` (any picklable object) on every process."""
-        if self.accelerator is None:
+        if self.count == 1:
             return value
         from accelerate.utils import broadcast_object_list
 

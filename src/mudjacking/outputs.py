@@ -158,10 +158,10 @@ def save_weight_delta(original: Encoder, patched: Encoder, path: str | Path) -> 
     before = original.state_dict()
     delta = {}
     for name, value in patched.state_dict().items():
-        if name in before and value.is_floating_point() and not torch.equal(value, before[name]):
-            value = value.detach().cpu()
-            difference = (value - before[name].cpu().to(value)).contiguous()
-            exact = torch.equal(before[name].cpu().to(value) + difference, value)
+        value = value.detach().cpu()  # a patch run on CUDA against an original on the CPU
+        if name in before and value.is_floating_point() and not torch.equal(value, base := before[name].cpu()):
+            difference = (value - base.to(value)).contiguous()
+            exact = torch.equal(base.to(value) + difference, value)
             delta[name if exact else REPLACED + name] = difference if exact else value.contiguous()
     metadata = {
         "format": DELTA_FORMAT,

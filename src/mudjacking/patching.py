@@ -42,6 +42,7 @@ from mudjacking.losses import (
 )
 from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
+from mudjacking.sharding import full_weights, local_parameters, sharding_asked
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 
@@ -249,6 +250,8 @@ class PatchResult:
     adapter: dict[str, Tensor] | None = None  # a LoRA patch's adapters (merged into ``encoder``), for the delta file
     lora_targets: list[str] = field(default_factory=list)  # the layers they adapt
     kept_pass: int = 0  # the pass whose weights ``encoder`` holds (the last, unless an earlier one came closer)
+    processes: int = 1  # how many processes of a launch shared the work
+    sharded_parameters: int | None = None  # under FSDP: the parameter values one process held (its shards)
 
     @property
     def kept(self) -> EpochRecord:
@@ -266,6 +269,8 @@ class PatchResult:
             "seconds": round(self.seconds, 3),
             "goals_met": self.goals_met,
             "kept_pass": self.kept_pass,
+            "processes": self.processes,
+            "sharded_parameters": self.sharded_parameters,
             "trainable_parameters": self.trainable_parameters,
             "lora_layers": len(self.lora_targets),
             "history": [asdict(record) for record in self.history],
@@ -347,6 +352,12 @@ def patch_encoder(
     set_seed(config.seed)
     device = resolve_device(config.device)
     started = time.perf_counter()
+    # under `accelerate launch`: each process takes its share of every batch, DDP averages the gradients (or FSDP
+    # shards the model), and the order, the time budget and the early stop are the main process's (devices.Processes)
+    if sharding_asked() and (config.trigger_tokens_only or config.lora_rank or on_epoch is not None):
+        raise ConfigError("a sharded patch (--use_fsdp) trains whole parameters and calls no per-pass hook: drop "
+                          "--trigger-tokens-only and --lora-rank, or launch with --multi_gpu")  # fmt: skip
+    processes = Processes(device, can_shard=True)
 
     # the frozen original embeds D's targets and the goal check's references on the patch's device, as a copy: the
     # caller's encoder stays where it was
@@ -363,29 +374,28 @@ def patch_encoder(
     else:
         parameters = select_parameters(patched, config.trainable)
         trained = sum(p.numel() for p in parameters)
-    if config.optimizer == "adam":
-        optimizer = torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(parameters, config.lr, config.momentum, weight_decay=config.weight_decay)
     plan = _plan(original, cases, patching_set, config, device)
+    del original  # only the plan's embeddings of it are used from here on
     result = PatchResult(patched, config, trainable_parameters=trained)
     result.geometry, result.pull_before = plan.geometry, plan.bugs[0].pull_before
     result.pulls_before = [bug.pull_before for bug in plan.bugs]
 
+    model = processes.wrap(patched, plan.x_r)
+    if processes.sharded:  # FSDP put sharded parameters in the place of the selected ones
+        parameters = [parameter for parameter in patched.parameters() if parameter.requires_grad]
+        result.sharded_parameters = local_parameters(patched)
+    result.processes = processes.count
+    optimizer = _optimizer(parameters, config)
     train = plan.train
     steps_per_epoch = -(-len(train) // config.batch_size)
     schedule = _schedule(optimizer, config, config.max_epochs * steps_per_epoch)
-    # under `accelerate launch`: each process takes its share of every batch, DDP averages the gradients, and the
-    # order, the time budget and the early stop are the main process's (see devices.Processes)
-    processes = Processes(device)
-    model = processes.wrap(patched, plan.x_r)
-    if config.reuse_frozen and processes.count == 1 and not config.trigger_tokens_only:
+    if config.reuse_frozen and processes.alone and not config.trigger_tokens_only:
         plan.split = _split_for(patched, plan, config)
     show_progress = show_progress and processes.is_main
     first, closest = 1, _Closest()
     goals = (config.goal_locality if plan.centre is None else config.goal_locality_centred, config.goal_effectiveness,
              config.goal_generalizability, config.goal_pull)  # fmt: skip
-    if checkpoints is not None and processes.count == 1:
+    if checkpoints is not None and processes.alone:
         first, closest = _resumed(checkpoints, patched, optimizer, schedule, result, config)
     with progress_bar(config.max_epochs * steps_per_epoch, "patching", enabled=show_progress) as advance:
         advance(steps=(first - 1) * steps_per_epoch, info=f"resumed after pass {first - 1}" if first > 1 else "")
@@ -414,14 +424,16 @@ def patch_encoder(
                 result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / max(seen, 1)).tolist()
-            record = processes.share(_check_goals(patched, plan, config, epoch, means) if processes.is_main else None)
+            # a sharded model embeds only with every process taking part
+            checks = processes.is_main or processes.sharded
+            record = processes.share(_check_goals(patched, plan, config, epoch, means) if checks else None)
             result.history.append(record)
             result.epochs = epoch
             if on_epoch is not None and processes.is_main:
                 on_epoch(record, patched)
             if config.early_stop and _closeness(record, goals) > _closeness(closest.record, goals):
                 closest = _Closest(record, _copied(patched.state_dict()))
-            if checkpoints is not None and processes.count == 1:
+            if checkpoints is not None and processes.alone:
                 earlier = closest.weights if closest.record is not record else None
                 checkpoints.save(patched.state_dict(), optimizer.state_dict(), schedule.state_dict(),
                                  _progress(result, closest), earlier)  # fmt: skip
@@ -437,9 +449,11 @@ def patch_encoder(
         patched.load_state_dict(closest.weights)
         kept = closest.record
     result.kept_pass, result.goals_met = kept.epoch, kept.goals_met
-    if processes.is_main:
+    if processes.is_main or processes.sharded:
         result.goals_met = _check_widened(patched, plan, config, kept) and result.goals_met
     result.goals_met = processes.share(result.goals_met)
+    if processes.sharded:
+        patched = result.encoder = _gathered(patched, encoder, processes.is_main)
     if tuner is not None:  # the patched model is the adapters merged in; the adapters alone are the delta
         result.adapter, result.lora_targets = adapter_tensors(patched), targets
         merge(tuner)
@@ -449,6 +463,22 @@ def patch_encoder(
     for parameter in patched.parameters():
         parameter.requires_grad_(True)
     return result
+
+
+def _optimizer(parameters: list[torch.nn.Parameter], config: PatchConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, config.lr, config.momentum, weight_decay=config.weight_decay)
+
+
+def _gathered(sharded: Encoder, encoder: Encoder, is_main: bool) -> Encoder:
+    """The sharded patch as a plain encoder on the CPU: on the main process a copy of ``encoder`` with the patched
+    weights gathered into it; on the others (which write nothing) the copy keeps the original weights."""
+    weights = full_weights(sharded)
+    plain = copy.deepcopy(encoder).cpu().eval()
+    if is_main:
+        plain.load_state_dict(weights)
+    return plain
 
 
 def _progress(result: PatchResult, closest: _Closest) -> dict[str, Any]:
