@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TARGET
+import torch
+from conftest import TARGET, tiny_encoder
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from mudjacking.cli import app
@@ -128,6 +130,7 @@ from mudjacking.data import load_digits_images
 from mudjacking.defences.contrastive import ContrastiveConfig, contrastive_finetune
 from mudjacking.devices import process_state
 from mudjacking.triggers import ImageTrigger
+from safetensors.torch import save_file
 
 digits = load_digits_images(seed=0)
 images = digits.train_images[:200]
@@ -141,19 +144,37 @@ for model in (attacked.encoder, tuned.encoder):
 rank = process_state().process_index
 with open({out!r} + f"/rank{{rank}}.json", "w") as handle:
     json.dump({{"weights": digest.hexdigest(), "steps": tuned.steps}}, handle)
+if rank == 0:
+    models = (("attack", attacked.encoder), ("contrastive", tuned.encoder))
+    tensors = {{f"{{name}}.{{key}}": value.float().contiguous() for name, model in models
+               for key, value in model.state_dict().items()}}
+    save_file(tensors, {out!r} + "/weights.safetensors")
 """
 
 
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="the accelerate command is not installed beside this Python")
 def test_the_attack_and_the_contrastive_baseline_keep_every_process_in_step(tmp_path):
-    script = tmp_path / "loops.py"
-    script.write_text(TRAINING_LOOPS.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
-    launch = [
-        str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
-    ]  # fmt: skip
-    done = _launch(launch)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
-    assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the replicas identical
-    assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # 200 images in batches of 64, each split in two
+    weights = {}
+    for mode in ("--multi_gpu", "--use_fsdp"):
+        out = tmp_path / mode.strip("-")
+        out.mkdir()
+        script = out / "loops.py"
+        script.write_text(TRAINING_LOOPS.format(tests=str(Path(__file__).parent), out=str(out)))
+        launch = [
+            str(ACCELERATE), "launch", mode, "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(script),
+        ]  # fmt: skip
+        done = _launch(launch)
+        assert done.returncode == 0, done.stderr[-3000:]
+        ranks = [json.loads((out / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+        assert ranks[0]["steps"] == ranks[1]["steps"] == 4  # 200 images in batches of 64, each split in two
+        weights[mode] = load_file(out / "weights.safetensors")
+        if mode == "--multi_gpu":
+            assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the replicas identical
+    # sharded, the same steps give the same weights but for the order of float sums
+    for name, value in weights["--multi_gpu"].items():
+        assert torch.allclose(weights["--use_fsdp"][name], value, atol=1e-4), name
+    untrained = tiny_encoder().state_dict()  # and the gathered weights are the trained ones, not the original's
+    assert not torch.allclose(
+        weights["--use_fsdp"]["attack.network.projection.weight"], untrained["network.projection.weight"]
+    )

@@ -320,8 +320,11 @@ def test_a_run_that_misses_its_goals_hands_back_the_pass_that_came_closest(backd
 
 
 def test_a_resumed_run_still_hands_back_the_closest_pass_from_before_the_interruption(backdoored, tmp_path):
-    config = PatchConfig(lr=1e-2, max_epochs=5, min_epochs=1, goal_locality=0.9999)  # closest: an early pass (above)
+    config = PatchConfig(lr=1e-2, max_epochs=6, min_epochs=1, goal_locality=0.9999)  # closest: an early pass (above)
     arguments = (backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:600], config)
-    whole, resumed, checkpoints = _interrupted_and_resumed(arguments, tmp_path, at_pass=5)
-    assert resumed.kept_pass == whole.kept_pass < 4  # so the last checkpoint (pass 4) kept that pass's weights too
+    kept = patch_encoder(*arguments, show_progress=False).kept_pass  # which pass it is varies with library versions
+    assert kept <= 4, "the closest pass must come two passes before the end for this test to check anything"
+    # interrupted two passes after it, the last checkpoint holds a later pass and the closest one's weights beside
+    whole, resumed, checkpoints = _interrupted_and_resumed(arguments, tmp_path, at_pass=kept + 2)
+    assert resumed.kept_pass == whole.kept_pass == kept
     assert (checkpoints.folder / "closest.safetensors").is_file()

@@ -1,4 +1,4 @@
-"""Which blocks a sharded patch shards, and the launches it refuses (no processes started: see test_distributed)."""
+"""Which blocks a sharded patch shards, and what it refuses (no processes started: see test_distributed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import torch
 import transformers
 from conftest import tiny_encoder
 
-from mudjacking.attacks import BadEncoderConfig, badencoder
 from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchConfig, patch_encoder
 from mudjacking.sharding import shard_units, sharding_asked
@@ -42,23 +41,11 @@ def fsdp_launch(monkeypatch):
     assert sharding_asked()
 
 
-def test_a_loop_that_cannot_run_sharded_refuses_the_launch(fsdp_launch, digits):
-    with pytest.raises(ConfigError, match="--use_fsdp"):
-        badencoder(tiny_encoder(), digits.train_images[:64], digits.train_images[:2],
-                   _square(), BadEncoderConfig(epochs=1), show_progress=False)  # fmt: skip
-
-
 @pytest.mark.parametrize("options", [{"lora_rank": 2}, {"trigger_tokens_only": True}])
 def test_a_sharded_patch_refuses_what_it_cannot_shard(fsdp_launch, backdoored, options):
     with pytest.raises(ConfigError, match="--use_fsdp"):
         patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set[:64],
                       PatchConfig(max_epochs=1, **options), show_progress=False)  # fmt: skip
-
-
-def _square():
-    from mudjacking.triggers import ImageTrigger
-
-    return ImageTrigger.square((1, 16, 16), 4)
 
 
 def test_no_launch_asks_for_no_sharding(monkeypatch):

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import atexit
+import copy
 import functools
 import os
 import time
 
 import torch
-
-from mudjacking.errors import ConfigError
 
 
 def launched() -> bool:
@@ -63,23 +62,15 @@ class Processes:
     """A training loop's view of the launch: its share of each batch, gradients averaged by DDP (or, under
     ``--use_fsdp``, the model sharded: :mod:`mudjacking.sharding`), and decisions (data order, time budget, early
     stop) taken once on the main process and shared. In a single process every method is the identity and nothing
-    of accelerate is set up.
+    of accelerate is set up. A loop builds its optimiser after :meth:`wrap` (sharding replaces the parameters) and
+    hands back :meth:`gathered`."""
 
-    Args:
-        device: this process's device.
-        can_shard: whether the loop supports a sharded model (the patch does; the attack and the contrastive
-            baseline refuse ``--use_fsdp``).
-    """
-
-    def __init__(self, device: torch.device, can_shard: bool = False) -> None:
+    def __init__(self, device: torch.device) -> None:
         from mudjacking.sharding import sharding_asked
 
         self.accelerator, self.device = None, device
         self.count, self.rank = 1, 0
         self.sharded = sharding_asked()
-        if self.sharded and not can_shard:
-            raise ConfigError("this training loop does not run sharded: launch it without --use_fsdp "
-                              "(--multi_gpu replicates the model with DDP)")  # fmt: skip
         if self.sharded:  # FSDP2 over accelerate's process group; accelerate's own FSDP runs on accelerators only
             state = process_state()
             self.count, self.rank = state.num_processes, state.process_index
@@ -116,6 +107,20 @@ class Processes:
 
             return shard(model, self.device, self.count)
         return self.accelerator.prepare_model(model, device_placement=False)
+
+    def gathered(self, model: torch.nn.Module, like: torch.nn.Module) -> torch.nn.Module:
+        """The trained ``model`` whole, as the loop hands it back: itself, or, sharded, a copy of ``like`` (the
+        untrained original) on the CPU holding the gathered weights on the main process; the other processes,
+        which write nothing, keep ``like``'s weights. Every process must call it."""
+        if not self.sharded:
+            return model
+        from mudjacking.sharding import full_weights
+
+        weights = full_weights(model)
+        plain = copy.deepcopy(like).cpu().eval()
+        if self.is_main:
+            plain.load_state_dict(weights)
+        return plain
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward() if self.accelerator is None else self.accelerator.backward(loss)

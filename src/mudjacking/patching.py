@@ -42,7 +42,7 @@ from mudjacking.losses import (
 )
 from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
-from mudjacking.sharding import full_weights, local_parameters, sharding_asked
+from mudjacking.sharding import local_parameters, sharding_asked
 from mudjacking.triggers import Trigger
 from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 
@@ -357,7 +357,7 @@ def patch_encoder(
     if sharding_asked() and (config.trigger_tokens_only or config.lora_rank or on_epoch is not None):
         raise ConfigError("a sharded patch (--use_fsdp) trains whole parameters and calls no per-pass hook: drop "
                           "--trigger-tokens-only and --lora-rank, or launch with --multi_gpu")  # fmt: skip
-    processes = Processes(device, can_shard=True)
+    processes = Processes(device)
 
     # the frozen original embeds D's targets and the goal check's references on the patch's device, as a copy: the
     # caller's encoder stays where it was
@@ -453,7 +453,7 @@ def patch_encoder(
         result.goals_met = _check_widened(patched, plan, config, kept) and result.goals_met
     result.goals_met = processes.share(result.goals_met)
     if processes.sharded:
-        patched = result.encoder = _gathered(patched, encoder, processes.is_main)
+        patched = result.encoder = processes.gathered(patched, encoder)
     if tuner is not None:  # the patched model is the adapters merged in; the adapters alone are the delta
         result.adapter, result.lora_targets = adapter_tensors(patched), targets
         merge(tuner)
@@ -469,16 +469,6 @@ def _optimizer(parameters: list[torch.nn.Parameter], config: PatchConfig) -> tor
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(parameters, config.lr, config.momentum, weight_decay=config.weight_decay)
-
-
-def _gathered(sharded: Encoder, encoder: Encoder, is_main: bool) -> Encoder:
-    """The sharded patch as a plain encoder on the CPU: on the main process a copy of ``encoder`` with the patched
-    weights gathered into it; on the others (which write nothing) the copy keeps the original weights."""
-    weights = full_weights(sharded)
-    plain = copy.deepcopy(encoder).cpu().eval()
-    if is_main:
-        plain.load_state_dict(weights)
-    return plain
 
 
 def _progress(result: PatchResult, closest: _Closest) -> dict[str, Any]:

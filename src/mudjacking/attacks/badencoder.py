@@ -136,7 +136,6 @@ def badencoder_many(
     backdoored = copy.deepcopy(encoder).to(device).eval()
     for parameter in backdoored.parameters():
         parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(backdoored.parameters(), lr=config.lr)
     processes = Processes(device)
     shadow_targets = encoder.embed(shadow_images).to(device)
     triggers = [trigger for trigger, _ in backdoors]
@@ -148,6 +147,8 @@ def badencoder_many(
     projections = random_directions(shadow_targets.shape[1], 64, config.seed).to(device)
     effectiveness = 0.0
     model = processes.wrap(backdoored, take(shadow_images, torch.arange(1), device))
+    # after the wrap: sharding puts its own parameters in the model
+    optimizer = torch.optim.Adam([p for p in backdoored.parameters() if p.requires_grad], lr=config.lr)
     with progress_bar(
         config.epochs * steps, "BadEncoder attack", enabled=show_progress and processes.is_main
     ) as advance:
@@ -184,6 +185,7 @@ def badencoder_many(
             effectiveness = total / max(seen, 1)
     seconds = time.perf_counter() - started
     targets = [references for _, references in backdoors]
+    backdoored = processes.gathered(backdoored, encoder)
     return AttackResult(backdoored.eval(), triggers[0], config, seconds, effectiveness, triggers, targets)
 
 

@@ -81,12 +81,12 @@ def contrastive_finetune(
     rng = random.Random(config.seed)
     started = time.perf_counter()
     tuned = copy.deepcopy(encoder).to(device).eval()
-    optimizer = torch.optim.Adam(tuned.parameters(), lr=config.lr)
     result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()))
     steps_per_epoch = -(-len(patching_set) // config.batch_size)
     # under `accelerate launch` each process contrasts its share of every batch (its negatives are its own share)
     processes = Processes(device)
     model = processes.wrap(tuned, take(patching_set, torch.arange(1), device))
+    optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=config.lr)
     show_progress = show_progress and processes.is_main
     with progress_bar(config.epochs * steps_per_epoch, "contrastive fine-tuning", enabled=show_progress) as advance:
         for epoch in range(1, config.epochs + 1):
@@ -112,5 +112,6 @@ def contrastive_finetune(
             result.epochs = epoch
             if processes.budget_spent(started, config.max_seconds):
                 break
+    result.encoder = processes.gathered(tuned, encoder)
     result.seconds = time.perf_counter() - started
     return result
