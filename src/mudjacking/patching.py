@@ -392,6 +392,7 @@ def patch_encoder(
     if config.reuse_frozen and processes.alone and not config.trigger_tokens_only:
         plan.split = _split_for(patched, plan, config)
     show_progress = show_progress and processes.is_main
+    checks = processes.is_main or processes.sharded  # a sharded model embeds only with every process taking part
     first, closest = 1, _Closest()
     goals = (config.goal_locality if plan.centre is None else config.goal_locality_centred, config.goal_effectiveness,
              config.goal_generalizability, config.goal_pull)  # fmt: skip
@@ -424,8 +425,6 @@ def patch_encoder(
                 result.step_losses.append(values[1:].tolist())
                 advance(info="  ".join(f"{n} {_shown(v)}" for n, v in zip(TERM_NAMES, values[1:], strict=True)))
             means = (sums / max(seen, 1)).tolist()
-            # a sharded model embeds only with every process taking part
-            checks = processes.is_main or processes.sharded
             record = processes.share(_check_goals(patched, plan, config, epoch, means) if checks else None)
             result.history.append(record)
             result.epochs = epoch
@@ -449,7 +448,7 @@ def patch_encoder(
         patched.load_state_dict(closest.weights)
         kept = closest.record
     result.kept_pass, result.goals_met = kept.epoch, kept.goals_met
-    if processes.is_main or processes.sharded:
+    if checks:
         result.goals_met = _check_widened(patched, plan, config, kept) and result.goals_met
     result.goals_met = processes.share(result.goals_met)
     if processes.sharded:

@@ -67,7 +67,7 @@ def shard(model: nn.Module, device: torch.device, processes: int) -> nn.Module:
 
 def local_parameters(model: nn.Module) -> int:
     """How many parameter values this process holds (its shards)."""
-    return sum(getattr(p, "to_local", lambda p=p: p)().numel() for p in model.parameters())
+    return sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
 
 
 def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
