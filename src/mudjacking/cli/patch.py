@@ -141,6 +141,10 @@ def patch(
     """Patch a model from one or more bug reports; writes the patched model, weight delta, triggers and report.json.
 
     Defaults follow the model's modality (each option shows both); the report records the settings used.
+
+    Several processes: accelerate launch --multi_gpu --num_processes N -m mudjacking patch ... (DDP replicas).
+
+    With --use_fsdp in place of --multi_gpu the model is sharded across them. The launcher exits 1 for any status but 0.
     """
     from mudjacking.api import patch_files
     from mudjacking.devices import is_main_process
