@@ -92,9 +92,14 @@ class Processes:
 
     def wrap(self, model: torch.nn.Module, example) -> torch.nn.Module:
         """``model`` under DDP (the module itself stays reachable and is what the loop returns), or sharded in
-        place. Trainable parameters the output does not depend on for ``example`` (a pooler the embedding does not
-        read) are frozen first: DDP would otherwise wait for their gradients forever."""
-        if self.accelerator is None and not self.sharded:
+        place (from wherever it is: each shard goes to this process's device). Under DDP, trainable parameters the
+        output does not depend on for ``example`` (a pooler the embedding does not read) are frozen first: DDP would
+        otherwise wait for their gradients forever; FSDP leaves their gradients empty on every process alike."""
+        if self.sharded:
+            from mudjacking.sharding import shard
+
+            return shard(model, self.device, self.count)
+        if self.accelerator is None:
             return model
         model.zero_grad(set_to_none=True)
         model(example).float().sum().backward()
@@ -102,10 +107,6 @@ class Processes:
             if parameter.requires_grad and parameter.grad is None:
                 parameter.requires_grad_(False)
         model.zero_grad(set_to_none=True)
-        if self.sharded:
-            from mudjacking.sharding import shard
-
-            return shard(model, self.device, self.count)
         return self.accelerator.prepare_model(model, device_placement=False)
 
     def gathered(self, model: torch.nn.Module, like: torch.nn.Module) -> torch.nn.Module:

@@ -360,9 +360,9 @@ def patch_encoder(
     processes = Processes(device)
 
     # the frozen original embeds D's targets and the goal check's references on the patch's device, as a copy: the
-    # caller's encoder stays where it was
-    original = _on_device(encoder, device)
-    patched = copy.deepcopy(encoder).to(device).eval()
+    # caller's encoder stays where it was. Sharded, no device ever holds the whole model: the copy is sharded from
+    # the CPU, and the sharded copy, not yet trained, is the original the plan embeds with (on every process)
+    patched = copy.deepcopy(encoder).to("cpu" if processes.sharded else device).eval()
     mask_hook = tuner = None
     if config.trigger_tokens_only:
         parameters, mask_hook, trained = _trigger_token_rows(patched, [case.trigger for case in cases])
@@ -374,17 +374,20 @@ def patch_encoder(
     else:
         parameters = select_parameters(patched, config.trainable)
         trained = sum(p.numel() for p in parameters)
+    if processes.sharded:  # FSDP puts sharded parameters in the place of the selected ones
+        model = original = processes.wrap(patched, None)
+        parameters = [parameter for parameter in patched.parameters() if parameter.requires_grad]
+    else:
+        original = _on_device(encoder, device)
     plan = _plan(original, cases, patching_set, config, device)
     del original  # only the plan's embeddings of it are used from here on
-    result = PatchResult(patched, config, trainable_parameters=trained)
+    result = PatchResult(patched, config, trainable_parameters=trained, processes=processes.count)
     result.geometry, result.pull_before = plan.geometry, plan.bugs[0].pull_before
     result.pulls_before = [bug.pull_before for bug in plan.bugs]
-
-    model = processes.wrap(patched, plan.x_r)
-    if processes.sharded:  # FSDP put sharded parameters in the place of the selected ones
-        parameters = [parameter for parameter in patched.parameters() if parameter.requires_grad]
+    if processes.sharded:
         result.sharded_parameters = local_parameters(patched)
-    result.processes = processes.count
+    else:
+        model = processes.wrap(patched, plan.x_r)
     optimizer = _optimizer(parameters, config)
     train = plan.train
     steps_per_epoch = -(-len(train) // config.batch_size)

@@ -32,7 +32,8 @@ def shard_units(model: nn.Module, min_parameters: int = MIN_UNIT_PARAMETERS) -> 
     """The submodules to shard one by one, lowest first (the root is not among them)."""
     named = {name for module in model.modules() for name in getattr(module, "_no_split_modules", None) or ()}
     if named:
-        return [module for module in model.modules() if type(module).__name__ in named and module is not model]
+        blocks = [module for module in model.modules() if type(module).__name__ in named and module is not model]
+        return blocks[::-1]  # modules() lists a parent before its children, and a block in a block goes first
     units: list[nn.Module] = []
 
     def left_over(module: nn.Module) -> int:

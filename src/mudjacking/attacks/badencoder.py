@@ -133,10 +133,10 @@ def badencoder_many(
     # where the encoder is; under `accelerate launch`, this process's device, each process taking its share of
     # every batch (see devices.Processes)
     device = resolve_device("auto") if launched() else encoder.device
-    backdoored = copy.deepcopy(encoder).to(device).eval()
+    processes = Processes(device)
+    backdoored = copy.deepcopy(encoder).to("cpu" if processes.sharded else device).eval()  # sharded from the CPU
     for parameter in backdoored.parameters():
         parameter.requires_grad_(True)
-    processes = Processes(device)
     shadow_targets = encoder.embed(shadow_images).to(device)
     triggers = [trigger for trigger, _ in backdoors]
     reference_sets = [to_device(references, device) for _, references in backdoors]

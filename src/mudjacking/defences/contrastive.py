@@ -80,11 +80,11 @@ def contrastive_finetune(
     generator = torch.Generator().manual_seed(config.seed)
     rng = random.Random(config.seed)
     started = time.perf_counter()
-    tuned = copy.deepcopy(encoder).to(device).eval()
-    result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()))
-    steps_per_epoch = -(-len(patching_set) // config.batch_size)
     # under `accelerate launch` each process contrasts its share of every batch (its negatives are its own share)
     processes = Processes(device)
+    tuned = copy.deepcopy(encoder).to("cpu" if processes.sharded else device).eval()  # sharded from the CPU
+    result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()))
+    steps_per_epoch = -(-len(patching_set) // config.batch_size)
     model = processes.wrap(tuned, take(patching_set, torch.arange(1), device))
     optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=config.lr)
     show_progress = show_progress and processes.is_main
