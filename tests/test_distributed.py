@@ -96,9 +96,9 @@ def test_two_processes_fix_the_bug_as_one_does_and_write_once(case, backdoored):
         assert abs(reports[name]["steps"] - reports["single"]["steps"]) <= reports["single"]["epochs"], name
         assert reports[name]["processes"] == 2
     # each process held about half of the weights, not a replica
-    whole = sum(value.numel() for value in backdoored.encoder.state_dict().values())
+    whole = sum(parameter.numel() for parameter in backdoored.encoder.parameters())
     assert reports["two"]["sharded_parameters"] is None
-    assert 0.4 * whole < reports["sharded"]["sharded_parameters"] < 0.6 * whole
+    assert reports["sharded"]["sharded_parameters"] == whole // 2  # every tensor of this CNN splits evenly
     scores = {
         name: score_encoder(
             load_encoder(case / name / "model"), backdoored.probe, backdoored.data.test_images,

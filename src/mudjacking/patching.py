@@ -377,6 +377,7 @@ def patch_encoder(
     if processes.sharded:  # FSDP puts sharded parameters in the place of the selected ones
         model = original = processes.wrap(patched, None)
         parameters = [parameter for parameter in patched.parameters() if parameter.requires_grad]
+        held = local_parameters(patched)  # before any forward: the root's own stay gathered after one
     else:
         original = _on_device(encoder, device)
     plan = _plan(original, cases, patching_set, config, device)
@@ -385,7 +386,7 @@ def patch_encoder(
     result.geometry, result.pull_before = plan.geometry, plan.bugs[0].pull_before
     result.pulls_before = [bug.pull_before for bug in plan.bugs]
     if processes.sharded:
-        result.sharded_parameters = local_parameters(patched)
+        result.sharded_parameters = held
     else:
         model = processes.wrap(patched, plan.x_r)
     optimizer = _optimizer(parameters, config)
