@@ -10,7 +10,7 @@ SOURCE = Path(__file__).parents[1] / "src" / "mudjacking"
 
 # lowest first; packages in one layer may not import each other
 LAYERS = [
-    {"errors"},
+    {"errors", "sharding"},
     {"batches", "progress", "timing", "devices", "geometry", "jsonfiles", "lora", "memory"},
     {"data"},
     {"encoders"},
