@@ -146,6 +146,8 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
     assert report["config"]["setting"] == "text" and "python" in report["environment"]
     markdown = (out / "report.md").read_text()
     assert "| movie-review sentiment | linear | oracle-trigger |" in markdown
+    capability = report["environment"]["cpu"]["capability"]  # figures follow the CPU's kernels: the report says which
+    assert capability and f"{capability} kernels" in markdown
     assert markdown.count("| movie-review sentiment | linear | mudjacking |") == 2  # deployed and retrained
     assert "mean ± std over seeds [0, 1]" in output and "report.html" in output
 
@@ -338,6 +340,8 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         seed("sourced", [row("sourced", "backdoored", 0.1), row("sourced", "mudjacking", 0.0),
                          row("sourced", "backdoored", 0.9, task="t, source class x"),
                          row("sourced", "mudjacking", 0.01, task="t, source class x")]),
+        seed("meaningful", [row("meaningful", "clean", 0.13), row("meaningful", "backdoored", 1.0),
+                            row("meaningful", "mudjacking", 0.133)]),  # the trigger moves a clean model too
     ]  # fmt: skip
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
@@ -346,12 +350,15 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "breaks: trigger recovery refused on 1 of 1 seeds",
         "no backdoor planted (ASR 0.4% before any defence)",
         "holds",  # judged on its source class, where it flips 90%
+        "breaks: ASR 13.3% after the patch (worst seed), where the never-backdoored model scores 13.0% with the "
+        "same trigger (the trigger itself moves the classifier: no patch goes below that)",
     ]
-    assert verdicts[-1]["task"] == "t, source class x" and verdicts[-1]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
+    assert verdicts[-2]["task"] == "t, source class x" and verdicts[-2]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
     assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0}
     lines = verdict_lines({"attacks": verdicts})
-    assert lines[1][:3] == ["good", "100.0", "2.0"] and lines[1][6] == "t, backdoor 2: 100.0 → 100.0"  # the mean
-    assert lines[3][5] == "1.0" and lines[3][2] == "–"  # the oracle ran where recovery refused
+    assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][7] == "t, backdoor 2: 100.0 → 100.0"  # mean
+    assert lines[3][6] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused
+    assert lines[6][1] == "13.0"  # the clean model's figure: the floor a meaningful trigger leaves
     text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
-    assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][1] == "backdoored flip %"
+    assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][2] == "backdoored flip %"

@@ -3,7 +3,7 @@ import torch
 from conftest import tiny_encoder
 from safetensors.torch import load_file
 
-from mudjacking.outputs import OutputError, atomic_output_dir, save_weight_delta, write_json
+from mudjacking.outputs import OutputError, atomic_output_dir, environment_info, save_weight_delta, write_json
 
 
 def test_failed_block_leaves_nothing(tmp_path):
@@ -88,3 +88,13 @@ def test_a_delta_without_hashes_is_refused(tmp_path):
               metadata={"format": "mudjacking-weight-delta/1"})  # fmt: skip
     with pytest.raises(DataError, match="old.safetensors: format"):
         apply_weight_delta(tiny_encoder(0), tmp_path / "old.safetensors")
+
+
+def test_environment_names_the_cpu_instruction_set_and_any_cap(monkeypatch):
+    """The same seeds give other figures on AVX-512 than on AVX2 kernels, so every result says which ran."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
+    cpu = environment_info()["cpu"]
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability() and cpu["capability"]
+    assert cpu["caps"]["ATEN_CPU_CAPABILITY"] == "avx2" and "MKL_ENABLE_INSTRUCTIONS" not in cpu["caps"]
+    assert cpu["model"]

@@ -129,8 +129,33 @@ def environment_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu": cpu_info(),
         "cuda": torch.cuda.is_available(),
     }
+
+
+# Variables that cap the instruction set PyTorch, oneDNN and MKL use (README: Experiments, on the CPU's effect).
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU and the vector instructions PyTorch's kernels use on it: the same seeds give other figures on an
+    AVX-512 CPU than on an AVX2 one (the tiny models' patches differ by several points), so a result names both,
+    and any variable that capped them."""
+    return {
+        "model": _cpu_model(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "caps": {name: os.environ[name] for name in ISA_CAPS if name in os.environ},
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as lines:
+            found = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    except OSError:
+        found = ""
+    return found or platform.processor() or platform.machine()
 
 
 DELTA_FORMAT = "mudjacking-weight-delta/2"

@@ -106,6 +106,7 @@ def attack_verdicts(
             "mudjacking_ASR": mean("mudjacking", metric, task),
             "acc_drop_points": mean("mudjacking", "acc_drop_points", task),
             "oracle_ASR": mean("oracle-trigger", metric, task),
+            "clean_ASR": mean("clean", metric, task),
             "patched_seeds": len(runs) - no_bug - refused, "refused_seeds": refused, "no_bug_seeds": no_bug,
             "other_tasks": {name: {"backdoored_ASR": mean("backdoored", metric, name),
                                    "mudjacking_ASR": mean("mudjacking", metric, name)} for name in others},
@@ -131,7 +132,13 @@ def _verdict(entry: dict[str, Any]) -> str:
         reasons.append(f"trigger recovery refused on {entry['refused_seeds']} of {entry['seeds']} seeds")
     worst = entry["worst_seed"]
     if worst["mudjacking_ASR"] is not None and worst["mudjacking_ASR"] > ASR_BAR:
-        reasons.append(f"{_named(entry)} {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)")
+        reason = f"{_named(entry)} {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)"
+        if (entry.get("clean_ASR") or 0) > ASR_BAR:
+            reason += (
+                f", where the never-backdoored model scores {100 * entry['clean_ASR']:.1f}% with the same trigger "
+                "(the trigger itself moves the classifier: no patch goes below that)"
+            )
+        reasons.append(reason)
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"

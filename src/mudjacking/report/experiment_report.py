@@ -53,8 +53,8 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
     if not verdicts:
         return []
     name = "flip %" if verdicts[0].get("metric") == "flip_rate" else "ASR %"
-    header = ["attack", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)", "seeds patched",
-              f"oracle {name}", f"other tasks: {name} before → after", "verdict"]  # fmt: skip
+    header = ["attack", f"clean model {name}", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)",
+              "seeds patched", f"oracle {name}", f"other tasks: {name} before → after", "verdict"]  # fmt: skip
     percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
     rows = [header]
     for entry in verdicts:
@@ -63,7 +63,8 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
             for name, figures in entry["other_tasks"].items()
         )
         drop = entry["acc_drop_points"]
-        rows.append([entry["attack"], percent(entry["backdoored_ASR"]), percent(entry["mudjacking_ASR"]),
+        rows.append([entry["attack"], percent(entry.get("clean_ASR")), percent(entry["backdoored_ASR"]),
+                     percent(entry["mudjacking_ASR"]),
                      "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}",
                      percent(entry["oracle_ASR"]), others or "–", entry["verdict"]])  # fmt: skip
     return rows
@@ -158,10 +159,23 @@ def write_markdown_report(report: dict[str, Any], path: Path) -> None:
         "",
         *[f"- {_trigger_line(seed)}" for seed in report["seeds"]],
         "",
-        f"Total time {report['total_seconds']:.0f} s.",
+        f"Total time {report['total_seconds']:.0f} s on {machine_line(report.get('environment', {}))}.",
         "",
     ]
     atomic_write_text(path, "\n".join(text))
+
+
+def machine_line(environment: dict[str, Any]) -> str:
+    """Where the figures were measured, in words: they follow the CPU's vector instructions as well as the seeds."""
+    cpu = environment.get("cpu") or {}
+    parts = [f"{environment.get('cpu_threads', '?')} CPU threads", cpu.get("model") or "an unnamed CPU"]
+    if cpu.get("capability"):
+        parts.append(f"{cpu['capability']} kernels")
+    if cpu.get("caps"):
+        parts.append("capped by " + ", ".join(f"{name}={value}" for name, value in cpu["caps"].items()))
+    if environment.get("cuda"):
+        parts.append("CUDA available")
+    return ", ".join(parts)
 
 
 def _data_uri(path: Path) -> str:
