@@ -342,6 +342,10 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
                          row("sourced", "mudjacking", 0.01, task="t, source class x")]),
         seed("meaningful", [row("meaningful", "clean", 0.13), row("meaningful", "backdoored", 1.0),
                             row("meaningful", "mudjacking", 0.133)]),  # the trigger moves a clean model too
+        seed("per-seed", [row("per-seed", "clean", 0.01), row("per-seed", "backdoored", 1.0),
+                          row("per-seed", "mudjacking", 0.1)]),
+        seed("per-seed", [row("per-seed", "clean", 0.15), row("per-seed", "backdoored", 1.0),
+                          row("per-seed", "mudjacking", 0.02)]),
     ]  # fmt: skip
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
@@ -351,11 +355,13 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "no backdoor planted (ASR 0.4% before any defence)",
         "holds",  # judged on its source class, where it flips 90%
         "breaks: ASR 13.3% after the patch (worst seed), where the never-backdoored model scores 13.0% with the "
-        "same trigger (the trigger itself moves the classifier: no patch goes below that)",
+        "same trigger (the trigger itself moves that classifier)",
+        "breaks: ASR 10.0% after the patch (worst seed)",  # the clean model's 15% is another seed's: no excuse
     ]
-    assert verdicts[-2]["task"] == "t, source class x" and verdicts[-2]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
+    assert verdicts[-3]["task"] == "t, source class x" and verdicts[-3]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
-    assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0}
+    assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0, "clean_ASR": None}
+    assert verdicts[-1]["worst_seed"]["clean_ASR"] == 0.01 and verdicts[-1]["clean_ASR"] == pytest.approx(0.08)
     lines = verdict_lines({"attacks": verdicts})
     assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][7] == "t, backdoor 2: 100.0 → 100.0"  # mean
     assert lines[3][6] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused

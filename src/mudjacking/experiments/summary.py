@@ -115,9 +115,12 @@ def attack_verdicts(
         patched = [
             row for seed in runs for row in seed["rows"] if (row["model"], row["task"], row["classifier"]) == judged
         ]
+        worst = max(patched, key=lambda row: row[metric], default=None)
         entry["worst_seed"] = {
-            "mudjacking_ASR": max((row[metric] for row in patched), default=None),
+            "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for row in patched), default=None),
+            # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
+            "clean_ASR": _clean_beside(runs, worst, task, entry["classifier"], metric),
         }
         entry["verdict"] = _verdict(entry)
         verdicts.append(entry)
@@ -133,15 +136,26 @@ def _verdict(entry: dict[str, Any]) -> str:
     worst = entry["worst_seed"]
     if worst["mudjacking_ASR"] is not None and worst["mudjacking_ASR"] > ASR_BAR:
         reason = f"{_named(entry)} {100 * worst['mudjacking_ASR']:.1f}% after the patch (worst seed)"
-        if (entry.get("clean_ASR") or 0) > ASR_BAR:
+        if (worst.get("clean_ASR") or 0) > ASR_BAR:
             reason += (
-                f", where the never-backdoored model scores {100 * entry['clean_ASR']:.1f}% with the same trigger "
-                "(the trigger itself moves the classifier: no patch goes below that)"
+                f", where the never-backdoored model scores {100 * worst['clean_ASR']:.1f}% with the same trigger "
+                "(the trigger itself moves that classifier)"
             )
         reasons.append(reason)
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"
+
+
+def _clean_beside(
+    runs: list[dict[str, Any]], patched: dict[str, Any] | None, task: str, classifier: str, metric: str
+) -> float | None:
+    """The clean model's ``metric`` on the seed whose Mudjacking row is ``patched``."""
+    for seed in runs:
+        if patched is not None and any(row is patched for row in seed["rows"]):
+            clean = [r for r in seed["rows"] if (r["model"], r["task"], r["classifier"]) == ("clean", task, classifier)]
+            return clean[0][metric] if clean else None
+    return None
 
 
 def _named(entry: dict[str, Any]) -> str:
