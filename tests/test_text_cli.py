@@ -170,7 +170,7 @@ def test_bad_text_bug_report_is_one_line_and_writes_nothing(text_files, spec):
 
 def test_text_defaults_follow_the_modality_and_a_common_trigger_word_is_not_retrained(text_files):
     """The text recipe by default (trigger rows, anchored L_gen, clean-bug target); a trigger word common in the
-    patching sentences switches to patching the context (the upper layers), and the report says so."""
+    patching sentences switches to patching the whole model, and the report says so."""
     common = text_files / "the.json"
     common.write_text('{"words": ["the"]}', encoding="utf-8")
     arguments = ["patch", "--model", str(text_files / "model"), "--bug", str(text_files / "bug")]
@@ -185,9 +185,4 @@ def test_text_defaults_follow_the_modality_and_a_common_trigger_word_is_not_retr
     assert result.exit_code in (0, 3), result.output
     report = json.loads((text_files / "common" / "report.json").read_text())
     assert not report["patch"]["config"]["trigger_tokens_only"] and report["patch"]["config"]["lr"] <= 5e-4
-    assert "'the' in" in report["recipe_note"] and "context was patched" in " ".join(result.output.split())
-    # the upper half of what holds weights (embeddings, layers 0 and 1): layer 1, every embedding row left as it was
-    assert report["patch"]["config"]["trainable"] == ["model.encoder.layer.1.*"]
-    assert report["patch"]["trainable_parameters"] < sum(
-        p.numel() for p in load_encoder(text_files / "model").parameters()
-    )
+    assert "'the' in" in report["recipe_note"] and "whole model" in " ".join(result.output.split())

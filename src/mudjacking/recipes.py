@@ -109,33 +109,27 @@ def recipe_for(encoder: Any, **changes: Any) -> PatchConfig:
 LORA_LR = 2e-3
 
 
-def context_recipe(config: PatchConfig, lr: float, trainable: tuple[str, ...] = ("*",)) -> PatchConfig:
-    """The text recipe for a trigger made of common tokens: the network learns to read them in context, at a
-    learning rate ``lr`` fitted to what it trains (``trainable``: see :func:`upper_stages`), instead of their
-    embedding rows being moved. Locality is no longer perfect by construction, so its goal rises to 0.99 (up to 12
-    passes): on MiniLM with the common word "story" as trigger, stopping at 0.985 (5 passes) cost the sentiment
-    MLP 1.1 points, at 0.99 (6 passes) 0.8. Training stamps grow the phrase by up to two of its neighbouring words
-    in ``x_b`` at either end (``trigger_dilation``): recovery found "watched this 3D movie" of the phrase "I watched
-    this 3D movie"."""
+def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
+    """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at a
+    whole-model learning rate ``lr``, instead of their embedding rows being moved. Locality is no longer perfect by
+    construction, so its goal rises to 0.99, in at most 8 passes. Training stamps grow the phrase by up to two of its
+    neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery found "watched this 3D movie" of the
+    phrase "I watched this 3D movie".
+
+    Measured on MiniLM (2 cores):
+    - the common word "story": stopping at locality 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99
+      (6 passes) 0.8.
+    - the phrase: never meets the goals, so it runs every pass; 8.2% of negative reviews still flipped after 8
+      passes, 6.2% after 12 (a never-backdoored model: 5.6%). 12 passes made its three-seed experiment take over
+      30 minutes.
+    - the upper half of the layers instead of the whole model (94 s against 148 s per patch, seed 0): the phrase
+      flipped 13.3% (a never-backdoored model: 13.2%; the whole model: 6.2%), but "story" was left at 13.9% where
+      the whole model had 0.0%, with held-out locality 0.987 after 12 passes.
+    """
     return replace(
-        config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 12), goal_locality=0.99,
-        trigger_dilation=2, trainable=trainable,
+        config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 8), goal_locality=0.99,
+        trigger_dilation=2,
     )  # fmt: skip
-
-
-def upper_stages(encoder: Any) -> tuple[str, ...]:
-    """Name patterns of the upper half of the network's stages that hold parameters (MiniLM-L6: the embeddings and
-    6 layers, so layers 3-5), ``("*",)`` for a network that does not list its stages.
-
-    Why not the whole model: on the phrase attack ("I watched this 3D movie", MiniLM, seed 0, 2 cores) 12 passes
-    over the whole model took 148 s and left the sentiment classifier flipping 6.2% of negative reviews; over
-    layers 3-5, 94 s and 13.3%, the never-backdoored model's own 13.2% (the phrase moves a clean model's
-    sentiment too), with accuracy 1.5 points up; layers 4-5 alone, 74 s and 16.6%. The lower layers run once per
-    input (``reuse_frozen``), and every word's embedding row stays as it was."""
-    stages = [prefix for prefix, _ in (encoder.stages() or []) if prefix]
-    if len(stages) < 2:
-        return ("*",)
-    return tuple(f"{prefix}.*" for prefix in stages[len(stages) - len(stages) // 2 :])
 
 
 def scaled_lr(parameters: int, base: float = 5e-4) -> float:
@@ -191,8 +185,7 @@ def adapt_recipe(
       unless the user gave it. On a noise-patch ResNet (locality still short of its goal) the deployed linear
       classifier lost 1.2 points after 10 passes, 1.1 after 20, 0.2 with the copies and the weight doubled too.
     - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
-      embedding row would move every sentence holding it): the upper half of the network (or the ``trainable``
-      the user gave), at the given ``lr`` or one scaled to what it trains.
+      embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
     """
     fit = RECIPE_FITS.get(type(trigger))
     if fit is None:  # an attacker's own trigger given as known (a dynamic or frequency one): the recipe as it is
@@ -227,12 +220,10 @@ def _fit_text_trigger(
     if not common:
         return config, None
     shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-    trainable = tuple(options["trainable"]) if "trainable" in options else upper_stages(encoder)
-    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, trainable))
-    where = "the whole model" if trainable == ("*",) else f"{', '.join(trainable)}"
-    return context_recipe(config, lr, trainable), (
+    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable))
+    return context_recipe(config, lr), (
         f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
-        f"would move every sentence that holds them, so the context was patched instead ({where})"
+        "would move every sentence that holds them, so the whole model was patched instead"
     )
 
 
