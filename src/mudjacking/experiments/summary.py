@@ -113,14 +113,17 @@ def attack_verdicts(
         }  # fmt: skip
         judged = ("mudjacking", task, entry["classifier"])
         patched = [
-            row for seed in runs for row in seed["rows"] if (row["model"], row["task"], row["classifier"]) == judged
-        ]
-        worst = max(patched, key=lambda row: row[metric], default=None)
+            (seed, row) for seed in runs for row in seed["rows"]
+            if (row["model"], row["task"], row["classifier"]) == judged
+        ]  # fmt: skip
+        worst_seed, worst = max(patched, key=lambda pair: pair[1][metric], default=({"rows": []}, None))
+        # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
+        clean = [row[metric] for row in worst_seed["rows"] if (row["model"], row["task"], row["classifier"]) == (
+            "clean", task, entry["classifier"])]  # fmt: skip
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
-            "acc_drop_points": max((row["acc_drop_points"] for row in patched), default=None),
-            # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
-            "clean_ASR": _clean_beside(runs, worst, task, entry["classifier"], metric),
+            "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),
+            "clean_ASR": clean[0] if clean else None,
         }
         entry["verdict"] = _verdict(entry)
         verdicts.append(entry)
@@ -145,17 +148,6 @@ def _verdict(entry: dict[str, Any]) -> str:
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"
-
-
-def _clean_beside(
-    runs: list[dict[str, Any]], patched: dict[str, Any] | None, task: str, classifier: str, metric: str
-) -> float | None:
-    """The clean model's ``metric`` on the seed whose Mudjacking row is ``patched``."""
-    for seed in runs:
-        if patched is not None and any(row is patched for row in seed["rows"]):
-            clean = [r for r in seed["rows"] if (r["model"], r["task"], r["classifier"]) == ("clean", task, classifier)]
-            return clean[0][metric] if clean else None
-    return None
 
 
 def _named(entry: dict[str, Any]) -> str:
