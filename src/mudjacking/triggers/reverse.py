@@ -58,7 +58,8 @@ class ReverseConfig:
     min_strength: the pull a trigger must show beyond its controls (share of the way to ``h(x_b)``); on the
         models measured, real triggers showed 0.7-0.97.
     min_release: how far ``x_b`` must leave its backdoored point once the candidate is taken out of it, as a
-        share of how far an ordinary clean input sits from that point (see :mod:`mudjacking.triggers.pull`). A
+        share of how far an ordinary clean input sits from that point, or ``x_r`` where it sits nearer (see
+        :func:`mudjacking.triggers.pull.release_of`; the figures below predate ``x_r``'s yardstick). A
         region of a blended trigger pulled clean inputs 0.83 of the way to ``h(x_b)``, yet taking it out of ``x_b``
         released it 0.14-0.23; real triggers released it 0.40-1.1 (checkerboard 0.87, noise patch 0.52-0.77,
         MobileNetV2's square 1.0; the image experiment's seed-0 square at most 0.40, where the class of ``x_b``
@@ -72,7 +73,9 @@ class ReverseConfig:
     refine_steps: optimisation steps of the refinement (0 = keep the occlusion mask).
     refine_penalty: the size cost in the refinement, per candidate's size (see ``refine``).
     refine_tolerance: the refined mask replaces the occlusion mask only if it keeps this share of its pull (the
-        backdoors measured answer a part of their trigger almost fully, and a part is a worse patch target).
+        backdoors measured answer a part of their trigger almost fully, and a part is a worse patch target), and
+        ``release_tolerance`` of its release under the same fill: one of two redundant squares, refined out of a
+        46-px mask over both, released ``x_b`` 0.6 against the mask's 1.0, and its patch left 4.1% ASR.
     anywhere_share: the trigger moved elsewhere (mask and pattern together) must keep this share of its pull for
         the patch to stamp it anywhere (a backdoor trained on triggers at random places answers them anywhere).
     centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
@@ -486,6 +489,7 @@ def reverse_engineer_trigger(
             if (
                 check_pull.verifies(config.min_strength, config.min_release)
                 and check_pull.pull >= config.refine_tolerance * pull.pull
+                and check_pull.release >= config.release_tolerance * pull.release
             ):
                 trigger, pull, refined = candidate, check_pull, True
     moved_pull = _moved_pull(encoder, trigger, check, clean, target, centre, config)
