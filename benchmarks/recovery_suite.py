@@ -5,7 +5,7 @@ This builds each scenario (pre-training, attack, bug) and recovers its trigger o
 checked on all of them at once: per attack and seed, the recovered mask's IoU with the attacker's trigger, its
 pixels, whether it verified (or why recovery refused), and seconds. Prints a table; writes JSON to --out.
 
-    python benchmarks/recovery_suite.py                                   # 45 scenarios, ~35 min on 2 cores
+    python benchmarks/recovery_suite.py                                   # 45 scenarios, ~10 min on 2 cores
     python benchmarks/recovery_suite.py --config configs/image.toml --seeds 1
     python benchmarks/recovery_suite.py --config configs/attacks-image.toml --attacks badencoder drupe
 """
