@@ -111,19 +111,14 @@ def attack_verdicts(
             "other_tasks": {name: {"backdoored_ASR": mean("backdoored", metric, name),
                                    "mudjacking_ASR": mean("mudjacking", metric, name)} for name in others},
         }  # fmt: skip
-        judged = ("mudjacking", task, entry["classifier"])
-        patched = [
-            (seed, row) for seed in runs for row in seed["rows"]
-            if (row["model"], row["task"], row["classifier"]) == judged
-        ]  # fmt: skip
+        patched = [(seed, row) for seed in runs for row in _seed_rows(seed, "mudjacking", task, entry["classifier"])]
         worst_seed, worst = max(patched, key=lambda pair: pair[1][metric], default=({"rows": []}, None))
         # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
-        clean = [row[metric] for row in worst_seed["rows"] if (row["model"], row["task"], row["classifier"]) == (
-            "clean", task, entry["classifier"])]  # fmt: skip
+        clean = _seed_rows(worst_seed, "clean", task, entry["classifier"])
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),
-            "clean_ASR": clean[0] if clean else None,
+            "clean_ASR": clean[0][metric] if clean else None,
         }
         entry["verdict"] = _verdict(entry)
         verdicts.append(entry)
@@ -148,6 +143,11 @@ def _verdict(entry: dict[str, Any]) -> str:
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"
+
+
+def _seed_rows(seed: dict[str, Any], model: str, task: str, classifier: str) -> list[dict[str, Any]]:
+    """One seed's rows of ``model`` on ``task`` under ``classifier``."""
+    return [row for row in seed["rows"] if (row["model"], row["task"], row["classifier"]) == (model, task, classifier)]
 
 
 def _named(entry: dict[str, Any]) -> str:
