@@ -8,7 +8,9 @@ from torch import Tensor, nn
 from mudjacking.data import BugReport
 from mudjacking.encoders import ImageInputSpec, ModuleEncoder
 from mudjacking.triggers import ImageTrigger, ReverseConfig, TriggerNotFound, reverse_engineer_trigger
+from mudjacking.triggers.pull import TriggerPull
 from mudjacking.triggers.refine import refine_mask
+from mudjacking.triggers.reverse import Candidate, smallest_explaining
 from mudjacking.triggers.split import split_scores
 
 RAW = ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,))
@@ -130,6 +132,27 @@ def test_a_second_copy_is_found_in_what_is_left_of_x_b():
     assert all(c.status != "verified" for c in first_pass)  # A alone pulls, but x_b stays held by B
     assert any(c.pull is not None and c.pull.strength > 0.5 for c in first_pass)
     assert [c.residual_of for c in recovery.candidates if c.status == "chosen"] == [9]
+
+
+def _found(pixels: int, pull: float, releases: dict[str, float]):
+    candidate = Candidate(3, "zero", pixels, "verified", TriggerPull(pull, 0.0, 10, max(releases.values())))
+    candidate.releases = releases
+    return candidate, torch.zeros(4, 4), torch.zeros(4, 4), 0.0, 0.0
+
+
+def test_releases_compete_fill_by_fill_so_rewriting_x_b_s_content_does_not_win():
+    # A white trigger: the black fill takes it out (the tight mask releases x_b as far as the wide one); a white fill
+    # cannot, and releases x_b only by painting over more of the object, the more the wider the mask.
+    tight = _found(33, 0.96, {"zero": 0.34, "one": 0.02})
+    wide = _found(79, 0.96, {"zero": 0.36, "one": 1.0})
+    assert smallest_explaining([wide, tight], ReverseConfig())[0].pixels == 33
+    # Part of a trigger pulls as hard as the whole but leaves x_b held by the rest: under no fill does it release.
+    part = _found(20, 0.96, {"zero": 0.05, "one": 0.02})
+    whole = _found(40, 0.96, {"zero": 0.6, "one": 0.3})
+    assert smallest_explaining([whole, part], ReverseConfig())[0].pixels == 40
+    # A smaller mask that explains the bug but pulls far less than the best does not compete on size.
+    weak = _found(10, 0.5, {"zero": 0.6, "one": 0.3})
+    assert smallest_explaining([whole, weak], ReverseConfig())[0].pixels == 40
 
 
 def test_force_hands_back_the_best_unverified_candidate():

@@ -51,6 +51,20 @@ def test_release_measures_how_far_removing_the_trigger_moves_x_b_against_ordinar
     assert release_of(bug, torch.tensor([[1.0, 1.0]]), ordinary) == pytest.approx(1 - 1 / math.sqrt(2))
 
 
+def test_release_is_measured_against_x_r_where_x_b_s_class_sits_near_the_backdoor_point():
+    bug = torch.tensor([[1.0, 0.0]])
+    ordinary = torch.tensor([[0.0, 1.0], [0.0, -1.0], [1.0, 1.0]])  # median distance to h(x_b): 1
+    cleaned = torch.tensor([[math.cos(0.5), math.sin(0.5)]])  # x_b ⊖ t moved 1 − cos 0.5 ≈ 0.12
+    near = torch.tensor([[math.cos(0.6), math.sin(0.6)]])  # x_r at 1 − cos 0.6 ≈ 0.175
+    moved = 1 - math.cos(0.5)
+    assert release_of(bug, cleaned, ordinary) == pytest.approx(moved)
+    assert release_of(bug, cleaned, ordinary, reference=near) == pytest.approx(moved / 0.5)  # floor: half the median
+    far = torch.tensor([[-1.0, 0.0]])  # an x_r farther than the median input changes nothing
+    assert release_of(bug, cleaned, ordinary, reference=far) == pytest.approx(moved)
+    middle = torch.tensor([[math.cos(1.2), math.sin(1.2)]])  # 1 − cos 1.2 ≈ 0.64: between the floor and the median
+    assert release_of(bug, cleaned, ordinary, reference=middle) == pytest.approx(moved / (1 - math.cos(1.2)))
+
+
 def test_carriers_are_inputs_already_past_half_way_to_the_backdoor_point():
     point = torch.tensor([[1.0, 0.0]])
     angles = torch.tensor([0.05, 1.2, 1.4, 1.5, 1.55])  # one input almost at the point, the rest far from it

@@ -107,11 +107,19 @@ def smallest_sufficient(
     return min(competing, key=lambda c: (size(c), -pull(c).pull))
 
 
-def release_of(bug: Tensor, cleaned: Tensor, clean: Tensor, centre: Tensor | None = None) -> float:
+def release_of(
+    bug: Tensor, cleaned: Tensor, clean: Tensor, centre: Tensor | None = None, reference: Tensor | None = None
+) -> float:
     """``(1 − s(h(x_b ⊖ t), h(x_b))) / (1 − median s(h(x), h(x_b)))``, at most 1, from ``h(x_b)`` and
-    ``h(x_b ⊖ t)`` ``[1, D]`` and clean inputs' embeddings ``[N, D]``."""
+    ``h(x_b ⊖ t)`` ``[1, D]`` and clean inputs' embeddings ``[N, D]``.
+
+    With ``h(x_r)`` ``[1, D]`` given, the yardstick is the nearer of the two, ``x_r`` or the median input (but no
+    less than half the median's distance): with the trigger out, ``x_b`` is an ordinary input *of its class*, and
+    where that class sits near the backdoor's target it moves less far than a median input of D sits."""
     moved = 1 - float(similarity(cleaned, bug, centre).reshape(-1)[0])
     apart = 1 - float(similarity(clean, bug, centre).median())
+    if reference is not None:
+        apart = max(min(apart, 1 - float(similarity(reference, bug, centre).reshape(-1)[0])), apart / 2)
     return min(moved / max(apart, 1e-3), 1.0)  # past an ordinary input's distance is fully released, no more
 
 

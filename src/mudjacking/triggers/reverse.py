@@ -34,7 +34,7 @@ from mudjacking.data.images import DataError
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError, TriggerNotFound
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
-from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of, smallest_sufficient
+from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of
 from mudjacking.triggers.refine import refine_mask
 from mudjacking.triggers.split import narrowed, split_scores
 from mudjacking.triggers.trigger import ImageTrigger
@@ -58,7 +58,8 @@ class ReverseConfig:
     min_strength: the pull a trigger must show beyond its controls (share of the way to ``h(x_b)``); on the
         models measured, real triggers showed 0.7-0.97.
     min_release: how far ``x_b`` must leave its backdoored point once the candidate is taken out of it, as a
-        share of how far an ordinary clean input sits from that point (see :mod:`mudjacking.triggers.pull`). A
+        share of how far an ordinary clean input sits from that point, or ``x_r`` where it sits nearer (see
+        :func:`mudjacking.triggers.pull.release_of`; the figures below predate ``x_r``'s yardstick). A
         region of a blended trigger pulled clean inputs 0.83 of the way to ``h(x_b)``, yet taking it out of ``x_b``
         released it 0.14-0.23; real triggers released it 0.40-1.1 (checkerboard 0.87, noise patch 0.52-0.77,
         MobileNetV2's square 1.0; the image experiment's seed-0 square at most 0.40, where the class of ``x_b``
@@ -72,7 +73,9 @@ class ReverseConfig:
     refine_steps: optimisation steps of the refinement (0 = keep the occlusion mask).
     refine_penalty: the size cost in the refinement, per candidate's size (see ``refine``).
     refine_tolerance: the refined mask replaces the occlusion mask only if it keeps this share of its pull (the
-        backdoors measured answer a part of their trigger almost fully, and a part is a worse patch target).
+        backdoors measured answer a part of their trigger almost fully, and a part is a worse patch target), and
+        ``release_tolerance`` of its release under the same fill: one of two redundant squares, refined out of a
+        46-px mask over both, released ``x_b`` 0.6 against the mask's 1.0, and its patch left 4.1% ASR.
     anywhere_share: the trigger moved elsewhere (mask and pattern together) must keep this share of its pull for
         the patch to stamp it anywhere (a backdoor trained on triggers at random places answers them anywhere).
     centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
@@ -114,7 +117,8 @@ class ReverseConfig:
 @dataclass
 class Candidate:
     """One occlusion setting's mask and how it verified (``status``: chosen, verified, weak, flat, too-large,
-    duplicate); ``removal_fill``: the fill that takes the mask out of ``x_b`` best (see ``_release``)."""
+    duplicate); ``removal_fill``: the fill that takes the mask out of ``x_b`` best; ``releases``: how far each fill
+    releases it (see ``_releases``)."""
 
     window: int
     baseline: str
@@ -123,10 +127,12 @@ class Candidate:
     pull: TriggerPull | None = None
     removal_fill: str | None = None
     residual_of: int | None = None  # pixels of the held candidate this mask extends (the search of x_b's rest)
+    releases: dict[str, float] = field(default_factory=dict)  # fill name -> release of x_b under it
 
     def summary(self) -> dict[str, object]:
-        row = {k: v for k, v in asdict(self).items() if k != "pull"}
-        return {**row, **(self.pull.summary() if self.pull else {})}
+        row = {k: v for k, v in asdict(self).items() if k not in ("pull", "releases")}
+        fills = {"releases": {name: round(value, 4) for name, value in self.releases.items()}}
+        return {**row, **(self.pull.summary() if self.pull else {}), **fills}
 
 
 @dataclass
@@ -248,7 +254,10 @@ def occlusion_attribution(
     return attribution[0, :, pad : pad + height, pad : pad + width].mean(0).cpu(), distance
 
 
-def _release(
+Found = tuple[Candidate, Tensor, Tensor, float, float]  # candidate, mask, its map, the map's cut, distance
+
+
+def _releases(
     encoder: Encoder,
     mask: Tensor,
     fills: dict[str, Tensor],
@@ -256,18 +265,37 @@ def _release(
     target: Tensor,
     clean: Tensor,
     centre: Tensor | None,
-) -> tuple[float, str]:
-    """How far ``x_b`` leaves ``h(x_b)`` with the mask's pixels replaced by the fill that releases it most (see
-    ``pull.release_of``), and that fill's name: how a trigger is best taken out depends on the model and the
-    trigger (a noise patch filled with black is another noise patch), not on the occlusion that found it."""
+    reference: Tensor,
+) -> dict[str, float]:
+    """How far ``x_b`` leaves ``h(x_b)`` with the mask's pixels replaced by each fill (see ``pull.release_of``,
+    measured against ``h(x_r)`` too): how a trigger is best taken out depends on the model and the trigger (a noise
+    patch filled with black is another noise patch), not on the occlusion that found it."""
     removed = [ImageTrigger(mask, bug.bug_input, fill).remove(bug.bug_input[None]) for fill in fills.values()]
     embedded = encoder.embed(torch.cat(removed))
-    releases = [release_of(target, embedded[i : i + 1], clean, centre) for i in range(len(fills))]
-    best = max(range(len(fills)), key=releases.__getitem__)
-    return releases[best], list(fills)[best]
+    return {name: release_of(target, embedded[i : i + 1], clean, centre, reference) for i, name in enumerate(fills)}
 
 
-Found = tuple[Candidate, Tensor, Tensor, float, float]  # candidate, mask, its map, the map's cut, distance
+def smallest_explaining(found: list[Found], config: ReverseConfig) -> Found:
+    """The smallest candidate that pulls at least ``size_tolerance`` of the best pull and, under some one fill,
+    releases ``x_b`` at least ``min_release`` and ``release_tolerance`` of the most any candidate does under that
+    same fill.
+
+    Releases are compared fill by fill because a fill that cannot take the trigger out releases ``x_b`` only by
+    rewriting its content, and more of it the larger the mask: on the image experiment's seed 1 (a white square)
+    a 79-px mask (IoU 0.17) released ``x_b`` 0.80 under a white fill, while under a black one it released 0.26 and
+    the 33-px mask around the square (IoU 0.76) 0.25, all it takes."""
+    best_pull = max(item[0].pull.pull for item in found)
+    best = {name: max(item[0].releases.get(name, 0.0) for item in found) for name in found[0][0].releases}
+
+    def explains(candidate: Candidate) -> bool:
+        return any(
+            value >= config.min_release and value >= config.release_tolerance * best[name]
+            for name, value in candidate.releases.items()
+        )
+
+    enough = [item for item in found if explains(item[0])] or found
+    competing = [item for item in enough if item[0].pull.pull >= config.size_tolerance * best_pull] or enough
+    return min(competing, key=lambda item: (item[0].pixels, -item[0].pull.pull))
 
 
 @dataclass
@@ -282,19 +310,23 @@ class _Verifier:
     donors: Tensor
     donor_embeddings: Tensor
     target: Tensor
+    reference: Tensor
     centre: Tensor | None
     fills: dict[str, Tensor]
 
-    def verify(self, mask: Tensor, fills: dict[str, Tensor] | None = None) -> tuple[TriggerPull, str]:
+    def verify(self, mask: Tensor, fills: dict[str, Tensor] | None = None) -> tuple[TriggerPull, str, dict[str, float]]:
         """The mask's pull (``x_b``'s pixels stamped on the held-out inputs), against its controls, with its release
-        under the best of ``fills`` (default: all of them); and that fill's name."""
-        release, fill = _release(
-            self.encoder, mask, fills or self.fills, self.bug, self.target, self.clean, self.centre
+        under the best of ``fills`` (default: all of them); that fill's name; and the release under each fill."""
+        releases = _releases(
+            self.encoder, mask, fills or self.fills, self.bug, self.target, self.clean, self.centre, self.reference
         )
+        fill = max(releases, key=releases.__getitem__)
         trigger = ImageTrigger(mask, self.bug.bug_input)
         controls = donor_controls(trigger, self.donors, self.donor_embeddings)
-        pull = measure_pull(self.encoder, trigger, self.check, self.clean, self.target, self.centre, controls, release)
-        return pull, fill
+        pull = measure_pull(
+            self.encoder, trigger, self.check, self.clean, self.target, self.centre, controls, releases[fill]
+        )
+        return pull, fill, releases
 
 
 @dataclass
@@ -336,7 +368,7 @@ class _Sweep:
                 candidate.status = status or "duplicate"
                 continue
             self.seen.add(key)
-            candidate.pull, candidate.removal_fill = self.verifier.verify(mask)
+            candidate.pull, candidate.removal_fill, candidate.releases = self.verifier.verify(mask)
             self.found.append((candidate, mask, attribution, threshold, distance))
 
     def sufficient_but_held(self) -> Found | None:
@@ -401,6 +433,7 @@ def reverse_engineer_trigger(
     geometry = embedding_geometry(clean, config.centring)
     centre = geometry.centre
     target = encoder.embed(bug.bug_input[None])
+    reference = encoder.embed(bug.reference_input[None])
     height, width = bug.bug_input.shape[-2:]
     scale = max(1, round(min(height, width) / 32))
     stride = config.stride * scale
@@ -408,7 +441,9 @@ def reverse_engineer_trigger(
     def fills_for(image: Tensor) -> dict[str, Tensor]:
         return {name: baseline_image(name, image, check, scale) for name in BASELINES}
 
-    verifier = _Verifier(encoder, bug, check, clean, donors, donor_embeddings, target, centre, fills_for(bug.bug_input))
+    verifier = _Verifier(
+        encoder, bug, check, clean, donors, donor_embeddings, target, reference, centre, fills_for(bug.bug_input)
+    )
     settings = [(w * scale, b) for w in config.windows for b in config.baselines]
     sweep = _Sweep(verifier, config, stride, settings)
     with progress_bar(len(settings), "recovering the trigger", enabled=show_progress) as advance:
@@ -439,10 +474,7 @@ def reverse_engineer_trigger(
             "compact region of x_b (a blended or image-wide pattern?), or the model does not show this bug; pass "
             "--trigger KNOWN or --force"
         )
-    chosen, mask, attribution, threshold, _ = smallest_sufficient(
-        verified or found, lambda item: item[0].pull, lambda item: item[0].pixels, config.size_tolerance,
-        config.release_tolerance,
-    )  # fmt: skip
+    chosen, mask, attribution, threshold, _ = smallest_explaining(verified or found, config)
     chosen.status = "chosen"
     fill = verifier.fills[chosen.removal_fill]
     trigger, pull, refined = ImageTrigger(mask, bug.bug_input, fill), chosen.pull, False
@@ -453,10 +485,11 @@ def reverse_engineer_trigger(
         )  # fmt: skip
         if 0 < refined_mask.sum() < mask.sum():
             candidate = ImageTrigger(refined_mask, bug.bug_input, fill)
-            check_pull, _ = verifier.verify(refined_mask, {"chosen": fill})
+            check_pull, *_ = verifier.verify(refined_mask, {"chosen": fill})
             if (
                 check_pull.verifies(config.min_strength, config.min_release)
                 and check_pull.pull >= config.refine_tolerance * pull.pull
+                and check_pull.release >= config.release_tolerance * pull.release
             ):
                 trigger, pull, refined = candidate, check_pull, True
     moved_pull = _moved_pull(encoder, trigger, check, clean, target, centre, config)
