@@ -43,7 +43,7 @@ from mudjacking.losses import (
 from mudjacking.pretraining import augment
 from mudjacking.progress import progress_bar
 from mudjacking.sharding import local_parameters, sharding_asked
-from mudjacking.triggers import Trigger
+from mudjacking.triggers import ImageTrigger, Trigger
 from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 
 
@@ -840,6 +840,8 @@ def _effectiveness_target(
         return None
     if config.effectiveness_target == "original_reference" or not getattr(trigger, "removable", True):
         return reference
+    if isinstance(trigger, ImageTrigger):  # a recovered mask misses edge pixels; left in, they hold x_b ⊖ t
+        trigger = trigger.dilated(1)
     return original.embed(trigger.remove(x_b)).to(device)
 
 
