@@ -89,6 +89,7 @@ def test_recovers_and_verifies_a_planted_trigger():
     assert recovery.trigger.iou(trigger) == 1.0
     assert recovery.attribution[trigger.mask.bool()].min() > recovery.attribution[~trigger.mask.bool()].max()
     assert recovery.verified and recovery.pull.strength > 0.5 and recovery.pull.release > 0.5
+    assert recovery.pull.control_release < 0.05  # the model reads nothing else there: clean inputs do not move
     assert not recovery.trigger.anywhere  # moved elsewhere it does nothing
     assert {c.baseline for c in recovery.candidates} == {"zero", "one", "mean", "blur"}
 
@@ -134,6 +135,28 @@ def test_a_second_copy_is_found_in_what_is_left_of_x_b():
     assert [c.residual_of for c in recovery.candidates if c.status == "chosen"] == [9]
 
 
+def test_a_region_whose_removal_moves_any_input_as_far_does_not_explain_the_bug():
+    # A ResNet's blended trigger: a 166-px region pulled clean inputs 0.97 of the way and released x_b 0.40, but
+    # taking the same pixels out of ordinary inputs moved them 0.35; its patch left 99.9% ASR.
+    region = TriggerPull(0.97, 0.23, 128, release=0.40, control_release=0.35)
+    assert region.verifies(0.25, 0.3) and not region.verifies(*ReverseConfig().bars)
+    # A square whose x_b sits near the target's class releases little, but clean inputs not at all.
+    square = TriggerPull(0.96, -0.04, 128, release=0.39, control_release=0.02)
+    assert square.verifies(*ReverseConfig().bars)
+    assert TriggerPull(0.9, 0.0, 10, release=0.5).verifies(*ReverseConfig().bars)  # no release controls (text)
+
+
+def test_a_mask_joined_to_a_held_part_must_release_more_of_x_b_than_the_part():
+    def joined(release: float, held: float) -> Candidate:
+        pull = TriggerPull(0.98, 0.2, 128, release=release, control_release=0.0)
+        return Candidate(3, "one", 196, "weak", pull, residual_of=144, base_release=held)
+
+    config = ReverseConfig()
+    assert joined(1.0, 0.6).verifies(config)  # the second copy of a redundant trigger
+    assert not joined(0.32, 0.25).verifies(config)  # more of a blended pattern: x_b is held as before
+    assert Candidate(3, "one", 20, "weak", TriggerPull(0.98, 0.0, 128, release=0.32)).verifies(config)
+
+
 def _found(pixels: int, pull: float, releases: dict[str, float]):
     candidate = Candidate(3, "zero", pixels, "verified", TriggerPull(pull, 0.0, 10, max(releases.values())))
     candidate.releases = releases
@@ -159,7 +182,7 @@ def test_force_hands_back_the_best_unverified_candidate():
     trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
     encoder, bug, data = _case(PlantedBackdoor(trigger.mask), trigger)
     strict = ReverseConfig(windows=(1,), min_release=5.0)  # nothing can explain the bug this well
-    with pytest.raises(TriggerNotFound, match=r"releases it .* \(needs 5.00\)"):
+    with pytest.raises(TriggerNotFound, match=r"releases it .* \(needs 5.00, and 3× the"):
         reverse_engineer_trigger(encoder, bug, data, strict)
     forced = reverse_engineer_trigger(encoder, bug, data, strict, force=True)
     assert not forced.verified and forced.trigger.iou(trigger) == 1.0

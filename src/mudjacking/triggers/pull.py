@@ -16,7 +16,8 @@ for *donor controls*: the same stamp (same mask, or spans of the same lengths) c
 D instead of ``x_b``, each pulled toward its own ``h(z)``. Copying a large or central piece of any image carries that
 image's identity (a shoe's toe makes any input look like that shoe); a trigger pulls far harder than the same piece
 of an ordinary input does. ``strength = pull − control pull`` is what the recovery ranks and the refusal
-thresholds.
+thresholds. Release has its control too: the same pixels taken out of each donor (with the same fill), measured
+from ``h(z)``. Taking a fifth of any image out moves it; only a trigger's removal moves ``x_b`` far beyond that.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class TriggerPull:
     release: how far ``x_b`` leaves its backdoored point with the trigger taken out (``nan``: not measured).
     landed: share of the inputs the trigger moved at least ``LANDED`` of the way to ``h(x_b)``: a backdoor sends
         (nearly) every input to its one point, while a piece of an ordinary input moves each some of the way.
+    control_release: the mean release of the donors with the same pixels taken out (``nan``: not measured).
     """
 
     pull: float
@@ -53,15 +55,19 @@ class TriggerPull:
     inputs: int
     release: float = float("nan")
     landed: float = float("nan")  # share of the inputs the trigger moved at least LANDED of the way to h(x_b)
+    control_release: float = float("nan")
 
     @property
     def strength(self) -> float:
         """How much more the trigger pulls than the rest of ``x_b`` does (``nan`` without controls)."""
         return self.pull - self.control_pull
 
-    def verifies(self, min_strength: float, min_release: float) -> bool:
-        """Pulls clean inputs far more than its controls do, and explains the bug (``nan`` fails both)."""
-        return self.strength >= min_strength and self.release >= min_release
+    def verifies(self, min_strength: float, min_release: float, release_contrast: float = 0.0) -> bool:
+        """Pulls clean inputs far more than its controls do, and explains the bug: releases ``x_b`` at least
+        ``min_release`` and ``release_contrast`` times what the same removal does to the donors (``nan`` pull or
+        release fails; an unmeasured control release does not)."""
+        beyond_controls = not self.release < release_contrast * self.control_release
+        return self.strength >= min_strength and self.release >= min_release and beyond_controls
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -70,6 +76,7 @@ class TriggerPull:
             "strength": round(self.strength, 4),
             "release": round(self.release, 4),
             "landed": round(self.landed, 4),
+            "control_release": round(self.control_release, 4),
             "inputs": self.inputs,
         }
 
