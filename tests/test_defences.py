@@ -33,14 +33,17 @@ def test_word_dropout_never_empties_a_sentence():
 
 
 def test_clean_bug_target_on_images_is_x_b_with_the_trigger_filled_in(backdoored):
-    """For images, x_b ⊖ t replaces the trigger's pixels with its fill (D's mean image when the trigger has none),
-    and the goal check measures x_b against the original model's embedding of that."""
+    """For images, x_b ⊖ t replaces the trigger's pixels, its mask grown by 1 px (a recovered mask misses rim
+    pixels), with its fill (D's mean image when the trigger has none), and the goal check measures x_b against the
+    original model's embedding of that."""
     from mudjacking.geometry import similarity
 
     data = backdoored.patching_set[:64]
     config = PatchConfig(effectiveness_target="clean_bug", max_epochs=1, goal_effectiveness=-1.0)
     result = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, data, config, False)
-    cleaned = backdoored.bug.bug_input[None] * (1 - backdoored.trigger.mask) + data.mean(0) * backdoored.trigger.mask
+    mask = backdoored.trigger.dilated(1).mask
+    assert mask.sum() > backdoored.trigger.mask.sum()
+    cleaned = backdoored.bug.bug_input[None] * (1 - mask) + data.mean(0) * mask
     target = backdoored.encoder.embed(cleaned)
     expected = similarity(result.encoder.embed(backdoored.bug.bug_input[None]), target, result.geometry.centre)
     assert result.history[-1].bug_similarity == pytest.approx(float(expected), abs=1e-4)

@@ -315,8 +315,10 @@ def test_a_run_that_misses_its_goals_hands_back_the_pass_that_came_closest(backd
     assert all(
         torch.equal(tensor, weights[closest.epoch][name]) for name, tensor in result.encoder.state_dict().items()
     )
-    fixed_budget = patch_encoder(*arguments[:-1], replace(config, early_stop=False), show_progress=False)
-    assert fixed_budget.kept_pass == 5  # a baseline's fixed budget ends with its last pass
+    fixed_budget = replace(config, early_stop=False)
+    assert patch_encoder(*arguments[:-1], fixed_budget, show_progress=False).kept_pass == 5  # a baseline's budget
+    no_stop = patch_encoder(*arguments[:-1], replace(fixed_budget, keep_closest=True), show_progress=False)
+    assert no_stop.kept_pass == closest.epoch  # the oracle on Mudjacking's budget still hands back its closest pass
 
 
 def test_a_resumed_run_still_hands_back_the_closest_pass_from_before_the_interruption(backdoored, tmp_path):

@@ -83,12 +83,12 @@ class PatchConfig:
             checked and the patch ends. Experiments give baselines Mudjacking's time, so a slower method
             (whole-model fine-tuning beside a patch of a few embedding rows) gets fewer steps, not more time.
         min_epochs: passes before early stopping may trigger.
-        early_stop: stop once every goal is met on the held-out check. A run that stops this way but ends without
-            meeting them (out of passes or time) hands back the pass that came closest (the least short of them
-            in all, each against its own slack; see ``_closeness``), not the last: on the blended attack's oracle patch
-            (seed 2) held-out locality swung between 0.95 and 0.994 from pass to pass and ended at 0.81, which
-            cost the deployed classifier 35 points. A run without early stopping is a fixed budget (the
-            baselines') and ends with its last pass.
+        early_stop: stop once every goal is met on the held-out check.
+        keep_closest: a run that ends without meeting its goals (out of passes or time) hands back the pass that
+            came closest (the least short of them in all, each against its own slack; see ``_closeness``), not the
+            last: on the blended attack's oracle patch (seed 2) held-out locality swung between 0.95 and 0.994 from
+            pass to pass and ended at 0.81-0.84, which cost the deployed classifier 28-35 points. Off, the run ends
+            with its last pass: the baselines' fixed budget. ``None`` (default): on exactly when ``early_stop`` is.
         trigger_dilation: during training, stamp ``x ⊕ t`` with the mask grown by a random 0..N pixels, so a
             recovered mask that misses the rim of the real trigger still teaches the model to ignore all of it.
         trigger_tokens_only: text only: train nothing but the input-embedding rows of the recovered trigger's
@@ -155,6 +155,7 @@ class PatchConfig:
     max_seconds: float = 0.0
     min_epochs: int = 3
     early_stop: bool = True
+    keep_closest: bool | None = None
     trigger_dilation: int = 2
     trigger_tokens_only: bool = False
     augmented_copies: int = 0
@@ -172,6 +173,11 @@ class PatchConfig:
     precision: str = "fp32"
     lora_rank: int = 0
     reuse_frozen: bool = True
+
+    @property
+    def keeps_closest(self) -> bool:
+        """Whether a run that misses its goals hands back its closest pass (``keep_closest``)."""
+        return self.early_stop if self.keep_closest is None else self.keep_closest
 
     def __post_init__(self) -> None:
         self.trainable = tuple(self.trainable)
@@ -434,7 +440,7 @@ def patch_encoder(
             result.epochs = epoch
             if on_epoch is not None and processes.is_main:
                 on_epoch(record, patched)
-            if config.early_stop and _closeness(record, goals) > _closeness(closest.record, goals):
+            if config.keeps_closest and _closeness(record, goals) > _closeness(closest.record, goals):
                 closest = _Closest(record, _copied(patched.state_dict()))
             if checkpoints is not None and processes.alone:
                 earlier = closest.weights if closest.record is not record else None

@@ -9,9 +9,11 @@ set.
 - any ablation named in the config: Mudjacking with some settings changed (a loss term off, another λ).
 
 Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
-(early stopping off). Contrastive fine-tuning makes its own views of D, so when Mudjacking's epochs run over D
-enlarged with augmented copies, it gets as many passes over D as Mudjacking made over its copies. A whole-model
-baseline beside a patch of a few embedding rows thus gets the same seconds.
+(early stopping off), and ends with its last pass; the oracle, being Mudjacking, hands back its closest pass as
+Mudjacking does (on the blended attack's seed 2 its last pass cost 28 points of accuracy). Contrastive fine-tuning
+makes its own views of D, so when Mudjacking's epochs run over D enlarged with augmented copies, it gets as many
+passes over D as Mudjacking made over its copies. A whole-model baseline beside a patch of a few embedding rows
+thus gets the same seconds.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Budget:
 
     epochs: int
     seconds: float
-    patch: PatchConfig  # Mudjacking's config with its epochs and seconds as limits and early stopping off
+    patch: PatchConfig  # Mudjacking's config with its epochs and seconds as limits, early stopping and closest pass off
     mudjacking: PatchConfig  # Mudjacking's config as it ran
     locality_only: Callable[[int], PatchConfig]
     contrastive: ContrastiveConfig
@@ -101,7 +103,7 @@ def _no_generalizability(inputs: DefenceInputs, budget: Budget, show_progress: b
 
 @register_defence("oracle-trigger")
 def _oracle_trigger(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
-    return _patch(inputs, inputs.true_trigger, budget.patch, show_progress)
+    return _patch(inputs, inputs.true_trigger, replace(budget.patch, keep_closest=True), show_progress)
 
 
 BUILTIN_METHODS = tuple(registered_defences())
@@ -127,7 +129,7 @@ def run_defences(
     if on_done:
         on_done("mudjacking", results["mudjacking"])
     epochs, seconds = results["mudjacking"].epochs, results["mudjacking"].seconds
-    limits = replace(patch, max_epochs=epochs, early_stop=False, max_seconds=seconds)
+    limits = replace(patch, max_epochs=epochs, early_stop=False, keep_closest=False, max_seconds=seconds)
     budget = Budget(epochs, seconds, limits, patch, locality_only, contrastive)
     for name in methods:
         if name == "mudjacking":
