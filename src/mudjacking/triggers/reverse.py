@@ -484,7 +484,8 @@ def reverse_engineer_trigger(
     def fills_for(image: Tensor) -> dict[str, Tensor]:
         return {name: baseline_image(name, image, check, scale) for name in BASELINES}
 
-    donor_fills = {name: torch.stack([baseline_image(name, z, check, scale) for z in donors]) for name in BASELINES}
+    each_donor = [fills_for(donor) for donor in donors]
+    donor_fills = {name: torch.stack([fills[name] for fills in each_donor]) for name in BASELINES}
     verifier = _Verifier(
         encoder, bug, check, clean, donors, donor_embeddings, target, reference, centre, fills_for(bug.bug_input),
         donor_fills,
