@@ -1,0 +1,88 @@
+"""How low can a patch take a text trigger's flip rate? The floor the experiment tables cannot show.
+
+A sentence classifier's flip rate (of the negative reviews it gets right, the share a stamp sends to the target) is
+not 0 for a harmless stamp: inserting any word moves the embedding a little, and reviews near the boundary cross
+it. So for one text attack and seed this prints, on the **whole** sentiment test split (3,170 reviews; the suites
+score 1,600), the flip rate under the deployed linear classifier of:
+
+- the attacker's trigger, and each control stamp (an ordinary word, or a phrase as long as the trigger), inserted
+  at the same seeded positions;
+- under the never-backdoored model, the backdoored one, and the oracle-trigger patch (Mudjacking given the true
+  trigger, with the suites' recipe: the text recipe fitted to the trigger, 2 passes, its closest pass kept).
+
+A patched trigger that flips no more than "the" does is at the floor: what is left is the classifier's margin, not
+the backdoor. Also prints deployed accuracy.
+
+python benchmarks/text_flip_floor.py --attack phrase --seed 2 --control the --control "we saw that new show"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from mudjacking.evaluation.compare import evaluate_models
+from mudjacking.evaluation.downstream import EmbeddingCache
+from mudjacking.patching import patch_encoder
+from mudjacking.pipeline.settings import TextSetting
+from mudjacking.pipeline.settings.text import SENTIMENT, load_text_tasks
+from mudjacking.recipes import adapt_recipe
+from mudjacking.triggers.text_trigger import TextTrigger
+
+
+def floors(attack: str, seed: int, controls: list[str]) -> dict:
+    """Flip rates of the trigger and each control stamp under the clean, backdoored and oracle-patched models."""
+    setting = TextSetting(seed=seed, attack_kind=attack, probe_kinds=("linear",), test_size=(1600, 250))
+    setting.patch = replace(setting.patch, max_epochs=2, min_epochs=2)  # as the attack suites
+    scenario = setting.prepare(show_progress=True)
+    if scenario.bug is None:
+        raise SystemExit(f"{attack} seed {seed}: the attack planted no backdoor ({scenario.no_bug})")
+    trigger, task = scenario.true_trigger, scenario.tasks[SENTIMENT]
+    whole = load_text_tasks(setting)[SENTIMENT]
+    test = (whole.test_texts, torch.as_tensor(whole.test_labels))
+    patch, note = adapt_recipe(scenario.backdoored, setting.patch, trigger, scenario.patching_set)
+    started = time.perf_counter()
+    oracle = patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set,
+                           replace(patch, keep_closest=True), show_progress=True)  # fmt: skip
+    models = {"clean": scenario.clean, "backdoored": scenario.backdoored, "oracle-trigger": oracle.encoder}
+    result = {"attack": attack, "seed": seed, "test_reviews": len(test[0]), "recipe_note": note,
+              "oracle_seconds": round(time.perf_counter() - started, 1), "oracle_goals_met": oracle.goals_met,
+              "flip_rate": {}, "accuracy": {}}  # fmt: skip
+    cache = EmbeddingCache()
+    for stamp in [*trigger.words, *controls]:
+        scores = evaluate_models(models, task.train, test, TextTrigger([stamp], seed=seed), task.targets,
+                                 probe_kinds=("linear",), deployed_on="backdoored", seed=seed, retrain=(),
+                                 deployed_probes=task.probes, cache=cache)["linear"]  # fmt: skip
+        result["flip_rate"][stamp] = {model: entry["deployed"]["flip_rate"] for model, entry in scores.items()}
+        result["accuracy"] = {model: entry["deployed"]["accuracy"] for model, entry in scores.items()}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--attack", default="phrase", help="a registered text attack")
+    parser.add_argument("--seed", type=int, action="append", help="repeatable; default 0")
+    parser.add_argument("--control", action="append", help='a control stamp (repeatable; default "the")')
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    results = [floors(args.attack, seed, args.control or ["the"]) for seed in args.seed or [0]]
+    for result in results:
+        print(f"\n{result['attack']}, seed {result['seed']} ({result['test_reviews']} reviews; oracle "
+              f"{result['oracle_seconds']:.0f} s, goals met: {result['oracle_goals_met']})")  # fmt: skip
+        models = list(result["accuracy"])
+        print(f"{'flip rate %':28s}" + "".join(f"{model:>16s}" for model in models))
+        for stamp, rates in result["flip_rate"].items():
+            print(f"{stamp!r:28s}" + "".join(f"{100 * rates[model]:16.2f}" for model in models))
+        print(f"{'accuracy %':28s}" + "".join(f"{100 * result['accuracy'][model]:16.2f}" for model in models))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
