@@ -2,8 +2,9 @@
 
 A sentence classifier's flip rate (of the negative reviews it gets right, the share a stamp sends to the target) is
 not 0 for a harmless stamp: inserting any word moves the embedding a little, and reviews near the boundary cross
-it. So for one text attack and seed this prints, on the **whole** sentiment test split (3,170 reviews; the suites
-score 1,600), the flip rate under the deployed linear classifier of:
+it. So for one text attack and seed this prints, on the **whole** sentiment test split (3,170 reviews; the any-word
+suite scores 1,600, the other text suites 400; the bug comes from the first 1,600), the flip rate under the deployed
+linear classifier of:
 
 - the attacker's trigger, and each control stamp (an ordinary word, or a phrase as long as the trigger), inserted
   at the same seeded positions;
@@ -58,7 +59,7 @@ def floors(attack: str, seed: int, controls: list[str]) -> dict:
                                  probe_kinds=("linear",), deployed_on="backdoored", seed=seed, retrain=(),
                                  deployed_probes=task.probes, cache=cache)["linear"]  # fmt: skip
         result["flip_rate"][stamp] = {model: entry["deployed"]["flip_rate"] for model, entry in scores.items()}
-        result["accuracy"] = {model: entry["deployed"]["accuracy"] for model, entry in scores.items()}
+    result["accuracy"] = {model: entry["deployed"]["accuracy"] for model, entry in scores.items()}  # stamp-free
     return result
 
 
