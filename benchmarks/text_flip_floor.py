@@ -9,7 +9,8 @@ linear classifier of:
 - the attacker's trigger, and each control stamp (an ordinary word, or a phrase as long as the trigger), inserted
   at the same seeded positions;
 - under the never-backdoored model, the backdoored one, and the oracle-trigger patch (Mudjacking given the true
-  trigger, with the suites' recipe: the text recipe fitted to the trigger, 2 passes, its closest pass kept).
+  trigger, with the suites' recipe: the text recipe fitted to the trigger, 2 passes of its embedding rows or 8 of
+  the whole model when its words are common, its closest pass kept).
 
 A patched trigger that flips no more than "the" does is at the floor: what is left is the classifier's margin, not
 the backdoor. Also prints deployed accuracy.
@@ -20,7 +21,6 @@ python benchmarks/text_flip_floor.py --attack phrase --seed 2 --control the --co
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 
@@ -28,6 +28,7 @@ import torch
 
 from mudjacking.evaluation.compare import evaluate_models
 from mudjacking.evaluation.downstream import EmbeddingCache
+from mudjacking.outputs import write_json
 from mudjacking.patching import patch_encoder
 from mudjacking.pipeline.settings import TextSetting
 from mudjacking.pipeline.settings.text import SENTIMENT, load_text_tasks
@@ -81,8 +82,7 @@ def main() -> None:
             print(f"{stamp!r:28s}" + "".join(f"{100 * rates[model]:16.2f}" for model in models))
         print(f"{'accuracy %':28s}" + "".join(f"{100 * result['accuracy'][model]:16.2f}" for model in models))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(args.json, results)
 
 
 if __name__ == "__main__":
