@@ -184,5 +184,5 @@ def test_text_defaults_follow_the_modality_and_a_common_trigger_word_is_not_retr
     result = runner.invoke(app, [*arguments, "--out", str(text_files / "common"), "--trigger", str(common)])
     assert result.exit_code in (0, 3), result.output
     report = json.loads((text_files / "common" / "report.json").read_text())
-    assert not report["patch"]["config"]["trigger_tokens_only"] and report["patch"]["config"]["lr"] <= 5e-4
+    assert not report["patch"]["config"]["trigger_tokens_only"] and report["patch"]["config"]["lr"] < 0.03
     assert "'the' in" in report["recipe_note"] and "whole model" in " ".join(result.output.split())

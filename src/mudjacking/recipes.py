@@ -111,17 +111,18 @@ LORA_LR = 2e-3
 
 def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
     """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at a
-    whole-model learning rate ``lr``, instead of their embedding rows being moved. Locality is no longer perfect by
-    construction, so its goal rises to 0.99, in at most 8 passes. Training stamps grow the phrase by up to two of its
-    neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery found "watched this 3D movie" of the
-    phrase "I watched this 3D movie".
+    whole-model learning rate ``lr`` (:data:`CONTEXT_LR_BASE`), instead of their embedding rows being moved.
+    Locality is no longer perfect by construction, so its goal rises to 0.99, in at most 8 passes. Training stamps
+    grow the phrase by up to two of its neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery
+    found "watched this 3D movie" of the phrase "I watched this 3D movie".
 
     Measured on MiniLM (2 cores):
     - the common word "story": stopping at locality 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99
       (6 passes) 0.8.
-    - the phrase: never meets the goals, so it runs every pass; 8.2% of negative reviews still flipped after 8
-      passes, 6.2% after 12 (a never-backdoored model: 5.6%). 12 passes made its three-seed experiment take over
-      30 minutes.
+    - the phrase never meets the goals, so it runs every pass. The oracle patch (true phrase, 8 passes) at lr
+      3.3e-5 left 5.5% of seed 2's correctly classified negative reviews flipped (whole test split), at 1e-4 3.5%,
+      at 2e-4 2.1%; 16 passes at 3.3e-5 3.8%. At 3e-4, seed 0 2.7% (2e-4: 4.2%) and seed 1 0.0% (5e-4: 2.7%) of
+      400 reviews, where a never-backdoored model flips 13.3 and 27.1%; "story" stayed at 0-1.5%.
     - the upper half of the layers instead of the whole model (94 s against 148 s per patch, seed 0): the phrase
       flipped 13.3% (a never-backdoored model: 13.2%; the whole model: 6.2%), but "story" was left at 13.9% where
       the whole model had 0.0%, with held-out locality 0.987 after 12 passes.
@@ -130,6 +131,12 @@ def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
         config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 8), goal_locality=0.99,
         trigger_dilation=2,
     )  # fmt: skip
+
+
+CONTEXT_LR_BASE = 4.5e-3
+"""The context recipe's :func:`scaled_lr` base: 3e-4 for MiniLM's 22.7M parameters (1.4e-4 for BERT-base), nine
+times the image rule's, since reading five ordinary words as nothing moves the model further than locality allows
+an image patch to (:func:`context_recipe`)."""
 
 
 def scaled_lr(parameters: int, base: float = 5e-4) -> float:
@@ -220,7 +227,7 @@ def _fit_text_trigger(
     if not common:
         return config, None
     shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable))
+    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable), base=CONTEXT_LR_BASE)
     return context_recipe(config, lr), (
         f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
         "would move every sentence that holds them, so the whole model was patched instead"
