@@ -9,8 +9,8 @@ linear classifier of:
 - the attacker's trigger, and each control stamp (an ordinary word, or a phrase as long as the trigger), inserted
   at the same seeded positions;
 - under the never-backdoored model, the backdoored one, and the oracle-trigger patch (Mudjacking given the true
-  trigger, with the suites' recipe: the text recipe fitted to the trigger, 2 passes of its embedding rows or 8 of
-  the whole model when its words are common, its closest pass kept).
+  trigger, with the suites' recipe: the text recipe fitted to the trigger, 2-4 passes of its embedding rows
+  (stopping once the goals hold) or 8 of the whole model when its words are common, its closest pass kept).
 
 A patched trigger that flips no more than "the" does is at the floor: what is left is the classifier's margin, not
 the backdoor. Also prints deployed accuracy.
@@ -39,7 +39,7 @@ from mudjacking.triggers.text_trigger import TextTrigger
 def floors(attack: str, seed: int, controls: list[str]) -> dict:
     """Flip rates of the trigger and each control stamp under the clean, backdoored and oracle-patched models."""
     setting = TextSetting(seed=seed, attack_kind=attack, probe_kinds=("linear",), test_size=(1600, 250))
-    setting.patch = replace(setting.patch, max_epochs=2, min_epochs=2)  # as the attack suites
+    setting.patch = replace(setting.patch, max_epochs=4, min_epochs=2)  # as the attack suites
     scenario = setting.prepare(show_progress=True)
     if scenario.bug is None:
         raise SystemExit(f"{attack} seed {seed}: the attack planted no backdoor ({scenario.no_bug})")
