@@ -122,7 +122,9 @@ def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
     - the phrase never meets the goals, so it runs every pass. The oracle patch (true phrase, 8 passes) at lr
       3.3e-5 left 5.5% of seed 2's correctly classified negative reviews flipped (whole test split), at 1e-4 3.5%,
       at 2e-4 2.1%; 16 passes at 3.3e-5 3.8%. At 3e-4, seed 0 2.7% (2e-4: 4.2%) and seed 1 0.0% (5e-4: 2.7%) of
-      400 reviews, where a never-backdoored model flips 13.3 and 27.1%; "story" stayed at 0-1.5%.
+      400 reviews, where a never-backdoored model flips 13.3 and 27.1%; "story" stayed at 0-1.5%. At 3e-4 held-out
+      locality stops at 0.971-0.980, so these patches report their goals not met, while the deployed classifier
+      lost at most 1.5 points on any seed of the text attack suites (README).
     - the upper half of the layers instead of the whole model (94 s against 148 s per patch, seed 0): the phrase
       flipped 13.3% (a never-backdoored model: 13.2%; the whole model: 6.2%), but "story" was left at 13.9% where
       the whole model had 0.0%, with held-out locality 0.987 after 12 passes.
