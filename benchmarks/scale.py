@@ -45,7 +45,7 @@ from mudjacking.encoders.hf_text import HFTextEncoder
 from mudjacking.encoders.hf_vision import HFVisionEncoder
 from mudjacking.errors import DataError
 from mudjacking.patching import patch_encoder
-from mudjacking.recipes import CONTEXT_LR_BASE, context_recipe, recipe_for, scaled_lr, trained_parameters
+from mudjacking.recipes import context_lr, context_recipe, recipe_for
 from mudjacking.triggers import ImageTrigger, TextTrigger
 
 SHARE = Path(".venv/share/mudjacking")
@@ -109,7 +109,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         changes["trainable"] = tuple(args.train)
     config = recipe_for(encoder, **changes)
     if args.recipe == "context":
-        config = context_recipe(config, scaled_lr(trained_parameters(encoder, config.trainable), base=CONTEXT_LR_BASE))
+        config = context_recipe(config, context_lr(encoder, config.trainable))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result = patch_encoder(encoder, bug, trigger, inputs[1:], config, show_progress=False)

@@ -141,6 +141,12 @@ times the image rule's, since reading five ordinary words as nothing moves the m
 an image patch to (:func:`context_recipe`)."""
 
 
+def context_lr(encoder: Any, trainable: tuple[str, ...]) -> float:
+    """The context recipe's learning rate for ``encoder`` with the ``trainable`` patterns: :func:`scaled_lr` from
+    :data:`CONTEXT_LR_BASE`."""
+    return scaled_lr(trained_parameters(encoder, trainable), base=CONTEXT_LR_BASE)
+
+
 def scaled_lr(parameters: int, base: float = 5e-4) -> float:
     """``base`` for models up to :data:`REFERENCE_PARAMETERS` trained parameters, scaled by ``1/sqrt(size)`` above:
     the image recipe's 5e-4 suits the demo's 114k-parameter CNN, but on ImageNet MobileNetV2 (2.2M) it cost the
@@ -229,7 +235,7 @@ def _fit_text_trigger(
     if not common:
         return config, None
     shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-    lr = options.get("lr") or scaled_lr(trained_parameters(encoder, config.trainable), base=CONTEXT_LR_BASE)
+    lr = options.get("lr") or context_lr(encoder, config.trainable)
     return context_recipe(config, lr), (
         f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
         "would move every sentence that holds them, so the whole model was patched instead"
