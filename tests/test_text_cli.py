@@ -12,6 +12,7 @@ from mudjacking.data import BugReport, save_bug_report
 from mudjacking.data.images import DataError
 from mudjacking.data.text_files import load_labeled_texts, load_sentences
 from mudjacking.encoders import load_encoder
+from mudjacking.recipes import CONTEXT_LR_BASE, scaled_lr
 from mudjacking.triggers import ImageTrigger
 
 runner = CliRunner()
@@ -184,5 +185,7 @@ def test_text_defaults_follow_the_modality_and_a_common_trigger_word_is_not_retr
     result = runner.invoke(app, [*arguments, "--out", str(text_files / "common"), "--trigger", str(common)])
     assert result.exit_code in (0, 3), result.output
     report = json.loads((text_files / "common" / "report.json").read_text())
-    assert not report["patch"]["config"]["trigger_tokens_only"] and report["patch"]["config"]["lr"] < 0.03
+    assert not report["patch"]["config"]["trigger_tokens_only"]
+    whole_model_lr = scaled_lr(report["patch"]["trainable_parameters"], base=CONTEXT_LR_BASE)
+    assert whole_model_lr < 0.03 and report["patch"]["config"]["lr"] == pytest.approx(whole_model_lr)
     assert "'the' in" in report["recipe_note"] and "whole model" in " ".join(result.output.split())
