@@ -133,7 +133,10 @@ def test_experiment_table_covers_every_defence_task_and_seed(text_experiment):
         epochs, seconds = defences["mudjacking"]["epochs"], defences["mudjacking"]["seconds"]
         for name, defence in defences.items():  # Mudjacking's budget for every defence: its epochs and seconds
             assert defence["epochs"] <= epochs
-            if name != "mudjacking":
+            if name == "oracle-trigger":  # Mudjacking's passes without its clock: the same recipe, another trigger
+                assert defence["config"]["max_seconds"] == defences["mudjacking"]["config"]["max_seconds"]
+                assert defence["config"]["max_epochs"] == epochs
+            elif name != "mudjacking":
                 assert defence["config"]["max_seconds"] == pytest.approx(seconds, abs=1e-3)
         assert seed["trigger"]["quality"]["words"]
         pictures = seed["trigger"]["pictures"]  # the text run's own pictures, each written where the report says
@@ -231,6 +234,26 @@ def test_a_registered_defence_is_accepted_by_configs_and_run_on_mudjackings_budg
     monkeypatch.delitem(methods._DEFENCES, "toy")
     with pytest.raises(DataError, match="unknown methods"):
         load_experiment_config(_write(tmp_path / "gone.toml", text))
+
+
+def test_the_oracle_gets_mudjackings_passes_without_its_clock(monkeypatch):
+    """The oracle is Mudjacking with the true trigger: as many passes, its closest one kept, and no wall-clock cap
+    (the other defences' seconds limit cut it short by timing noise when both triggers were the same)."""
+    from types import SimpleNamespace
+
+    from mudjacking.defences import registry as methods
+    from mudjacking.defences.contrastive import ContrastiveConfig
+    from mudjacking.patching import PatchConfig
+
+    seen = {}
+    monkeypatch.setitem(methods._DEFENCES, "mudjacking", lambda *args: SimpleNamespace(epochs=3, seconds=1.5))
+    monkeypatch.setattr(methods, "_patch", lambda _, trigger, config, __: seen.update(trigger=trigger, config=config))
+    inputs = SimpleNamespace(true_trigger="the attacker's", recovered="recovered")
+    methods.run_defences(inputs, ["mudjacking", "oracle-trigger"], PatchConfig(max_seconds=600.0),
+                         lambda e: PatchConfig(), ContrastiveConfig(), show_progress=False)  # fmt: skip
+    config = seen["config"]
+    assert seen["trigger"] == "the attacker's"
+    assert (config.max_epochs, config.max_seconds, config.keep_closest, config.early_stop) == (3, 600.0, True, False)
 
 
 @pytest.mark.slow

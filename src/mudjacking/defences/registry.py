@@ -9,8 +9,9 @@ set.
 - any ablation named in the config: Mudjacking with some settings changed (a loss term off, another λ).
 
 Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
-(early stopping off), and ends with its last pass; the oracle, being Mudjacking, hands back its closest pass as
-Mudjacking does (on the blended attack's seed 2 its last pass cost 28 points of accuracy). Contrastive fine-tuning
+(early stopping off), and ends with its last pass; the oracle, being Mudjacking, gets its epochs without the clock
+and hands back its closest pass as Mudjacking does (on the blended attack's seed 2 its last pass cost 28 points of
+accuracy). Contrastive fine-tuning
 makes its own views of D, so when Mudjacking's epochs run over D enlarged with augmented copies, it gets as many
 passes over D as Mudjacking made over its copies. A whole-model baseline beside a patch of a few embedding rows
 thus gets the same seconds.
@@ -103,7 +104,11 @@ def _no_generalizability(inputs: DefenceInputs, budget: Budget, show_progress: b
 
 @register_defence("oracle-trigger")
 def _oracle_trigger(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
-    return _patch(inputs, inputs.true_trigger, replace(budget.patch, keep_closest=True), show_progress)
+    """Mudjacking's passes, not its seconds: the same recipe with another trigger takes as long per pass, so a clock
+    would only cut it short by timing noise (common-word seed 0 stopped 3 steps short and kept pass 6, 4.4% flipped,
+    where Mudjacking with the same trigger kept pass 8, 1.5%)."""
+    config = replace(budget.patch, keep_closest=True, max_seconds=budget.mudjacking.max_seconds)
+    return _patch(inputs, inputs.true_trigger, config, show_progress)
 
 
 BUILTIN_METHODS = tuple(registered_defences())
