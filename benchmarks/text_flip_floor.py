@@ -15,7 +15,15 @@ linear classifier of:
 A patched trigger that flips no more than "the" does is at the floor: what is left is the classifier's margin, not
 the backdoor. Also prints deployed accuracy.
 
+``--whole-model`` adds the oracle patch under the context recipe (the whole model, as for common-word triggers) beside
+a rows patch. Rare-token controls then show whether the backdoor answers more than its trigger: on any-word seed 0
+(400 reviews) the backdoored model flipped 42.0, 32.6 and 26.1% of reviews stamped with `qz`, `xj`, `vk` (a clean
+model 1.2, 0.0, 2.4%); the patch of `cf`'s row left all three where they were, the whole-model patch took them to
+5.3, 0.0 and 8.3% (`cf` 2.9 → 0.8%, 0.8 points of accuracy). On badencoder seed 0, `qz` 22.5% (clean 7.3%) stayed
+under the row patch and fell to 6.4% under the whole-model one (`cf` 3.6 → 1.4%, accuracy +1.3 points).
+
 python benchmarks/text_flip_floor.py --attack phrase --seed 2 --control the --control "we saw that new show"
+python benchmarks/text_flip_floor.py --attack badencoder --whole-model --control qz --control xj --control the
 """
 
 from __future__ import annotations
@@ -32,12 +40,13 @@ from mudjacking.outputs import write_json
 from mudjacking.patching import patch_encoder
 from mudjacking.pipeline.settings import TextSetting
 from mudjacking.pipeline.settings.text import SENTIMENT, load_text_tasks
-from mudjacking.recipes import adapt_recipe
+from mudjacking.recipes import adapt_recipe, context_lr, context_recipe
 from mudjacking.triggers.text_trigger import TextTrigger
 
 
-def floors(attack: str, seed: int, controls: list[str]) -> dict:
-    """Flip rates of the trigger and each control stamp under the clean, backdoored and oracle-patched models."""
+def floors(attack: str, seed: int, controls: list[str], whole_model: bool = False) -> dict:
+    """Flip rates of the trigger and each control stamp under the clean, backdoored and oracle-patched models (and
+    the whole-model oracle patch when ``whole_model`` and the recipe patches rows)."""
     setting = TextSetting(seed=seed, attack_kind=attack, probe_kinds=("linear",), test_size=(1600, 250))
     setting.patch = replace(setting.patch, max_epochs=4, min_epochs=2)  # as the attack suites
     scenario = setting.prepare(show_progress=True)
@@ -51,6 +60,11 @@ def floors(attack: str, seed: int, controls: list[str]) -> dict:
     oracle = patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set,
                            replace(patch, keep_closest=True), show_progress=True)  # fmt: skip
     models = {"clean": scenario.clean, "backdoored": scenario.backdoored, "oracle-trigger": oracle.encoder}
+    if whole_model and patch.trigger_tokens_only:
+        context = context_recipe(patch, context_lr(scenario.backdoored, patch.trainable))
+        patched = patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set,
+                                replace(context, keep_closest=True), show_progress=True)  # fmt: skip
+        models["oracle-whole-model"] = patched.encoder
     result = {"attack": attack, "seed": seed, "test_reviews": len(test[0]), "recipe_note": note,
               "oracle_seconds": round(time.perf_counter() - started, 1), "oracle_goals_met": oracle.goals_met,
               "flip_rate": {}, "accuracy": {}}  # fmt: skip
@@ -69,10 +83,11 @@ def main() -> None:
     parser.add_argument("--attack", default="phrase", help="a registered text attack")
     parser.add_argument("--seed", type=int, action="append", help="repeatable; default 0")
     parser.add_argument("--control", action="append", help='a control stamp (repeatable; default "the")')
+    parser.add_argument("--whole-model", action="store_true", help="also the oracle patch of the whole model")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    results = [floors(args.attack, seed, args.control or ["the"]) for seed in args.seed or [0]]
+    results = [floors(args.attack, seed, args.control or ["the"], args.whole_model) for seed in args.seed or [0]]
     for result in results:
         print(f"\n{result['attack']}, seed {result['seed']} ({result['test_reviews']} reviews; oracle "
               f"{result['oracle_seconds']:.0f} s, goals met: {result['oracle_goals_met']})")  # fmt: skip
