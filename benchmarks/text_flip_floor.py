@@ -20,7 +20,9 @@ a rows patch. Rare-token controls then show whether the backdoor answers more th
 (400 reviews) the backdoored model flipped 42.0, 32.6 and 26.1% of reviews stamped with `qz`, `xj`, `vk` (a clean
 model 1.2, 0.0, 2.4%); the patch of `cf`'s row left all three where they were, the whole-model patch took them to
 5.3, 0.0 and 8.3% (`cf` 2.9 → 0.8%, 0.8 points of accuracy). On badencoder seed 0, `qz` 22.5% (clean 7.3%) stayed
-under the row patch and fell to 6.4% under the whole-model one (`cf` 3.6 → 1.4%, accuracy +1.3 points).
+under the row patch and fell to 6.4% under the whole-model one (`cf` 3.6 → 1.4%, accuracy +1.3 points); on the whole
+split (the bug from 1,600 reviews, `--attack badencoder --whole-model`) `qz` 26.5% stayed 26.5% under the row patch
+and fell to 8.8% under the whole model (clean 6.2%), `cf` 1.0 and 1.1%, "the" 3.2 and 1.8%, accuracy 73.7% all three.
 
 python benchmarks/text_flip_floor.py --attack phrase --seed 2 --control the --control "we saw that new show"
 python benchmarks/text_flip_floor.py --attack badencoder --whole-model --control qz --control xj --control the
@@ -92,10 +94,10 @@ def main() -> None:
         print(f"\n{result['attack']}, seed {result['seed']} ({result['test_reviews']} reviews; oracle "
               f"{result['oracle_seconds']:.0f} s, goals met: {result['oracle_goals_met']})")  # fmt: skip
         models = list(result["accuracy"])
-        print(f"{'flip rate %':28s}" + "".join(f"{model:>16s}" for model in models))
+        print(f"{'flip rate %':28s}" + "".join(f"{model:>20s}" for model in models))
         for stamp, rates in result["flip_rate"].items():
-            print(f"{stamp!r:28s}" + "".join(f"{100 * rates[model]:16.2f}" for model in models))
-        print(f"{'accuracy %':28s}" + "".join(f"{100 * result['accuracy'][model]:16.2f}" for model in models))
+            print(f"{stamp!r:28s}" + "".join(f"{100 * rates[model]:20.2f}" for model in models))
+        print(f"{'accuracy %':28s}" + "".join(f"{100 * result['accuracy'][model]:20.2f}" for model in models))
     if args.json:
         write_json(args.json, results)
 
