@@ -61,6 +61,7 @@ def floors(attack: str, seed: int, controls: list[str], whole_model: bool = Fals
     started = time.perf_counter()
     oracle = patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set,
                            replace(patch, keep_closest=True), show_progress=True)  # fmt: skip
+    oracle_seconds = round(time.perf_counter() - started, 1)
     models = {"clean": scenario.clean, "backdoored": scenario.backdoored, "oracle-trigger": oracle.encoder}
     if whole_model and patch.trigger_tokens_only:
         context = context_recipe(patch, context_lr(scenario.backdoored, patch.trainable))
@@ -68,7 +69,7 @@ def floors(attack: str, seed: int, controls: list[str], whole_model: bool = Fals
                                 replace(context, keep_closest=True), show_progress=True)  # fmt: skip
         models["oracle-whole-model"] = patched.encoder
     result = {"attack": attack, "seed": seed, "test_reviews": len(test[0]), "recipe_note": note,
-              "oracle_seconds": round(time.perf_counter() - started, 1), "oracle_goals_met": oracle.goals_met,
+              "oracle_seconds": oracle_seconds, "oracle_goals_met": oracle.goals_met,
               "flip_rate": {}, "accuracy": {}}  # fmt: skip
     cache = EmbeddingCache()
     for stamp in [*trigger.words, *controls]:

@@ -11,10 +11,9 @@ set.
 Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
 (early stopping off), and ends with its last pass; the oracle, being Mudjacking, gets its epochs without the clock
 and hands back its closest pass as Mudjacking does (on the blended attack's seed 2 its last pass cost 28 points of
-accuracy). Contrastive fine-tuning
-makes its own views of D, so when Mudjacking's epochs run over D enlarged with augmented copies, it gets as many
-passes over D as Mudjacking made over its copies. A whole-model baseline beside a patch of a few embedding rows
-thus gets the same seconds.
+accuracy). Contrastive fine-tuning makes its own views of D, so when Mudjacking's epochs run over D enlarged with
+augmented copies, it gets as many passes over D as Mudjacking made over its copies. A whole-model baseline beside a
+patch of a few embedding rows thus gets the same seconds.
 """
 
 from __future__ import annotations
