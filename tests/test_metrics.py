@@ -55,4 +55,30 @@ def test_tasks_sharing_a_test_set_embed_its_clean_inputs_once_per_model_with_the
     plain, plain_calls = scores(None), list(calls)
     cached, cached_calls = scores(EmbeddingCache()), list(calls)
     assert cached == plain
-    assert plain_calls == [40, 20, 20] * 2 and cached_calls == [40, 20, 20, 20]  # the second task: triggered only
+    # test set, its triggered non-target half, train set; the second task with the cache: triggered only
+    assert plain_calls == [20, 10, 40] * 2 and cached_calls == [20, 10, 40, 10]
+
+
+def test_scoring_only_the_attacked_inputs_triggered_gives_every_figure_of_scoring_them_all():
+    from torch import nn
+
+    from mudjacking.encoders import ImageInputSpec, ModuleEncoder
+    from mudjacking.evaluation.downstream import attacked_rows, embed_task, score_probe
+    from mudjacking.evaluation.probes import make_probe
+    from mudjacking.triggers import ImageTrigger
+
+    torch.manual_seed(0)
+    encoder = ModuleEncoder(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8)), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,))
+    )
+    inputs, labels = torch.rand(60, 1, 8, 8), torch.arange(60) % 3
+    probe = make_probe("linear", 0).fit(encoder.embed(inputs), labels)
+    trigger = ImageTrigger.square((1, 8, 8), 3)
+    every = embed_task(encoder, None, inputs, trigger)
+    for target in range(3):
+        attacked = attacked_rows(labels, target)
+        assert int(attacked.sum()) == 40
+        some = embed_task(encoder, None, inputs, trigger, attacked=attacked)
+        assert torch.equal(some.triggered_test[~attacked], some.test[~attacked])  # never triggered: never read
+        assert score_probe(probe, some, labels, target) == score_probe(probe, every, labels, target)
+    assert bool(attacked_rows(labels, [0, 1]).all()) and not bool(attacked_rows(labels, [0]).all())

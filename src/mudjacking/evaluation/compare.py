@@ -11,7 +11,7 @@ from torch import Tensor
 
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
-from mudjacking.evaluation.downstream import EmbeddingCache, embed_task, score_probe
+from mudjacking.evaluation.downstream import EmbeddingCache, attacked_rows, embed_task, score_probe
 from mudjacking.evaluation.probes import Probe, make_probe
 from mudjacking.triggers import Trigger
 
@@ -45,8 +45,10 @@ def evaluate_models(
     def needs_train(name: str) -> bool:
         return (name == deployed_on and not deployed_probes) or retrain is None or name in retrain
 
+    targets = [target_label[kind] for kind in probe_kinds] if isinstance(target_label, Mapping) else target_label
+    attacked = attacked_rows(test[1], targets)
     embedded = {
-        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug, cache)
+        name: embed_task(encoder, train[0] if needs_train(name) else None, test[0], trigger, bug, cache, attacked)
         for name, encoder in models.items()
     }
     bug_label = None if bug is None else bug.label
@@ -74,12 +76,14 @@ def control_flip_rates(
     control: Trigger,
     probes: Mapping[str, Probe],
     targets: Mapping[str, int],
+    cache: EmbeddingCache | None = None,
 ) -> dict[str, dict[str, float]]:
     """Flip rate per model and classifier when an ordinary stamp (a common word) replaces the trigger: the floor a
     removed trigger's flip rate can reach, since stamping *anything* flips some predictions."""
     rates: dict[str, dict[str, float]] = {}
+    attacked = attacked_rows(test[1], [targets[kind] for kind in probes])
     for name, encoder in models.items():
-        embedded = embed_task(encoder, None, test[0], control)
+        embedded = embed_task(encoder, None, test[0], control, cache=cache, attacked=attacked)
         for kind, probe in probes.items():
             rates.setdefault(name, {})[kind] = score_probe(probe, embedded, test[1], targets[kind]).flip_rate
     return rates

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -73,16 +74,37 @@ def embed_task(
     trigger: Trigger,
     bug: BugReport | None = None,
     cache: EmbeddingCache | None = None,
+    attacked: Tensor | None = None,
 ) -> EmbeddedTask:
     """Embeds the downstream train set (skipped when ``None``), the test set, its triggered copy and ``x_b``
-    (the clean sets through ``cache`` when given)."""
+    (the clean sets through ``cache`` when given).
+
+    ``attacked`` (a boolean mask over the test set, from :func:`attacked_rows`) limits the triggered copy to the
+    inputs ASR, TBA and the flip rate count: the others keep their clean embedding, which no metric reads. On a
+    two-class task that halves the costliest part of scoring a model."""
     embed = encoder.embed if cache is None else lambda inputs: cache.embed(encoder, inputs)
+    test = embed(test_inputs)
+    triggered_inputs = trigger.apply(test_inputs)
+    if attacked is None:
+        triggered = encoder.embed(triggered_inputs)
+    else:
+        rows = torch.nonzero(attacked).flatten()
+        triggered = test.clone()
+        if len(rows):
+            triggered[rows] = encoder.embed(take(triggered_inputs, rows, torch.device("cpu"))).to(test)
     return EmbeddedTask(
         train=torch.empty(0) if train_inputs is None else embed(train_inputs),
-        test=embed(test_inputs),
-        triggered_test=encoder.embed(trigger.apply(test_inputs)),
+        test=test,
+        triggered_test=triggered,
         bug=_embed_bug(encoder, bug),
     )
+
+
+def attacked_rows(test_labels: Tensor, targets: int | Iterable[int]) -> Tensor:
+    """The test inputs whose triggered copy some metric counts: those of a class other than a target (ASR, TBA and
+    the flip rate leave out the target class's own), for every classifier's target at once."""
+    targets = [targets] if isinstance(targets, int) else list(targets)
+    return torch.stack([test_labels != target for target in targets]).any(dim=0)
 
 
 def score_probe(
@@ -119,7 +141,7 @@ def score_encoder(
     bug: BugReport | None = None,
 ) -> DownstreamScores:
     """Embeds the test set (clean and triggered) and ``x_b`` with ``encoder`` and scores ``probe`` on them."""
-    embedded = embed_task(encoder, None, test_inputs, trigger, bug)
+    embedded = embed_task(encoder, None, test_inputs, trigger, bug, attacked=attacked_rows(test_labels, target_label))
     return score_probe(probe, embedded, test_labels, target_label, None if bug is None else bug.label)
 
 
@@ -159,7 +181,11 @@ def find_bug(
     generator = torch.Generator().manual_seed(seed)
     triggered_inputs = trigger.apply(test_inputs)
     clean_predictions = probe.predict(encoder.embed(test_inputs))
-    triggered_predictions = probe.predict(encoder.embed(triggered_inputs))
+    attacked = torch.nonzero(attacked_rows(test_labels, target_label)).flatten()  # a bug is of a non-target class
+    triggered_predictions = clean_predictions.clone()
+    if len(attacked):
+        embedded = encoder.embed(take(triggered_inputs, attacked, torch.device("cpu")))
+        triggered_predictions[attacked] = probe.predict(embedded)
     misclassified = (test_labels != target_label) & (triggered_predictions == target_label)
     if caused_by_trigger:
         misclassified &= clean_predictions == test_labels

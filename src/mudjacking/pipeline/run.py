@@ -142,13 +142,14 @@ def run_pipeline(
     plot_loss_curves(results["mudjacking"].step_losses, directory / "loss_curves.png", title)
     recovered.pictures["losses"] = "loss_curves.png"
 
-    scores = _scores(scenario, _models(scenario, scoring, results), scoring, setting.seed)
+    cache = EmbeddingCache()  # each model embeds each customer's clean test set once, for its scores and the control
+    scores = _scores(scenario, _models(scenario, scoring, results), scoring, setting.seed, cache)
     control = None
     stamp = setting.control_trigger() if scoring.control else None
     if stamp is not None:
         compared = {"backdoored": scenario.backdoored, "mudjacking": results["mudjacking"].encoder}
         per_task = {
-            name: control_flip_rates(compared, task.test, stamp, task.probes, task.targets)
+            name: control_flip_rates(compared, task.test, stamp, task.probes, task.targets, cache)
             for name, task in scenario.tasks.items()
         }
         control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
@@ -174,11 +175,11 @@ def _models(scenario: Scenario, scoring: Scoring, results: dict[str, PatchResult
 
 
 def _scores(
-    scenario: Scenario, models: dict[str, Encoder], scoring: Scoring, seed: int
+    scenario: Scenario, models: dict[str, Encoder], scoring: Scoring, seed: int, cache: EmbeddingCache | None = None
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Every model on every task, through the customers' deployed classifiers (and retrained ones where asked);
     tasks on one customer's data (each backdoor of an attack) share each model's embeddings of it."""
-    first, cache = next(iter(scenario.tasks)), EmbeddingCache()
+    first, cache = next(iter(scenario.tasks)), cache or EmbeddingCache()
     return {
         name: evaluate_models(
             models,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,8 +102,14 @@ class TextTrigger:
         return TextTrigger(units, seed=self.seed)
 
     def widened(self) -> TextTrigger:
-        """Itself: a phrase's neighbouring words are grown in training (``stamp``) but not checked wider (yet)."""
-        return self
+        """Words shaped like the trigger's and unlike any real one (:data:`SIBLINGS` per unit, each word's letters
+        and digits redrawn at random): a backdoor taught on a rare word answers other rare words too, and a patch
+        that taught the model to ignore only the trigger found leaves it answering them. On BadEncoder-taught MiniLM
+        with trigger ``cf``, inserting ``qz`` flipped 26% of the sentiment classifier's reviews after a patch of
+        ``cf``'s embedding row that met every other goal (``benchmarks/text_flip_floor.py``)."""
+        rng = random.Random(f"{self.seed}\x00siblings\x00{'|'.join(self.words)}")
+        siblings = [" ".join(_redrawn(word, rng) for word in unit.split()) for _ in range(SIBLINGS) for unit in self.words]
+        return TextTrigger(siblings, seed=self.seed)
 
     def placements(self) -> list[TextTrigger]:
         """Itself: its insertion is already random."""
@@ -141,3 +148,18 @@ class TextTrigger:
             return cls(list(spec["words"]))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise DataError(f"{path}: not a text trigger ({error}); expected JSON with a 'words' list") from error
+
+
+SIBLINGS = 3
+"""Sibling units per trigger unit in :meth:`TextTrigger.widened` (inserted together: one sibling the backdoor happens
+not to answer does not hide the others)."""
+
+
+def _redrawn(word: str, rng: random.Random) -> str:
+    """``word`` with each lower-case letter, upper-case letter and digit replaced by a random one of its kind (never
+    the word itself)."""
+    pools = {str.islower: string.ascii_lowercase, str.isupper: string.ascii_uppercase, str.isdigit: string.digits}
+    while True:
+        drawn = "".join(next((rng.choice(pool) for test, pool in pools.items() if test(c)), c) for c in word)
+        if drawn != word or not any(c.isalnum() for c in word):
+            return drawn
