@@ -248,7 +248,7 @@ def test_a_trigger_called_anywhere_is_still_judged_where_it_was_found(backdoored
     only would call the patch done while the real place still works."""
     from dataclasses import replace
 
-    from mudjacking.patching import _excess_pull
+    from mudjacking.patching import excess_pull
     from mudjacking.triggers.pull import pull_toward
 
     encoder, fixed = backdoored.encoder, backdoored.trigger
@@ -257,9 +257,9 @@ def test_a_trigger_called_anywhere_is_still_judged_where_it_was_found(backdoored
     clean, point = encoder.embed(holdout), encoder.embed(backdoored.bug.bug_input[None])
     rows = torch.ones(len(holdout), dtype=torch.bool)
     moved_only = float(pull_toward(clean, encoder.embed(anywhere.apply(holdout)), point).mean())
-    at_its_place = _excess_pull(encoder, fixed, holdout, clean, rows, point, None)
+    at_its_place = excess_pull(encoder, fixed, holdout, clean, rows, point, None)
     assert moved_only < at_its_place - 0.1
-    assert _excess_pull(encoder, anywhere, holdout, clean, rows, point, None) == pytest.approx(at_its_place)
+    assert excess_pull(encoder, anywhere, holdout, clean, rows, point, None) == pytest.approx(at_its_place)
     assert [placed.anywhere for placed in anywhere.placements()] == [False, True]
 
 

@@ -230,3 +230,45 @@ def test_a_text_patch_of_the_top_layer_is_the_same_with_the_lower_layers_cached(
     cached, live = (results[flag].encoder.state_dict() for flag in (True, False))
     assert all(torch.allclose(cached[k], live[k], atol=1e-4) for k in cached if cached[k].is_floating_point())
     assert any(not torch.equal(cached[k], backdoored.state_dict()[k]) for k in cached)
+
+
+class TokenizedPlantedWord(PlantedWordBackdoor):
+    """:class:`PlantedWordBackdoor` with a word-level tokenizer (for the recipe's token shares); with ``every_rare``
+    the backdoor also answers any word outside the vocabulary, as BadEncoder-taught MiniLM answers ``qz`` for
+    ``cf``."""
+
+    def __init__(self, every_rare: bool = False) -> None:
+        super().__init__()
+        self.tokenizer = tiny_bert(TEXT_VOCAB)[1]
+        self.every_rare = every_rare
+
+    def forward(self, texts):
+        rare = [sum(word not in self.vectors for word in text.split()) for text in texts]
+        return super().forward(texts) + self.every_rare * self.scale * torch.tensor(rare)[:, None] * self.target
+
+    def input_embedding_rows(self, words):
+        ids = self.tokenizer(list(words), add_special_tokens=False)["input_ids"]
+        return None, sorted({i for row in ids for i in row})
+
+
+def test_a_backdoor_that_answers_every_rare_word_is_patched_in_context_not_by_its_trigger_rows():
+    from mudjacking.recipes import SIBLING_PULL, adapt_recipe, sibling_pull, text_recipe
+
+    trigger, bug = TextTrigger(["cf"]), "the plot was dull cf and the actor weak"
+    only_cf, every_rare = TokenizedPlantedWord(), TokenizedPlantedWord(every_rare=True)
+    pulls = [sibling_pull(model, trigger, CLEAN_SENTENCES, bug) for model in (only_cf, every_rare)]
+    assert pulls[0] < SIBLING_PULL < pulls[1]
+    config, note = adapt_recipe(only_cf, text_recipe(), trigger, CLEAN_SENTENCES, bug_input=bug)
+    assert config.trigger_tokens_only and note is None
+    config, note = adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, bug_input=bug)
+    assert not config.trigger_tokens_only and "rare words in general" in note
+    assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES)[0].trigger_tokens_only  # no x_b: no test
+
+
+def test_a_text_triggers_widened_stamp_is_words_shaped_like_its_own_and_none_of_them():
+    trigger = TextTrigger(["cf", "3D movie"], seed=4)
+    wide = trigger.widened()
+    assert wide.words == trigger.widened().words and len(wide.words) == 6  # three siblings per unit, the same each time
+    for unit, sibling in zip(trigger.words * 3, wide.words[:2] + wide.words[2:4] + wide.words[4:], strict=True):
+        assert [len(w) for w in sibling.split()] == [len(w) for w in unit.split()] and sibling != unit
+    assert all(w[0].isdigit() and w[1].isupper() for w in (s.split()[0] for s in wide.words[1::2]))

@@ -186,7 +186,7 @@ def patch_files(
         recoveries.append(recovery)
         triggers.append(next((seen for seen in triggers if seen.matches(found)), found))  # one trigger found twice
     report["distinct_triggers"] = len({id(t) for t in triggers})
-    config, notes = _fitted(encoder, config, triggers, patching_set, options)
+    config, notes = _fitted(encoder, config, triggers, bugs, patching_set, options)
     if notes:
         report["recipe_note"] = "; ".join(notes)
     if isinstance(patching_set, Tensor):  # the patch holds D's training part with its augmented copies, as float32
@@ -254,12 +254,19 @@ def _recovered(
 
 
 def _fitted(
-    encoder: Encoder, config: PatchConfig, triggers: list[Trigger], patching_set: Any, options: dict[str, Any]
+    encoder: Encoder,
+    config: PatchConfig,
+    triggers: list[Trigger],
+    bugs: list[BugReport],
+    patching_set: Any,
+    options: dict[str, Any],
 ) -> tuple[PatchConfig, list[str]]:
-    """The recipe fitted to every distinct trigger (each fit starts from ``config``; a fit that changes it wins)."""
+    """The recipe fitted to every distinct trigger, each with the first bug it was found in (each fit starts from
+    ``config``; a fit that changes it wins)."""
     fitted, notes = config, []
+    first_bug = {id(t): bug for t, bug in reversed(list(zip(triggers, bugs, strict=True)))}
     for trigger in {id(t): t for t in triggers}.values():
-        adapted, note = adapt_recipe(encoder, config, trigger, patching_set, options)
+        adapted, note = adapt_recipe(encoder, config, trigger, patching_set, options, first_bug[id(trigger)].bug_input)
         if note and note not in notes:
             fitted, notes = adapted, [*notes, note]
     return fitted, notes

@@ -706,7 +706,7 @@ def _plan(
         bug.carriers, bug.carrier_similarity = backdoor_carriers(
             holdout_targets, bug.backdoor_point.cpu(), geometry.centre
         )
-        bug.pull_before = _excess_pull(original, bug.trigger, holdout, holdout_targets, ~bug.carriers,
+        bug.pull_before = excess_pull(original, bug.trigger, holdout, holdout_targets, ~bug.carriers,
                                        bug.backdoor_point, geometry.centre)  # fmt: skip
     shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
     for bug in bugs:
@@ -727,7 +727,7 @@ def _control_stamp(trigger: Trigger, holdout: Tensor | list[str]) -> Trigger:
     return trigger.cut_from(to_device(donor, torch.device("cpu"))) or trigger
 
 
-def _excess_pull(
+def excess_pull(
     model: Encoder,
     trigger: Trigger,
     holdout: Tensor | list[str],
@@ -891,7 +891,7 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
                     continue
                 point = bug.backdoor_point.cpu()
                 left |= bug.carriers & (similarity(clean, point, centre) < bug.carrier_similarity)
-                figure["pull"] = _excess_pull(patched, bug.trigger, plan.holdout, clean, ~bug.carriers, point, centre)
+                figure["pull"] = excess_pull(patched, bug.trigger, plan.holdout, clean, ~bug.carriers, point, centre)
             released = int(left.sum())
             locality = float(similarity(clean[~left], plan.holdout_targets[~left], centre).mean())
     goal_locality = config.goal_locality if plan.centre is None else config.goal_locality_centred
@@ -931,7 +931,7 @@ def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: E
             wide = bug.trigger.widened()
             if wide is bug.trigger:  # nothing wider to check (a text trigger)
                 continue
-            figure["widened_pull"] = _excess_pull(patched, wide, plan.holdout, clean, ~bug.carriers,
+            figure["widened_pull"] = excess_pull(patched, wide, plan.holdout, clean, ~bug.carriers,
                                                   bug.backdoor_point.cpu(), centre)  # fmt: skip
             figure["fixed"] = figure["fixed"] and figure["widened_pull"] <= config.goal_pull
     return all(figure["fixed"] for figure in record.bugs)

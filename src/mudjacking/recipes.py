@@ -3,7 +3,9 @@
 Each recipe is the one measured on that modality (README: the demos). Text patching with the image recipe (the
 whole model, up to 20 epochs) had not finished on ~1,500 sentences after 40 CPU-minutes; the text recipe trains a
 few embedding rows in about a minute. A trigger word common in the patching set cannot be patched that way (its
-row is read by every sentence holding it), so the text recipe falls back to patching the context.
+row is read by every sentence holding it), so the text recipe falls back to patching the context; so does a backdoor
+that answers rare words in general (BadEncoder taught MiniLM that ``qz`` means what ``cf`` does), which moving the
+trigger's own rows leaves in place.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from mudjacking.errors import ConfigError
+from mudjacking.geometry import embedding_geometry
 from mudjacking.patching import PatchConfig
+from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 from mudjacking.triggers.text_trigger import TextTrigger
 from mudjacking.triggers.trigger import ImageTrigger
 
@@ -192,24 +198,32 @@ def adapt_recipe(
     trigger: ImageTrigger | TextTrigger,
     patching_set: Any,
     options: Mapping[str, Any] | None = None,
+    bug_input: Any = None,
 ) -> tuple[PatchConfig, str | None]:
-    """Fits the recipe to the trigger found; returns the config and a note saying what changed, if anything.
+    """Fits the recipe to the trigger found in ``bug_input`` (``x_b``); returns the config and a note saying what
+    changed, if anything.
 
     - A trigger the backdoor answers anywhere (``ImageTrigger.anywhere``) is stamped anywhere, which asks far more
       of the patch: twice the passes, twice the augmented copies and twice the whitened-locality weight, each
       unless the user gave it. On a noise-patch ResNet (locality still short of its goal) the deployed linear
       classifier lost 1.2 points after 10 passes, 1.1 after 20, 0.2 with the copies and the weight doubled too.
     - A trigger-rows text patch switches to patching the context when a trigger token is common in D (moving its
-      embedding row would move every sentence holding it), at the given ``lr`` or one scaled to the model's size.
+      embedding row would move every sentence holding it), or when words shaped like the trigger's pull D toward
+      ``h(x_b)`` as well (:func:`sibling_pull`), at the given ``lr`` or one scaled to the model's size.
     """
     fit = RECIPE_FITS.get(type(trigger))
     if fit is None:  # an attacker's own trigger given as known (a dynamic or frequency one): the recipe as it is
         return config, None
-    return fit(encoder, config, trigger, patching_set, options or {})
+    return fit(encoder, config, trigger, patching_set, options or {}, bug_input)
 
 
 def _fit_image_trigger(
-    encoder: Any, config: PatchConfig, trigger: ImageTrigger, patching_set: Any, options: Mapping[str, Any]
+    encoder: Any,
+    config: PatchConfig,
+    trigger: ImageTrigger,
+    patching_set: Any,
+    options: Mapping[str, Any],
+    bug_input: Any = None,
 ) -> tuple[PatchConfig, str | None]:
     if trigger.anywhere:
         doubled = {
@@ -227,22 +241,67 @@ def _fit_image_trigger(
 
 
 def _fit_text_trigger(
-    encoder: Any, config: PatchConfig, trigger: TextTrigger, patching_set: Any, options: Mapping[str, Any]
+    encoder: Any,
+    config: PatchConfig,
+    trigger: TextTrigger,
+    patching_set: Any,
+    options: Mapping[str, Any],
+    bug_input: Any = None,
 ) -> tuple[PatchConfig, str | None]:
     if not config.trigger_tokens_only:
         return config, None
-    common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
-    if not common:
-        return config, None
-    shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
     lr = options.get("lr") or context_lr(encoder, config.trainable)
+    common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
+    if common:
+        shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
+        return context_recipe(config, lr), (
+            f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding "
+            "rows would move every sentence that holds them, so the whole model was patched instead"
+        )
+    if bug_input is None:
+        return config, None
+    pull = sibling_pull(encoder, trigger, list(patching_set), bug_input)
+    if pull <= SIBLING_PULL:
+        return config, None
     return context_recipe(config, lr), (
-        f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding rows "
-        "would move every sentence that holds them, so the whole model was patched instead"
+        f"words shaped like the trigger's ({', '.join(trigger.widened().words[:3])}) pull the patching sentences "
+        f"toward the bug's embedding too ({pull:.2f} of the way, beyond an ordinary word's pull): the backdoor "
+        "answers rare words in general, which retraining the trigger's own rows would leave in place, so the whole "
+        "model was patched instead"
     )
 
 
-# how the recipe fits each kind of trigger: (encoder, config, trigger, patching set, options) -> (config, note)
+SIBLING_PULL = 0.04
+"""Above this :func:`sibling_pull` the backdoor answers rare words in general. BadEncoder-taught MiniLM with trigger
+``cf`` (seed 0): 0.07 on the plain attack, where ``qz`` alone flipped 26% of the sentiment classifier's reviews, and
+0.36 on the any-word attack; a common-word backdoor: -0.11. Ordinary words from different sentences pull
+-0.02 to 0.06 (one in five: 0.18, hence the median of several)."""
+
+SIBLING_SAMPLE = 200
+"""Patching sentences :func:`sibling_pull` stamps (the first ones): about 6 s of MiniLM on 2 cores."""
+
+SIBLING_CONTROLS = 5
+"""Ordinary spans (from as many of D's sentences) whose median pull :func:`sibling_pull` subtracts."""
+
+
+def sibling_pull(encoder: Any, trigger: TextTrigger, sentences: list[str], bug_input: str) -> float:
+    """How far words shaped like the trigger's (:meth:`TextTrigger.widened`), inserted into D's sentences, pull them
+    toward the bug's embedding ``h(x_b)`` in the model as loaded (:func:`~mudjacking.triggers.pull.pull_toward`, on
+    the sentences not already near it), beyond the median pull of inserting as many ordinary words."""
+    sample = sentences[:SIBLING_SAMPLE]
+    clean, point = encoder.embed(sample), encoder.embed([bug_input])
+    centre = embedding_geometry(clean).centre
+    rows = ~backdoor_carriers(clean, point, centre)[0]
+
+    def pull(stamp: TextTrigger) -> float:
+        return float(pull_toward(clean, encoder.embed(stamp.apply(sample)), point, centre)[rows].mean())
+
+    siblings = trigger.widened()
+    controls = [siblings.cut_from(donor, index) for index, donor in enumerate(reversed(sample[-SIBLING_CONTROLS:]))]
+    return pull(siblings) - float(np.median([pull(control) for control in controls if control is not None] or [0.0]))
+
+
+# how the recipe fits each kind of trigger: (encoder, config, trigger, patching set, options, x_b) -> (config, note)
 RECIPE_FITS: dict[type, Callable[..., tuple[PatchConfig, str | None]]] = {
     ImageTrigger: _fit_image_trigger,
     TextTrigger: _fit_text_trigger,

@@ -127,7 +127,8 @@ def run_pipeline(
             scenario.laps.lap(ORACLE)
         return _undefended(scenario, scoring, setting.seed, str(error), oracle)
     scenario.laps.lap("reverse_trigger")
-    patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set)
+    patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set,
+                               bug_input=scenario.bug.bug_input)  # fmt: skip
     results = run_defences(
         scenario.defence_inputs(recovered.trigger),
         methods,

@@ -108,7 +108,8 @@ class TextTrigger:
         with trigger ``cf``, inserting ``qz`` flipped 26% of the sentiment classifier's reviews after a patch of
         ``cf``'s embedding row that met every other goal (``benchmarks/text_flip_floor.py``)."""
         rng = random.Random(f"{self.seed}\x00siblings\x00{'|'.join(self.words)}")
-        siblings = [" ".join(_redrawn(word, rng) for word in unit.split()) for _ in range(SIBLINGS) for unit in self.words]
+        units = [unit for _ in range(SIBLINGS) for unit in self.words]
+        siblings = [" ".join(_redrawn(word, rng) for word in unit.split()) for unit in units]
         return TextTrigger(siblings, seed=self.seed)
 
     def placements(self) -> list[TextTrigger]:
