@@ -10,19 +10,22 @@ linear classifier of:
   at the same seeded positions;
 - under the never-backdoored model, the backdoored one, and the oracle-trigger patch (Mudjacking given the true
   trigger, with the suites' recipe: the text recipe fitted to the trigger, 2-4 passes of its embedding rows
-  (stopping once the goals hold) or 8 of the whole model when its words are common, its closest pass kept).
+  (stopping once the goals hold) or 8 of the whole model when its words are common or words shaped like them pull
+  toward ``h(x_b)`` as well (``recipes.sibling_pull``), its closest pass kept).
 
 A patched trigger that flips no more than "the" does is at the floor: what is left is the classifier's margin, not
 the backdoor. Also prints deployed accuracy.
 
 ``--whole-model`` adds the oracle patch under the context recipe (the whole model, as for common-word triggers) beside
-a rows patch. Rare-token controls then show whether the backdoor answers more than its trigger: on any-word seed 0
-(400 reviews) the backdoored model flipped 42.0, 32.6 and 26.1% of reviews stamped with `qz`, `xj`, `vk` (a clean
-model 1.2, 0.0, 2.4%); the patch of `cf`'s row left all three where they were, the whole-model patch took them to
-5.3, 0.0 and 8.3% (`cf` 2.9 → 0.8%, 0.8 points of accuracy). On badencoder seed 0, `qz` 22.5% (clean 7.3%) stayed
-under the row patch and fell to 6.4% under the whole-model one (`cf` 3.6 → 1.4%, accuracy +1.3 points); on the whole
-split (the bug from 1,600 reviews, `--attack badencoder --whole-model`) `qz` 26.5% stayed 26.5% under the row patch
-and fell to 8.8% under the whole model (clean 6.2%), `cf` 1.0 and 1.1%, "the" 3.2 and 1.8%, accuracy 73.7% all three.
+the recipe's. The figures below are from before ``sibling_pull`` (the recipe then patched ``cf``'s row on both attacks;
+it now patches the whole model on both). Rare-token controls then show whether the backdoor answers more than its
+trigger: on any-word seed 0 (400 reviews) the backdoored model flipped 42.0, 32.6 and 26.1% of reviews stamped with
+`qz`, `xj`, `vk` (a clean model 1.2, 0.0, 2.4%); the patch of `cf`'s row left all three where they were, the whole-model
+patch took them to 5.3, 0.0 and 8.3% (`cf` 2.9 → 0.8%, 0.8 points of accuracy). On badencoder seed 0, `qz` 22.5% (clean
+7.3%) stayed under the row patch and fell to 6.4% under the whole-model one (`cf` 3.6 → 1.4%, accuracy +1.3 points); on
+the whole split (the bug from 1,600 reviews, `--attack badencoder --whole-model`) `qz` 26.5% stayed 26.5% under the row
+patch and fell to 8.8% under the whole model (clean 6.2%), `cf` 1.0 and 1.1%, "the" 3.2 and 1.8%, accuracy 73.7% all
+three.
 
 python benchmarks/text_flip_floor.py --attack phrase --seed 2 --control the --control "we saw that new show"
 python benchmarks/text_flip_floor.py --attack badencoder --whole-model --control qz --control xj --control the
@@ -57,7 +60,8 @@ def floors(attack: str, seed: int, controls: list[str], whole_model: bool = Fals
     trigger, task = scenario.true_trigger, scenario.tasks[SENTIMENT]
     whole = load_text_tasks(setting)[SENTIMENT]
     test = (whole.test_texts, torch.as_tensor(whole.test_labels))
-    patch, note = adapt_recipe(scenario.backdoored, setting.patch, trigger, scenario.patching_set)
+    patch, note = adapt_recipe(scenario.backdoored, setting.patch, trigger, scenario.patching_set,
+                               bug_input=scenario.bug.bug_input)  # fmt: skip
     started = time.perf_counter()
     oracle = patch_encoder(scenario.backdoored, scenario.bug, trigger, scenario.patching_set,
                            replace(patch, keep_closest=True), show_progress=True)  # fmt: skip
