@@ -263,6 +263,8 @@ def test_a_backdoor_that_answers_every_rare_word_is_patched_in_context_not_by_it
     config, note = adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, bug_input=bug)
     assert not config.trigger_tokens_only and "rare words in general" in note
     assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES)[0].trigger_tokens_only  # no x_b: no test
+    asked = {"trigger_tokens_only": True}  # the user's --trigger-tokens-only stands (the final verdict still checks)
+    assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, asked, bug)[0].trigger_tokens_only
 
 
 def test_a_text_triggers_widened_stamp_is_words_shaped_like_its_own_and_none_of_them():

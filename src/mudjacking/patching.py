@@ -707,7 +707,7 @@ def _plan(
             holdout_targets, bug.backdoor_point.cpu(), geometry.centre
         )
         bug.pull_before = excess_pull(original, bug.trigger, holdout, holdout_targets, ~bug.carriers,
-                                       bug.backdoor_point, geometry.centre)  # fmt: skip
+                                      bug.backdoor_point, geometry.centre)  # fmt: skip
     shift = 0 if centre is None else centre  # every cosine below is taken around D's mean embedding, if at all
     for bug in bugs:
         bug.reference = bug.reference - shift
@@ -918,8 +918,10 @@ def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: E
     (:meth:`ImageTrigger.widened`: more of ``x_b``'s pixels around the recovered mask) must not drag inputs toward
     the backdoor point either. A recovered mask that held 73% of a 9x9 trigger let a patch meet every goal while the
     deployed classifier still sent 28% of triggered inputs to the target: the patch had neutralised the part found
-    and the backdoor answered the rest. Not an early-stopping goal: it judges the patch, it does not steer it. Writes
-    ``widened_pull`` (and ``fixed``) into ``record.bugs``; returns whether every bug passes."""
+    and the backdoor answered the rest. A text trigger's is words shaped like its own (:meth:`TextTrigger.widened`):
+    a patch of ``cf``'s row left any-word's siblings at 0.36, the whole-model patch at 0.08. Not an early-stopping
+    goal: it judges the patch, it does not steer it. Writes ``widened_pull`` (and ``fixed``) into ``record.bugs``;
+    returns whether every bug passes."""
     if plan.holdout_targets is None:
         return True
     centre = None if plan.centre is None else plan.centre.cpu()
@@ -929,10 +931,10 @@ def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: E
             if bug.carriers is None:
                 continue
             wide = bug.trigger.widened()
-            if wide is bug.trigger:  # nothing wider to check (a text trigger)
+            if wide is bug.trigger:  # nothing wider to check (fresh noise anywhere, a frequency pattern)
                 continue
             figure["widened_pull"] = excess_pull(patched, wide, plan.holdout, clean, ~bug.carriers,
-                                                  bug.backdoor_point.cpu(), centre)  # fmt: skip
+                                                 bug.backdoor_point.cpu(), centre)  # fmt: skip
             figure["fixed"] = figure["fixed"] and figure["widened_pull"] <= config.goal_pull
     return all(figure["fixed"] for figure in record.bugs)
 

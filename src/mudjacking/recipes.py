@@ -258,7 +258,7 @@ def _fit_text_trigger(
             f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding "
             "rows would move every sentence that holds them, so the whole model was patched instead"
         )
-    if bug_input is None:
+    if bug_input is None or "trigger_tokens_only" in options:  # the user's own choice of the rows patch stands
         return config, None
     pull = sibling_pull(encoder, trigger, list(patching_set), bug_input)
     if pull <= SIBLING_PULL:
