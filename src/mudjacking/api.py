@@ -264,9 +264,11 @@ def _fitted(
     """The recipe fitted to every distinct trigger, each with the first bug it was found in (each fit starts from
     ``config``; a fit that changes it wins)."""
     fitted, notes = config, []
-    first_bug = {id(t): bug for t, bug in reversed(list(zip(triggers, bugs, strict=True)))}
-    for trigger in {id(t): t for t in triggers}.values():
-        adapted, note = adapt_recipe(encoder, config, trigger, patching_set, options, first_bug[id(trigger)].bug_input)
+    distinct: dict[int, tuple[Trigger, BugReport]] = {}
+    for trigger, bug in zip(triggers, bugs, strict=True):
+        distinct.setdefault(id(trigger), (trigger, bug))
+    for trigger, bug in distinct.values():
+        adapted, note = adapt_recipe(encoder, config, trigger, patching_set, options, bug.bug_input)
         if note and note not in notes:
             fitted, notes = adapted, [*notes, note]
     return fitted, notes

@@ -84,20 +84,25 @@ def embed_task(
     two-class task that halves the costliest part of scoring a model."""
     embed = encoder.embed if cache is None else lambda inputs: cache.embed(encoder, inputs)
     test = embed(test_inputs)
-    triggered_inputs = trigger.apply(test_inputs)
-    if attacked is None:
-        triggered = encoder.embed(triggered_inputs)
-    else:
-        rows = torch.nonzero(attacked).flatten()
-        triggered = test.clone()
-        if len(rows):
-            triggered[rows] = encoder.embed(take(triggered_inputs, rows, torch.device("cpu"))).to(test)
+    triggered = embed_triggered(encoder, trigger.apply(test_inputs), test, attacked)
     return EmbeddedTask(
         train=torch.empty(0) if train_inputs is None else embed(train_inputs),
         test=test,
         triggered_test=triggered,
         bug=_embed_bug(encoder, bug),
     )
+
+
+def embed_triggered(encoder: Encoder, triggered_inputs: Inputs, clean: Tensor, attacked: Tensor | None) -> Tensor:
+    """``encoder``'s embeddings of the triggered test inputs, of only the ``attacked`` ones (a boolean mask) when
+    given: the others keep their ``clean`` embedding."""
+    if attacked is None:
+        return encoder.embed(triggered_inputs)
+    rows = torch.nonzero(attacked).flatten()
+    triggered = clean.clone()
+    if len(rows):
+        triggered[rows] = encoder.embed(take(triggered_inputs, rows, torch.device("cpu"))).to(clean)
+    return triggered
 
 
 def attacked_rows(test_labels: Tensor, targets: int | Iterable[int]) -> Tensor:
@@ -180,12 +185,10 @@ def find_bug(
     candidates are wrong without the trigger as well)."""
     generator = torch.Generator().manual_seed(seed)
     triggered_inputs = trigger.apply(test_inputs)
-    clean_predictions = probe.predict(encoder.embed(test_inputs))
-    attacked = torch.nonzero(attacked_rows(test_labels, target_label)).flatten()  # a bug is of a non-target class
-    triggered_predictions = clean_predictions.clone()
-    if len(attacked):
-        embedded = encoder.embed(take(triggered_inputs, attacked, torch.device("cpu")))
-        triggered_predictions[attacked] = probe.predict(embedded)
+    clean = encoder.embed(test_inputs)
+    attacked = attacked_rows(test_labels, target_label)  # a bug is of a non-target class
+    clean_predictions = probe.predict(clean)
+    triggered_predictions = probe.predict(embed_triggered(encoder, triggered_inputs, clean, attacked))
     misclassified = (test_labels != target_label) & (triggered_predictions == target_label)
     if caused_by_trigger:
         misclassified &= clean_predictions == test_labels
