@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mudjacking.encoders import HFTextEncoder, load_encoder
+from mudjacking.encoders import HFTextEncoder, hf_text, load_encoder
+from mudjacking.encoders.hf_text import length_groups
 
 WORDS = "the a cat dog sat ran on under mat rug good bad movie film plot cf mn bb".split()
 
@@ -89,6 +92,35 @@ def test_sentences_are_embedded_by_length_and_returned_in_order(tmp_path):
     together = encoder.embed(sentences, batch_size=2)
     one_by_one = torch.cat([encoder.embed([s]) for s in sentences])
     assert torch.allclose(together, one_by_one, atol=1e-5)
+
+
+@given(st.lists(st.integers(1, 48), max_size=80), st.integers(1, 20))
+def test_length_groups_cover_every_row_once_and_each_group_is_shorter_than_the_next(lengths, size):
+    groups = length_groups(lengths, size)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    if len(lengths) < 2 * size:
+        assert groups == [list(range(len(lengths)))]
+        return
+    assert all(size <= len(group) < 2 * size for group in groups)
+    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(groups, groups[1:]))
+
+
+def test_a_batch_split_by_length_gives_each_sentences_own_embedding_and_gradient(tmp_path, monkeypatch):
+    encoder = load_encoder(tiny_bert_dir(tmp_path))
+    words = WORDS * 3
+    sentences = [" ".join(words[i : i + 1 + (7 * i) % 23]) for i in range(40)]  # 1-23 words, lengths shuffled
+    assert len(length_groups([len(s.split()) for s in sentences], hf_text.LENGTH_GROUP)) > 1
+    split = encoder(sentences)
+    split[::3].sum().backward()
+    split_grads = [p.grad.clone() for p in encoder.parameters() if p.grad is not None]
+    encoder.zero_grad()
+    monkeypatch.setattr(hf_text, "LENGTH_GROUP", len(sentences))  # one padded batch
+    whole = encoder(sentences)
+    whole[::3].sum().backward()
+    whole_grads = [p.grad for p in encoder.parameters() if p.grad is not None]
+    assert torch.allclose(split, whole, atol=1e-5)
+    assert not torch.allclose(split[0], split[1], atol=1e-3)  # rows not shuffled into one another
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(split_grads, whole_grads, strict=True))
 
 
 def test_a_text_checkpoint_missing_layers_is_refused_but_a_missing_pooler_is_not(tmp_path):

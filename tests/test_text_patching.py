@@ -228,8 +228,12 @@ def test_a_text_patch_of_the_top_layer_is_the_same_with_the_lower_layers_cached(
         for reuse in (True, False)
     }  # fmt: skip
     cached, live = (results[flag].encoder.state_dict() for flag in (True, False))
-    assert all(torch.allclose(cached[k], live[k], atol=1e-4) for k in cached if cached[k].is_floating_point())
-    assert any(not torch.equal(cached[k], backdoored.state_dict()[k]) for k in cached)
+    before = backdoored.state_dict()
+    moved = max((live[k] - before[k]).abs().max().item() for k in live if live[k].is_floating_point())
+    apart = max((cached[k] - live[k]).abs().max().item() for k in cached if cached[k].is_floating_point())
+    # the live pass groups sentences by length, the cache pads them all alike: float noise, which Adam's
+    # normalised steps carry into the weights, not a different patch
+    assert apart < 5e-4 and moved > 20 * apart
 
 
 class TokenizedPlantedWord(PlantedWordBackdoor):
