@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -102,7 +103,7 @@ def test_length_groups_cover_every_row_once_and_each_group_is_shorter_than_the_n
         assert groups == [list(range(len(lengths)))]
         return
     assert all(size <= len(group) < 2 * size for group in groups)
-    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in zip(groups, groups[1:]))
+    assert all(max(lengths[i] for i in a) <= min(lengths[i] for i in b) for a, b in pairwise(groups))
 
 
 def test_a_batch_split_by_length_gives_each_sentences_own_embedding_and_gradient(tmp_path, monkeypatch):
