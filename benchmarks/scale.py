@@ -109,7 +109,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
         changes["trainable"] = tuple(args.train)
     config = recipe_for(encoder, **changes)
     if args.recipe == "context":
-        config = context_recipe(config, context_lr(encoder, config.trainable))
+        config = context_recipe(config, context_lr(encoder, config.trainable), config.precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     result = patch_encoder(encoder, bug, trigger, inputs[1:], config, show_progress=False)

@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import TARGET
 
+from mudjacking import devices
+from mudjacking.devices import autocast_bf16
 from mudjacking.errors import ConfigError
 from mudjacking.evaluation import score_encoder
 from mudjacking.patching import PatchConfig, patch_encoder
@@ -189,6 +191,31 @@ def test_bf16_forward_patch_removes_the_backdoor_and_keeps_float32_weights(backd
     assert _scores(backdoored, result.encoder).attack_success_rate < 0.2
     assert all(p.dtype == torch.float32 for p in result.encoder.parameters())
     assert 0 < result.step_seconds < result.seconds
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(backdoored, monkeypatch):
+    cpu = torch.device("cpu")
+    assert autocast_bf16("bf16", cpu) and not autocast_bf16("fp32", cpu)
+    runs = {}
+    for native in (False, True):
+        monkeypatch.setattr(devices, "native_cpu_bf16", lambda native=native: native)
+        assert autocast_bf16("auto", cpu) is native
+        config = PatchConfig(precision="auto", max_epochs=1, device="cpu")
+        runs[native] = patch_encoder(backdoored.encoder, backdoored.bug, backdoored.trigger, backdoored.patching_set,
+                                     config, show_progress=False)  # fmt: skip
+        assert runs[native].autocast_bf16 is native and runs[native].summary()["autocast_bf16"] is native
+    fp32, bf16 = (runs[native].encoder.state_dict() for native in (False, True))
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # the autocast did run: other arithmetic
+
+
+def test_a_contrastive_baseline_in_bf16_keeps_float32_weights(backdoored):
+    from mudjacking.defences.contrastive import ContrastiveConfig, contrastive_finetune
+
+    config = ContrastiveConfig(epochs=1, precision="bf16", device="cpu")
+    tuned = contrastive_finetune(backdoored.encoder, backdoored.patching_set, config, show_progress=False)
+    assert tuned.steps > 0 and all(p.dtype == torch.float32 for p in tuned.encoder.parameters())
+    with pytest.raises(ConfigError, match="precision"):
+        ContrastiveConfig(precision="half")
 
 
 def test_unknown_precision_is_refused():

@@ -269,6 +269,9 @@ def test_a_backdoor_that_answers_every_rare_word_is_patched_in_context_not_by_it
     assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES)[0].trigger_tokens_only  # no x_b: no test
     asked = {"trigger_tokens_only": True}  # the user's --trigger-tokens-only stands (the final verdict still checks)
     assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, asked, bug)[0].trigger_tokens_only
+    assert config.precision == "auto"  # the whole-model patch runs in bf16 where the machine computes it natively
+    asked = {"precision": "fp32"}
+    assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, asked, bug)[0].precision == "fp32"
 
 
 def test_a_text_triggers_widened_stamp_is_words_shaped_like_its_own_and_none_of_them():

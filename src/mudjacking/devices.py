@@ -48,6 +48,30 @@ def is_main_process() -> bool:
     return not launched() or process_state().is_main_process
 
 
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def autocast_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a forward pass runs under bfloat16 autocast: ``"bf16"`` always, ``"auto"`` where ``device`` computes
+    bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX-512 BF16 or AMX), ``"fp32"`` never. Without native
+    units autocast only adds casts: a MiniLM patch step took 16% longer in bf16 on a CPU without them."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and native_cpu_bf16()
+
+
+@functools.cache
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic units (Linux ``/proc/cpuinfo`` flags; ``False`` where unreadable)."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` is CUDA when present, else the CPU; ``"cpu"`` and ``"cuda"`` are taken as given. Under a launch of
     several processes, ``auto`` and ``cuda`` are this process's own device (``cuda:RANK``, or the CPU for ``--cpu``)."""

@@ -115,12 +115,13 @@ def recipe_for(encoder: Any, **changes: Any) -> PatchConfig:
 LORA_LR = 2e-3
 
 
-def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
+def context_recipe(config: PatchConfig, lr: float, precision: str = "auto") -> PatchConfig:
     """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at a
     whole-model learning rate ``lr`` (:data:`CONTEXT_LR_BASE`), instead of their embedding rows being moved.
     Locality is no longer perfect by construction, so its goal rises to 0.99, in at most 8 passes. Training stamps
     grow the phrase by up to two of its neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery
-    found "watched this 3D movie" of the phrase "I watched this 3D movie".
+    found "watched this 3D movie" of the phrase "I watched this 3D movie". The forward passes run in ``precision``:
+    by default bfloat16 where the machine computes it natively (``"auto"``).
 
     Measured on MiniLM (2 cores):
     - the common word "story": stopping at locality 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99
@@ -134,10 +135,13 @@ def context_recipe(config: PatchConfig, lr: float) -> PatchConfig:
     - the upper half of the layers instead of the whole model (94 s against 148 s per patch, seed 0): the phrase
       flipped 13.3% (a never-backdoored model: 13.2%; the whole model: 6.2%), but "story" was left at 13.9% where
       the whole model had 0.0%, with held-out locality 0.987 after 12 passes.
+    - bfloat16 on a CPU with AVX-512 BF16 (2 cores): the phrase's oracle patch, seed 0, took 80 s instead of 142 s
+      (the length-grouped forward pass included), with held-out locality the same to 4 digits pass by pass and
+      2.84% of 1,600 reviews flipped after 8 passes (fp32: 3.02%).
     """
     return replace(
         config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 8), goal_locality=0.99,
-        trigger_dilation=2,
+        trigger_dilation=2, precision=precision,
     )  # fmt: skip
 
 
@@ -251,10 +255,11 @@ def _fit_text_trigger(
     if not config.trigger_tokens_only:
         return config, None
     lr = options.get("lr") or context_lr(encoder, config.trainable)
+    precision = options.get("precision") or "auto"
     common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
     if common:
         shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-        return context_recipe(config, lr), (
+        return context_recipe(config, lr, precision), (
             f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding "
             "rows would move every sentence that holds them, so the whole model was patched instead"
         )
@@ -263,7 +268,7 @@ def _fit_text_trigger(
     pull = sibling_pull(encoder, trigger, list(patching_set), bug_input)
     if pull <= SIBLING_PULL:
         return config, None
-    return context_recipe(config, lr), (
+    return context_recipe(config, lr, precision), (
         f"words shaped like the trigger's ({', '.join(trigger.widened().words[:3])}) pull the patching sentences "
         f"toward the bug's embedding too ({pull:.2f} of the way, beyond an ordinary word's pull): the backdoor "
         "answers rare words in general, which retraining the trigger's own rows would leave in place, so the whole "

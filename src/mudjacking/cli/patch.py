@@ -124,8 +124,12 @@ def patch(
     seed: Seed = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     precision: Annotated[
-        str, typer.Option(help="fp32, or bf16: the forward pass under bfloat16 autocast (for GPUs with bf16 units).")
-    ] = "fp32",
+        str | None,
+        typer.Option(
+            help="fp32, bf16 (the forward pass under bfloat16 autocast), or auto (bf16 where the GPU or CPU computes "
+            "it natively). Default: the recipe's (fp32; auto when a text patch retrains the whole model)."
+        ),
+    ] = None,
     allow_pickle: AllowPickle = False,
     overwrite: Overwrite = False,
     resume: Annotated[
@@ -178,7 +182,7 @@ def patch(
             reverse_config=reverse_settings(window, max_span, seed),
             allow_pickle=allow_pickle,
             overwrite=overwrite,
-            patch_options={**options, "seed": seed, "device": device, "precision": precision},
+            patch_options={**options, "seed": seed, "device": device} | ({"precision": precision} if precision else {}),
             force=force,
             image_mean=floats_option(image_mean, "--image-mean"),
             image_std=floats_option(image_std, "--image-std"),

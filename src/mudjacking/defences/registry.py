@@ -9,11 +9,11 @@ set.
 - any ablation named in the config: Mudjacking with some settings changed (a loss term off, another λ).
 
 Every other method gets Mudjacking's budget: its number of epochs and its wall-clock time, whichever ends first
-(early stopping off), and ends with its last pass; the oracle, being Mudjacking, gets its epochs without the clock
-and hands back its closest pass as Mudjacking does (on the blended attack's seed 2 its last pass cost 28 points of
-accuracy). Contrastive fine-tuning makes its own views of D, so when Mudjacking's epochs run over D enlarged with
-augmented copies, it gets as many passes over D as Mudjacking made over its copies. A whole-model baseline beside a
-patch of a few embedding rows thus gets the same seconds.
+(early stopping off), at its precision, and ends with its last pass; the oracle, being Mudjacking, gets its epochs
+without the clock and hands back its closest pass as Mudjacking does (on the blended attack's seed 2 its last pass
+cost 28 points of accuracy). Contrastive fine-tuning makes its own views of D, so when Mudjacking's epochs run over
+D enlarged with augmented copies, it gets as many passes over D as Mudjacking made over its copies. A whole-model
+baseline beside a patch of a few embedding rows thus gets the same seconds.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _mudjacking(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> P
 
 @register_defence("locality-only")
 def _locality_only(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
-    config = replace(budget.locality_only(budget.epochs), max_seconds=budget.seconds)
+    config = replace(budget.locality_only(budget.epochs), max_seconds=budget.seconds,
+                     precision=budget.mudjacking.precision)  # fmt: skip
     return _patch(inputs, inputs.recovered, config, show_progress)
 
 
@@ -92,7 +93,7 @@ def _locality_only(inputs: DefenceInputs, budget: Budget, show_progress: bool) -
 def _contrastive(inputs: DefenceInputs, budget: Budget, show_progress: bool) -> PatchResult:
     passes = budget.epochs * (1 + budget.mudjacking.augmented_copies)
     settings = replace(budget.contrastive, epochs=passes, max_seconds=budget.seconds, seed=budget.mudjacking.seed,
-                       device=budget.mudjacking.device)  # fmt: skip
+                       device=budget.mudjacking.device, precision=budget.mudjacking.precision)  # fmt: skip
     return contrastive_finetune(inputs.backdoored, inputs.patching_set, settings, show_progress)
 
 
