@@ -213,7 +213,8 @@ def test_a_contrastive_baseline_in_bf16_keeps_float32_weights(backdoored):
 
     config = ContrastiveConfig(epochs=1, precision="bf16", device="cpu")
     tuned = contrastive_finetune(backdoored.encoder, backdoored.patching_set, config, show_progress=False)
-    assert tuned.steps > 0 and all(p.dtype == torch.float32 for p in tuned.encoder.parameters())
+    assert tuned.steps > 0 and tuned.autocast_bf16
+    assert all(p.dtype == torch.float32 for p in tuned.encoder.parameters())
     with pytest.raises(ConfigError, match="precision"):
         ContrastiveConfig(precision="half")
 

@@ -89,7 +89,8 @@ def contrastive_finetune(
     # under `accelerate launch` each process contrasts its share of every batch (its negatives are its own share)
     processes = Processes(device)
     tuned = copy.deepcopy(encoder).to("cpu" if processes.sharded else device).eval()  # sharded from the CPU
-    result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()))
+    result = PatchResult(tuned, config, trainable_parameters=sum(p.numel() for p in tuned.parameters()),
+                         autocast_bf16=bf16)  # fmt: skip
     steps_per_epoch = -(-len(patching_set) // config.batch_size)
     model = processes.wrap(tuned, take(patching_set, torch.arange(1), device))
     optimizer = torch.optim.Adam([p for p in tuned.parameters() if p.requires_grad], lr=config.lr)
