@@ -11,6 +11,8 @@ import time
 
 import torch
 
+from mudjacking.errors import ConfigError
+
 
 def launched() -> bool:
     """Whether this process is one of several started by ``accelerate launch`` (or ``torchrun``)."""
@@ -49,6 +51,12 @@ def is_main_process() -> bool:
 
 
 PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def check_precision(precision: str) -> None:
+    """Refuses a precision the patch and the baselines do not know."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be fp32, bf16 or auto, got {precision!r}")
 
 
 def autocast_bf16(precision: str, device: torch.device) -> bool:

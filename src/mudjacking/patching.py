@@ -26,7 +26,7 @@ from torch import Tensor
 from mudjacking.batches import join, single, take, to_device
 from mudjacking.checkpoints import PatchCheckpoints
 from mudjacking.data.bug_report import BugReport, check_modality
-from mudjacking.devices import PRECISIONS, Processes, autocast_bf16, resolve_device
+from mudjacking.devices import Processes, autocast_bf16, check_precision, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarity
@@ -216,8 +216,7 @@ class PatchConfig:
             raise ConfigError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.lora_rank < 0 or (self.lora_rank and self.trigger_tokens_only):
             raise ConfigError("lora_rank must be >= 0, and 0 with trigger_tokens_only (which trains embedding rows)")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        check_precision(self.precision)
 
 
 @dataclass
@@ -425,7 +424,7 @@ def patch_encoder(
                 if shard is None:
                     continue
                 step_started = time.perf_counter()
-                terms = _loss_terms(model, plan, shard, config)
+                terms = _loss_terms(model, plan, shard, config, result.autocast_bf16)
                 loss = weighted_total(*terms, config.lambda_gen, config.lambda_eff, config.use_locality)
                 n = len(shard)
                 optimizer.zero_grad(set_to_none=True)
@@ -778,7 +777,7 @@ TERM_NAMES = ("L_loc", "L_gen", "L_eff")
 
 
 def _loss_terms(
-    patched: Encoder, plan: _Plan, batch_index: Tensor, config: PatchConfig
+    patched: Encoder, plan: _Plan, batch_index: Tensor, config: PatchConfig, bf16: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``
     (``x_r`` only when ``L_e`` aims at it). A term whose weight is 0 is not computed (NaN), so ablations and
@@ -791,8 +790,7 @@ def _loss_terms(
         parts.append(_stamped(plan.triggers, batch, config.trigger_dilation))
     if use_eff:
         parts += [plan.x_b] if plan.bug_target is not None else [plan.x_b, plan.x_r]
-    device = plan.targets.device
-    with torch.autocast(device.type, torch.bfloat16, enabled=autocast_bf16(config.precision, device)):
+    with torch.autocast(plan.targets.device.type, torch.bfloat16, enabled=bf16):
         if plan.split is None:
             embeddings = patched(join(*parts))
         else:  # the same pass, with the fixed inputs' frozen prefix taken from the cache

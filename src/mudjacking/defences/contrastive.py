@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from torch import Tensor
 
 from mudjacking.batches import take
-from mudjacking.devices import PRECISIONS, Processes, autocast_bf16, resolve_device
+from mudjacking.devices import Processes, autocast_bf16, check_precision, resolve_device
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import ConfigError
 from mudjacking.patching import PatchResult
@@ -56,8 +56,7 @@ class ContrastiveConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0 or self.temperature <= 0:
             raise ConfigError("epochs >= 1, batch_size >= 2, lr > 0 and temperature > 0 are required")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be fp32, bf16 or auto, got {self.precision!r}")
+        check_precision(self.precision)
         if not 0 <= self.word_dropout < 1 or not 0 < self.crop_scale <= 1:
             raise ConfigError("word_dropout must be in [0, 1) and crop_scale in (0, 1]")
 
