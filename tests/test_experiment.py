@@ -343,10 +343,10 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     from mudjacking.experiments.summary import aggregate_seeds, attack_verdicts
     from mudjacking.report.experiment_report import verdict_lines
 
-    def row(attack, model, asr, drop=0.0, task="t"):
+    def row(attack, model, asr, drop=0.0, task="t", fixed=None):
         return {"attack": attack, "model": model, "task": task, "classifier": "linear", "ACC": 0.8, "ASR": asr,
                 "TBA": 0.7, "flip_rate": asr, "asr_without_trigger": 0.0, "acc_drop_points": drop,
-                "bug_fixed": None, "patch_seconds": None}  # fmt: skip
+                "bug_fixed": fixed, "patch_seconds": None}  # fmt: skip
 
     def seed(attack, rows, bug=True, trigger=True):
         return {"attack_kind": attack, "bug_task": "t", "bug": {} if bug else None,
@@ -369,6 +369,8 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
                           row("per-seed", "mudjacking", 0.1)]),
         seed("per-seed", [row("per-seed", "clean", 0.15), row("per-seed", "backdoored", 1.0),
                           row("per-seed", "mudjacking", 0.02)]),
+        seed("unfixed", [row("unfixed", "backdoored", 1.0), row("unfixed", "mudjacking", 0.02, fixed=True)]),
+        seed("unfixed", [row("unfixed", "backdoored", 1.0), row("unfixed", "mudjacking", 0.01, fixed=False)]),
     ]  # fmt: skip
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
@@ -380,14 +382,16 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "breaks: ASR 13.3% after the patch (worst seed), where the never-backdoored model scores 13.0% with the "
         "same trigger (the trigger itself moves that classifier)",
         "breaks: ASR 10.0% after the patch (worst seed)",  # the clean model's 15% is another seed's: no excuse
+        "breaks: the reported bug is still misclassified on 1 of 2 patched seeds",  # low ASR, the customer's bug not
     ]
-    assert verdicts[-3]["task"] == "t, source class x" and verdicts[-3]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
+    assert verdicts[-4]["task"] == "t, source class x" and verdicts[-4]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
     assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0, "clean_ASR": None}
-    assert verdicts[-1]["worst_seed"]["clean_ASR"] == 0.01 and verdicts[-1]["clean_ASR"] == pytest.approx(0.08)
+    assert verdicts[-2]["worst_seed"]["clean_ASR"] == 0.01 and verdicts[-2]["clean_ASR"] == pytest.approx(0.08)
     lines = verdict_lines({"attacks": verdicts})
-    assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][7] == "t, backdoor 2: 100.0 → 100.0"  # mean
-    assert lines[3][6] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused
+    assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][8] == "t, backdoor 2: 100.0 → 100.0"  # mean
+    assert lines[3][7] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused
+    assert lines[1][6] == "–" and lines[-1][6] == "1/2"  # bug fixed: unscored, and fixed on one of two seeds
     assert lines[6][1] == "13.0"  # the clean model's figure: the floor a meaningful trigger leaves
     text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
     assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][2] == "backdoored flip %"

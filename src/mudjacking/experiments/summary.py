@@ -75,7 +75,7 @@ def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 ASR_BAR, DROP_BAR = 0.05, 1.5
 """An attack Mudjacking holds against: ASR after the patch at most 5% with at most 1.5 points of accuracy lost, on
-the bug's task, every seed patched (the attack suite's bar, issue 12)."""
+the bug's task, every seed patched and its reported bug fixed (the attack suite's bar, issue 12)."""
 
 
 def attack_verdicts(
@@ -83,9 +83,10 @@ def attack_verdicts(
 ) -> list[dict[str, Any]]:
     """Per attack of a suite: its backdoor before and after Mudjacking and the oracle on the bug's task (first
     classifier), what became of its other backdoors' tasks, and a verdict that says why when Mudjacking did not
-    hold: the attack planted no backdoor, recovery refused, or the patch left the backdoor or cost accuracy past
-    the bar. ``metric``: what the backdoor is measured by, ASR, or for text the flip rate (a sentence classifier
-    puts 12-18% of a never-backdoored model's inputs in the target class, so text ASR has that floor)."""
+    hold: the attack planted no backdoor, recovery refused, or the patch left the backdoor, left the reported bug
+    misclassified or cost accuracy past the bar. ``metric``: what the backdoor is measured by, ASR, or for text the
+    flip rate (a sentence classifier puts 12-18% of a never-backdoored model's inputs in the target class, so text
+    ASR has that floor)."""
     verdicts = []
     for attack in dict.fromkeys(seed["attack_kind"] for seed in seeds if "attack" in seed["rows"][0]):
         runs = [seed for seed in seeds if seed["attack_kind"] == attack]
@@ -115,6 +116,11 @@ def attack_verdicts(
         worst_seed, worst = max(patched, key=lambda pair: pair[1][metric], default=({"rows": []}, None))
         # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
         clean = _seed_rows(worst_seed, "clean", task, entry["classifier"])
+        # the customer's own complaint: does the deployed classifier now get the reported input right?
+        fixed = [row["bug_fixed"] for seed in runs
+                 for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
+                 if row["bug_fixed"] is not None]  # fmt: skip
+        entry["bugs_fixed"], entry["bugs_scored"] = sum(fixed), len(fixed)
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),
@@ -140,6 +146,9 @@ def _verdict(entry: dict[str, Any]) -> str:
                 "(the trigger itself moves that classifier)"
             )
         reasons.append(reason)
+    unfixed = entry.get("bugs_scored", 0) - entry.get("bugs_fixed", 0)
+    if unfixed:
+        reasons.append(f"the reported bug is still misclassified on {unfixed} of {entry['bugs_scored']} patched seeds")
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"

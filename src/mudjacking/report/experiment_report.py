@@ -54,7 +54,8 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
         return []
     name = "flip %" if verdicts[0].get("metric") == "flip_rate" else "ASR %"
     header = ["attack", f"clean model {name}", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)",
-              "seeds patched", f"oracle {name}", f"other tasks: {name} before → after", "verdict"]  # fmt: skip
+              "seeds patched", "bug fixed", f"oracle {name}", f"other tasks: {name} before → after",
+              "verdict"]  # fmt: skip
     percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
     rows = [header]
     for entry in verdicts:
@@ -63,9 +64,10 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
             for name, figures in entry["other_tasks"].items()
         )
         drop = entry["acc_drop_points"]
+        fixed = f"{entry['bugs_fixed']}/{entry['bugs_scored']}" if entry.get("bugs_scored") else "–"
         rows.append([entry["attack"], percent(entry.get("clean_ASR")), percent(entry["backdoored_ASR"]),
                      percent(entry["mudjacking_ASR"]),
-                     "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}",
+                     "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}", fixed,
                      percent(entry["oracle_ASR"]), others or "–", entry["verdict"]])  # fmt: skip
     return rows
 
@@ -94,8 +96,8 @@ def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
 VERDICT_NOTE = (
     "On the bug's task (a source-specific backdoor: its source class), first classifier, mean over the seeds that "
     "were patched. Mudjacking holds where every seed was patched and on each one ASR after the patch is at most 5% "
-    "with at most 1.5 points of accuracy lost; otherwise the verdict says why. Other tasks: each further backdoor "
-    "of the attack, and a source-specific backdoor's whole task."
+    "with at most 1.5 points of accuracy lost and the reported bug classified right (bug fixed); otherwise the "
+    "verdict says why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's whole task."
 )
 RETRAINED_NOTE = (
     "A customer who retrains its classifier on the model's own embeddings (same training set and recipe) gets "
