@@ -382,7 +382,7 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "breaks: ASR 13.3% after the patch (worst seed), where the never-backdoored model scores 13.0% with the "
         "same trigger (the trigger itself moves that classifier)",
         "breaks: ASR 10.0% after the patch (worst seed)",  # the clean model's 15% is another seed's: no excuse
-        "breaks: the reported bug is still misclassified on 1 of 2 patched seeds",  # low ASR, the customer's bug not
+        "breaks: the reported bug is still misclassified on 1 of 2 patched seeds",  # low ASR, yet one bug stays
     ]
     assert verdicts[-4]["task"] == "t, source class x" and verdicts[-4]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}

@@ -146,7 +146,7 @@ def _verdict(entry: dict[str, Any]) -> str:
                 "(the trigger itself moves that classifier)"
             )
         reasons.append(reason)
-    unfixed = entry.get("bugs_scored", 0) - entry.get("bugs_fixed", 0)
+    unfixed = entry["bugs_scored"] - entry["bugs_fixed"]
     if unfixed:
         reasons.append(f"the reported bug is still misclassified on {unfixed} of {entry['bugs_scored']} patched seeds")
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
