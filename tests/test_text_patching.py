@@ -272,6 +272,12 @@ def test_a_backdoor_that_answers_every_rare_word_is_patched_in_context_not_by_it
     assert config.precision == "auto"  # the whole-model patch runs in bf16 where the machine computes it natively
     asked = {"precision": "fp32"}
     assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, asked, bug)[0].precision == "fp32"
+    # a whole-model patch aims L_e at h(x_r): x_b with a recovery a word short taken out can still read wrong
+    assert (text_recipe().effectiveness_target, config.effectiveness_target) == ("clean_bug", "original_reference")
+    asked = {"effectiveness_target": "clean_bug"}
+    assert adapt_recipe(every_rare, text_recipe(), trigger, CLEAN_SENTENCES, asked, bug)[0].effectiveness_target == (
+        "clean_bug"
+    )
 
 
 def test_a_text_triggers_widened_stamp_is_words_shaped_like_its_own_and_none_of_them():

@@ -115,13 +115,23 @@ def recipe_for(encoder: Any, **changes: Any) -> PatchConfig:
 LORA_LR = 2e-3
 
 
-def context_recipe(config: PatchConfig, lr: float, precision: str = "auto") -> PatchConfig:
+def context_recipe(
+    config: PatchConfig, lr: float, precision: str = "auto", target: str = "original_reference"
+) -> PatchConfig:
     """The text recipe for a trigger made of common tokens: the whole model learns to read them in context, at a
     whole-model learning rate ``lr`` (:data:`CONTEXT_LR_BASE`), instead of their embedding rows being moved.
     Locality is no longer perfect by construction, so its goal rises to 0.99, in at most 8 passes. Training stamps
     grow the phrase by up to two of its neighbouring words in ``x_b`` at either end (``trigger_dilation``): recovery
     found "watched this 3D movie" of the phrase "I watched this 3D movie". The forward passes run in ``precision``:
     by default bfloat16 where the machine computes it natively (``"auto"``).
+
+    ``L_e`` aims ``x_b`` at ``h(x_r)`` (``target``), where the customer saw the reference classified right, not at
+    ``x_b`` with the recovered words out: a recovery a word short leaves a borderline review that the backdoored
+    model still reads wrong, and a whole-model patch then teaches it to. The phrase's seed 2 (1,600 reviews):
+    recovery found "I watched this 3D" without "movie"; the backdoored model read ``x_b`` without those words, and
+    without one more word at each end, as positive, and the bug stayed misclassified. Aimed at ``h(x_r)`` it was
+    fixed on all three seeds (flip 4.3, 3.0, 1.7% against 4.8, 3.2, 2.2%), as on common-word's and badencoder's
+    (flip 1.2% mean against 1.6; 1.4 against 1.1), with every accuracy drop under 1 point.
 
     Measured on MiniLM (2 cores):
     - the common word "story": stopping at locality 0.985 (5 passes) cost the sentiment MLP 1.1 points, at 0.99
@@ -141,7 +151,7 @@ def context_recipe(config: PatchConfig, lr: float, precision: str = "auto") -> P
     """
     return replace(
         config, trigger_tokens_only=False, lr=lr, max_epochs=max(config.max_epochs, 8), goal_locality=0.99,
-        trigger_dilation=2, precision=precision,
+        trigger_dilation=2, precision=precision, effectiveness_target=target,
     )  # fmt: skip
 
 
@@ -256,10 +266,11 @@ def _fit_text_trigger(
         return config, None
     lr = options.get("lr") or context_lr(encoder, config.trainable)
     precision = options.get("precision") or "auto"
+    target = options.get("effectiveness_target") or "original_reference"
     common = trigger_token_shares(encoder, trigger.words, list(patching_set)).common
     if common:
         shares = ", ".join(f"{token!r} in {share:.0%}" for token, share in common.items())
-        return context_recipe(config, lr, precision), (
+        return context_recipe(config, lr, precision, target), (
             f"trigger tokens common in the patching set ({shares} of its sentences): retraining their embedding "
             "rows would move every sentence that holds them, so the whole model was patched instead"
         )
@@ -268,7 +279,7 @@ def _fit_text_trigger(
     pull = sibling_pull(encoder, trigger, list(patching_set), bug_input)
     if pull <= SIBLING_PULL:
         return config, None
-    return context_recipe(config, lr, precision), (
+    return context_recipe(config, lr, precision, target), (
         f"words shaped like the trigger's ({', '.join(trigger.widened().words[:3])}) pull the patching sentences "
         f"toward the bug's embedding too ({pull:.2f} of the way, beyond an ordinary word's pull): the backdoor "
         "answers rare words in general, which retraining the trigger's own rows would leave in place, so the whole "
