@@ -322,6 +322,31 @@ def test_a_refused_recovery_still_runs_the_oracle_when_asked(backdoored, tmp_pat
     assert run.refused == "no recovered trigger explains the bug"
 
 
+def test_the_patch_settings_an_experiment_file_names_stand_over_the_recipes_fit(backdoored, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from mudjacking.patching import PatchConfig
+    from mudjacking.pipeline import run as pipeline
+    from mudjacking.pipeline.scenario import Scenario
+    from mudjacking.timing import Laps
+
+    class Fitted(Exception):
+        pass
+
+    def fit(encoder, config, trigger, patching_set, options=None, bug_input=None):
+        raise Fitted(options)
+
+    monkeypatch.setattr(pipeline, "recover", lambda *args: SimpleNamespace(trigger=backdoored.trigger))
+    monkeypatch.setattr(pipeline, "adapt_recipe", fit)
+    scenario = Scenario("image", backdoored.clean, backdoored.encoder, backdoored.trigger, backdoored.bug,
+                        backdoored.patching_set[:40], {}, {}, Laps())  # fmt: skip
+    setting = SimpleNamespace(prepare=lambda show_progress: scenario, seed=0, reverse=None, patch=PatchConfig())
+    named = {"max_epochs": 3, "effectiveness_target": "clean_bug"}  # [options.patch] as read from the file
+    with pytest.raises(Fitted) as fitted:
+        pipeline.run_pipeline(setting, tmp_path, ["mudjacking"], show_progress=False, patch_options=named)
+    assert fitted.value.args == (named,)
+
+
 @pytest.mark.parametrize("kind", ["random-noise", "frequency"])
 def test_the_dynamic_and_frequency_triggers_are_written_and_read_back_as_themselves(kind, tmp_path):
     trigger = attack_named(kind, "image").trigger_for(TriggerRequest(SQUARE, (1, 28, 28), 3))

@@ -395,3 +395,20 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     assert lines[6][1] == "13.0"  # the clean model's figure: the floor a meaningful trigger leaves
     text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
     assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][2] == "backdoored flip %"
+
+
+def test_the_runner_hands_the_files_patch_settings_to_the_pipeline(tmp_path, monkeypatch):
+    import mudjacking.experiments.runner as runner
+
+    class Handed(Exception):
+        pass
+
+    def pipeline(*args, **kwargs):
+        raise Handed(kwargs["patch_options"])
+
+    text = 'setting = "text"\n[options.patch]\nlr = 0.001\neffectiveness_target = "clean_bug"\n'
+    config = load_experiment_config(_write(tmp_path / "a.toml", text))
+    monkeypatch.setattr(runner, "run_pipeline", pipeline)
+    with pytest.raises(Handed) as handed:  # the recipe's fit to the recovered trigger must keep what the user named
+        runner._run_seed(config, 0, tmp_path / "out", None, False)
+    assert handed.value.args == ({"lr": 0.001, "effectiveness_target": "clean_bug"},)

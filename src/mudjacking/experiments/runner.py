@@ -79,6 +79,7 @@ def _run_seed(
         scoring,
         show_progress,
         keep_going=bool(config.attacks),  # an attack suite records a refusal as that attack's result
+        patch_options=config.options.get("patch", {}),
     )
     recovered = run.recovered
     rows = seed_rows(run.scores, {name: result.seconds for name, result in run.results.items()})

@@ -8,6 +8,7 @@ folder, and returns typed results; what else is kept (models, tables, report fil
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def run_pipeline(
     scoring: Scoring = Scoring(),
     show_progress: bool = True,
     keep_going: bool = False,
+    patch_options: Mapping[str, Any] | None = None,
 ) -> PipelineRun:
     """Prepares the setting's scenario, recovers the trigger, runs ``methods`` (Mudjacking first; it sets every
     other method's budget) and scores every model; writes the bug, trigger and loss-curve files into ``directory``.
@@ -108,7 +110,9 @@ def run_pipeline(
     When the attack planted no bug to report (``NoBugFound``) or trigger recovery refuses (``TriggerNotFound``),
     ``keep_going`` scores the clean and backdoored models (and, after a refused recovery, the oracle-trigger patch,
     when asked for, with the setting's patch settings) and returns why in ``refused`` (an attack suite records it
-    as that attack's result); otherwise the error propagates."""
+    as that attack's result); otherwise the error propagates. ``patch_options`` are the patch settings the user
+    named (an experiment file's ``[options.patch]``): fitting the recipe to the recovered trigger keeps them, as
+    ``mudjacking patch`` keeps its flags."""
     scenario = setting.prepare(show_progress)
     if scenario.bug is None:
         if not keep_going:
@@ -128,7 +132,7 @@ def run_pipeline(
         return _undefended(scenario, scoring, setting.seed, str(error), oracle)
     scenario.laps.lap("reverse_trigger")
     patch, note = adapt_recipe(scenario.backdoored, setting.patch, recovered.trigger, scenario.patching_set,
-                               bug_input=scenario.bug.bug_input)  # fmt: skip
+                               patch_options, scenario.bug.bug_input)  # fmt: skip
     results = run_defences(
         scenario.defence_inputs(recovered.trigger),
         methods,
