@@ -79,6 +79,7 @@ name = "attacks"
 setting = "text"
 attacks = ["badencoder", "common-word"]
 methods = ["mudjacking", "locality-only"]
+control = true
 """
         + tiny_text_options(tiny_bert_dir)
     )
@@ -92,10 +93,14 @@ methods = ["mudjacking", "locality-only"]
     ]
     assert {row["attack"] for row in report["table"]} == {"badencoder", "common-word"}
     assert len(report["table"]) == 2 * 2 * 4  # attacks x tasks x (clean, backdoored, mudjacking, locality-only)
+    # an ordinary word stamped as the trigger is, on every model: the floor the trigger's flip rate can reach
+    assert all(0 <= row["control_flip_rate"] <= 1 for seed in report["seeds"] for row in seed["rows"])
+    assert all(set(entry["control_flip_rate"]) == {"clean", "backdoored", "mudjacking"} for entry in report["attacks"])
     markdown = (out / "report.md").read_text()
     assert (
         "| attack | task | classifier | model |" in markdown and "| common-word | movie-review sentiment |" in markdown
     )
+    assert "| ordinary stamp flip %: Mudjacking / oracle |" in markdown
     assert (out / "common-word" / "seed-0" / "word_scores.png").exists()
     assert "common-word, seed-0" in (out / "report.html").read_text()
 
@@ -320,6 +325,24 @@ def test_a_refused_recovery_still_runs_the_oracle_when_asked(backdoored, tmp_pat
     assert list(run.results) == ["oracle-trigger"] and run.results["oracle-trigger"].epochs == 1
     assert set(run.scores["digits"]["linear"]) == {"clean", "backdoored", "oracle-trigger"}
     assert run.refused == "no recovered trigger explains the bug"
+
+
+def test_the_control_stamp_is_scored_once_per_customers_data():
+    from types import SimpleNamespace
+
+    from mudjacking.pipeline.run import first_task_per_data
+
+    reviews, news = ["a dull film"], ["markets fell"]
+    tasks = {
+        name: SimpleNamespace(test=(data, None))
+        for name, data in [
+            ("sentiment", reviews),
+            ("sentiment, backdoor 2", reviews),
+            ("news", news),
+            ("news, backdoor 2", news),
+        ]
+    }
+    assert first_task_per_data(tasks) == {"sentiment", "news"}  # each backdoor's task re-scores the same inputs
 
 
 def test_the_patch_settings_an_experiment_file_names_stand_over_the_recipes_fit(backdoored, tmp_path, monkeypatch):

@@ -395,6 +395,14 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     assert lines[6][1] == "13.0"  # the clean model's figure: the floor a meaningful trigger leaves
     text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
     assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][2] == "backdoored flip %"
+    assert text[0]["control_flip_rate"] == {} and len(lines[0]) == 10  # no control stamp measured: no column
+    stamped = [seed("good", [row("good", "backdoored", 1.0) | {"control_flip_rate": 0.04},
+                             row("good", "mudjacking", 0.03) | {"control_flip_rate": 0.025},
+                             row("good", "oracle-trigger", 0.02) | {"control_flip_rate": 0.03}])]  # fmt: skip
+    [entry] = attack_verdicts(stamped, aggregate_seeds(stamped), metric="flip_rate")
+    assert entry["control_flip_rate"] == {"backdoored": 0.04, "mudjacking": 0.025, "oracle-trigger": 0.03}
+    header, line = verdict_lines({"attacks": [entry]})
+    assert header[8] == "ordinary stamp flip %: Mudjacking / oracle" and line[7:9] == ["2.0", "2.5 / 3.0"]
 
 
 def test_the_runner_hands_the_files_patch_settings_to_the_pipeline(tmp_path, monkeypatch):

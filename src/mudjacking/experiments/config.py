@@ -12,6 +12,8 @@ A file names a built-in setting and overrides any of its fields::
     [options]                         # fields of ImageSetting / TextSetting (nested tables for attack, patch ...)
     test_size = 5000
 
+    control = true                    # also score an ordinary stamp on every model (text: the floor of a flip rate)
+
     [contrastive]                     # ContrastiveConfig fields
     lr = 1e-4
 
@@ -57,6 +59,9 @@ class ExperimentConfig(BaseModel):
     # Models also scored with a classifier retrained on their own embeddings (what a customer who retrains gets);
     # each costs one embedding of every task's training set per seed.
     retrained: list[str] = Field(default_factory=lambda: ["clean", "mudjacking"])
+    # Also score the setting's control stamp on every model (text: an ordinary word inserted like the trigger): how
+    # often stamping anything flips a prediction, the floor a removed trigger's flip rate can reach.
+    control: bool = False
 
     @field_validator("setting")
     @classmethod

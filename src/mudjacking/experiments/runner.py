@@ -68,7 +68,9 @@ def _run_seed(
     folder = f"seed-{seed}" if attack is None else f"{attack}/seed-{seed}"
     directory = root / folder
     directory.mkdir(parents=True)
-    scoring = Scoring(include_clean=config.include_clean_model, retrained=tuple(config.retrained))
+    scoring = Scoring(
+        include_clean=config.include_clean_model, retrained=tuple(config.retrained), control=config.control
+    )
     setting = config.setting_config(seed, attack)
     run = run_pipeline(
         setting,
@@ -82,7 +84,7 @@ def _run_seed(
         patch_options=config.options.get("patch", {}),
     )
     recovered = run.recovered
-    rows = seed_rows(run.scores, {name: result.seconds for name, result in run.results.items()})
+    rows = seed_rows(run.scores, {name: result.seconds for name, result in run.results.items()}, run.control)
     return {
         "seed": seed,
         "attack_kind": setting.attack_kind,

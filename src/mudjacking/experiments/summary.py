@@ -9,13 +9,17 @@ from mudjacking.pipeline.scenario import SOURCE_TASK
 
 METRICS = ("ACC", "ASR", "TBA", "flip_rate", "asr_without_trigger")
 RETRAINED = ("retrained_ACC", "retrained_ASR", "retrained_acc_drop_points")
+OPTIONAL = (*RETRAINED, "control_flip_rate")
+"""Figures only some rows carry (a retrained classifier, a control stamp): ``None`` in the table where none do."""
 
 
-def seed_rows(scores: dict[str, Any], seconds: dict[str, float]) -> list[dict[str, Any]]:
+def seed_rows(
+    scores: dict[str, Any], seconds: dict[str, float], control: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Flat rows of one seed: the deployed classifier's figures per model, task and classifier kind, with the
     accuracy drop against the backdoored model (what customers ran before the patch). Models scored with a
     retrained classifier as well get ``retrained_*`` figures, their drop also against the backdoored model's
-    deployed accuracy."""
+    deployed accuracy; with ``control`` (model -> task -> kind -> flip rate), ``control_flip_rate``."""
     rows = []
     for task, per_kind in scores.items():
         for kind, per_model in per_kind.items():
@@ -35,6 +39,8 @@ def seed_rows(scores: dict[str, Any], seconds: dict[str, float]) -> list[dict[st
                     "bug_fixed": s["bug_fixed"],
                     "patch_seconds": seconds.get(model),
                 }
+                if control and task in control.get(model, {}):
+                    row["control_flip_rate"] = control[model][task][kind]
                 if "retrained" in entry:
                     r = entry["retrained"]
                     row |= {
@@ -62,7 +68,7 @@ def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry |= {"model": model, "task": task, "classifier": kind, "seeds": len(rows)}
         for metric in (*METRICS, "acc_drop_points"):
             entry[metric] = _mean_std([row[metric] for row in rows])
-        for metric in RETRAINED:
+        for metric in OPTIONAL:
             values = [row[metric] for row in rows if metric in row]
             entry[metric] = _mean_std(values) if values else None
         fixed = [row["bug_fixed"] for row in rows if row["bug_fixed"] is not None]
@@ -72,6 +78,9 @@ def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         table.append(entry)
     return table
 
+
+CONTROL_MODELS = ("clean", "backdoored", "mudjacking", "oracle-trigger")
+"""The models whose control-stamp flip rate an attack's summary carries."""
 
 ASR_BAR, DROP_BAR = 0.05, 1.5
 """An attack Mudjacking holds against: ASR after the patch at most 5% with at most 1.5 points of accuracy lost, on
@@ -96,7 +105,8 @@ def attack_verdicts(
         means = {(row["model"], row["task"]): row for row in rows}
 
         def mean(model: str, metric: str, on: str, means: dict = means) -> float | None:
-            return means[model, on][metric]["mean"] if (model, on) in means else None
+            figure = means[model, on].get(metric) if (model, on) in means else None
+            return None if figure is None else figure["mean"]
 
         no_bug = sum(seed["bug"] is None for seed in runs)
         refused = sum(seed["bug"] is not None and seed["trigger"] is None for seed in runs)
@@ -121,6 +131,9 @@ def attack_verdicts(
                  for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
                  if row["bug_fixed"] is not None]  # fmt: skip
         entry["bugs_fixed"], entry["bugs_scored"] = sum(fixed), len(fixed)
+        # an ordinary stamp's flip rate on each model (where measured): the floor its trigger's flip rate can reach
+        entry["control_flip_rate"] = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS
+                                      if mean(model, "control_flip_rate", task) is not None}  # fmt: skip
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),

@@ -39,8 +39,9 @@ class Scoring:
         include_clean: score the clean model too (a reference row; defences never see it).
         retrained: models also scored with a classifier retrained on their own embeddings (what a customer who
             retrains gets); each costs one embedding of every task's training set.
-        control: also measure the flip rate of the setting's control stamp (an ordinary word for text) on the
-            backdoored and the patched model, the floor a removed trigger's flip rate can reach.
+        control: also measure the flip rate of the setting's control stamp (an ordinary word for text) on every
+            model scored, on each customer's data once (the first task on it): the floor a removed trigger's flip
+            rate can reach on that very model (a setting without one, images, measures nothing).
     """
 
     include_clean: bool = True
@@ -148,18 +149,25 @@ def run_pipeline(
     recovered.pictures["losses"] = "loss_curves.png"
 
     cache = EmbeddingCache()  # each model embeds each customer's clean test set once, for its scores and the control
-    scores = _scores(scenario, _models(scenario, scoring, results), scoring, setting.seed, cache)
+    models = _models(scenario, scoring, results)
+    scores = _scores(scenario, models, scoring, setting.seed, cache)
     control = None
     stamp = setting.control_trigger() if scoring.control else None
     if stamp is not None:
-        compared = {"backdoored": scenario.backdoored, "mudjacking": results["mudjacking"].encoder}
         per_task = {
-            name: control_flip_rates(compared, task.test, stamp, task.probes, task.targets, cache)
+            name: control_flip_rates(models, task.test, stamp, task.probes, task.targets, cache)
             for name, task in scenario.tasks.items()
+            if name in first_task_per_data(scenario.tasks)
         }
-        control = {model: {task: per_task[task][model] for task in per_task} for model in compared}
+        control = {model: {task: per_task[task][model] for task in per_task} for model in models}
     scenario.laps.lap("evaluate")
     return PipelineRun(scenario, recovered, results, scores, control, recipe_note=note)
+
+
+def first_task_per_data(tasks: Mapping[str, Any]) -> set[str]:
+    """The first task on each customer's test data: a further backdoor's task on the same data would stamp the
+    same inputs with the control stamp again (three times the cost on a three-word attack) for the same floor."""
+    return set({id(task.test[0]): name for name, task in reversed(tasks.items())}.values())
 
 
 def _undefended(

@@ -33,7 +33,7 @@ def summarise(
             }
             if "clean" in rows:
                 row["asr_clean_model"] = rows["clean"]["deployed"]["attack_success_rate"]
-            if control is not None:
+            if control is not None and task in control[BEFORE]:  # once per customer's data
                 row["control_word_flip_rate_before"] = control[BEFORE][task][kind]
                 row["control_word_flip_rate_after"] = control[AFTER][task][kind]
             baselines = {name: entry["deployed"] for name, entry in rows.items() if name not in REFERENCE_ROWS}

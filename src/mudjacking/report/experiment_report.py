@@ -56,6 +56,9 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
     header = ["attack", f"clean model {name}", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)",
               "seeds patched", "bug fixed", f"oracle {name}", f"other tasks: {name} before → after",
               "verdict"]  # fmt: skip
+    control = any(entry.get("control_flip_rate") for entry in verdicts)
+    if control:  # after the oracle: the floor its figure sits against
+        header.insert(8, f"ordinary stamp {name}: Mudjacking / oracle")
     percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
     rows = [header]
     for entry in verdicts:
@@ -65,10 +68,14 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
         )
         drop = entry["acc_drop_points"]
         fixed = f"{entry['bugs_fixed']}/{entry['bugs_scored']}" if entry.get("bugs_scored") else "–"
-        rows.append([entry["attack"], percent(entry.get("clean_ASR")), percent(entry["backdoored_ASR"]),
-                     percent(entry["mudjacking_ASR"]),
-                     "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}", fixed,
-                     percent(entry["oracle_ASR"]), others or "–", entry["verdict"]])  # fmt: skip
+        row = [entry["attack"], percent(entry.get("clean_ASR")), percent(entry["backdoored_ASR"]),
+               percent(entry["mudjacking_ASR"]),
+               "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}", fixed,
+               percent(entry["oracle_ASR"]), others or "–", entry["verdict"]]  # fmt: skip
+        if control:
+            floor = entry.get("control_flip_rate") or {}
+            row.insert(8, f"{percent(floor.get('mudjacking'))} / {percent(floor.get('oracle-trigger'))}")
+        rows.append(row)
     return rows
 
 
@@ -97,7 +104,10 @@ VERDICT_NOTE = (
     "On the bug's task (a source-specific backdoor: its source class), first classifier, mean over the seeds that "
     "were patched. Mudjacking holds where every seed was patched and on each one ASR after the patch is at most 5% "
     "with at most 1.5 points of accuracy lost and the reported bug classified right (bug fixed); otherwise the "
-    "verdict says why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's whole task."
+    "verdict says why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's whole task. "
+    "Ordinary stamp (where measured): the setting's control stamp, an ordinary word inserted as the trigger is, "
+    "scored on the same model: how often stamping anything flips a prediction, the floor the trigger's own figure "
+    "can reach."
 )
 RETRAINED_NOTE = (
     "A customer who retrains its classifier on the model's own embeddings (same training set and recipe) gets "
