@@ -132,8 +132,8 @@ def attack_verdicts(
                  if row["bug_fixed"] is not None]  # fmt: skip
         entry["bugs_fixed"], entry["bugs_scored"] = sum(fixed), len(fixed)
         # an ordinary stamp's flip rate on each model (where measured): the floor its trigger's flip rate can reach
-        entry["control_flip_rate"] = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS
-                                      if mean(model, "control_flip_rate", task) is not None}  # fmt: skip
+        floors = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS}
+        entry["control_flip_rate"] = {model: floor for model, floor in floors.items() if floor is not None}
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),

@@ -154,10 +154,11 @@ def run_pipeline(
     control = None
     stamp = setting.control_trigger() if scoring.control else None
     if stamp is not None:
+        first = first_task_per_data(scenario.tasks)
         per_task = {
             name: control_flip_rates(models, task.test, stamp, task.probes, task.targets, cache)
             for name, task in scenario.tasks.items()
-            if name in first_task_per_data(scenario.tasks)
+            if name in first
         }
         control = {model: {task: per_task[task][model] for task in per_task} for model in models}
     scenario.laps.lap("evaluate")
