@@ -181,6 +181,9 @@ def test_a_trigger_answered_anywhere_gets_twice_the_passes_copies_and_whitening_
     assert config.whitened_locality == 2 * recipe.whitened_locality and "whitened" in note  # choices stand
     everything = {**given, "whitened_locality": 0.0}
     assert adapt_recipe(None, recipe, trigger, torch.rand(4, 1, 8, 8), everything) == (recipe, None)
+    trigger.fresh = True  # a dynamic trigger: the note says the patch stamps fresh noise too, whatever was given
+    config, note = adapt_recipe(None, recipe, trigger, torch.rand(4, 1, 8, 8), everything)
+    assert config == recipe and note.startswith("fresh noise in the trigger's shape")
 
 
 def test_bf16_forward_patch_removes_the_backdoor_and_keeps_float32_weights(backdoored):

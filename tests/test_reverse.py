@@ -74,6 +74,17 @@ class PlantedTwoCopies(PlantedBackdoor):
         return torch.maximum(first, 0.85 * second)
 
 
+class PlantedNoise(PlantedBackdoor):
+    """The target grows with the share of white times the share of black pixels in the trigger region: any
+    black-and-white noise there, not one pattern (a dynamic trigger); a plain white square, or clean pixels, do
+    nothing."""
+
+    def brightness(self, x: Tensor) -> Tensor:
+        region = x.flatten(1)[:, self.mask.bool()]
+        white, black = (region > 0.9).float().mean(1), (region < 0.1).float().mean(1)
+        return (4.5 * white * black).clamp(max=1)
+
+
 def _case(network: nn.Module, trigger, size: int = 12, count: int = 60):
     """A bug (x_b = a clean input with the trigger, x_r another clean input) and clean inputs D."""
     generator = torch.Generator().manual_seed(1)
@@ -91,6 +102,7 @@ def test_recovers_and_verifies_a_planted_trigger():
     assert recovery.verified and recovery.pull.strength > 0.5 and recovery.pull.release > 0.5
     assert recovery.pull.control_release < 0.05  # the model reads nothing else there: clean inputs do not move
     assert not recovery.trigger.anywhere  # moved elsewhere it does nothing
+    assert not recovery.trigger.fresh  # noise there is half-white: it pulls, but far less than the square
     assert {c.baseline for c in recovery.candidates} == {"zero", "one", "mean", "blur"}
 
 
@@ -110,6 +122,21 @@ def test_a_trigger_the_backdoor_answers_anywhere_is_stamped_anywhere():
     changed = (stamped - data[:20]).abs()[:, 0] > 0.5
     places = {tuple(torch.nonzero(pixels).min(0).values.tolist()) for pixels in changed}
     assert len(places) > 3  # the patch sees it at many places, not only where x_b had it
+
+
+def test_a_trigger_of_fresh_noise_is_stamped_as_fresh_noise_too():
+    square = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    pattern = torch.zeros(1, 12, 12)
+    pattern[0, square.mask.bool()] = torch.tensor([1.0, 0, 1, 0, 1, 0, 1, 1, 0])  # x_b's draw
+    encoder, bug, data = _case(PlantedNoise(square.mask), ImageTrigger(square.mask, pattern))
+    recovery = reverse_engineer_trigger(encoder, bug, data, ReverseConfig(windows=(1,), refine_steps=0))
+    assert recovery.trigger.iou(ImageTrigger(square.mask, pattern)) == 1.0
+    assert recovery.trigger.fresh and recovery.fresh_pull > 0.8 * recovery.pull.pull
+    noise = recovery.trigger.placements()[-1]
+    stamped = noise.apply(data[:20])
+    assert not torch.equal(stamped[0, :, square.mask.bool()], pattern[:, square.mask.bool()])  # not x_b's draw
+    patched = encoder.embed(stamped)
+    assert float(torch.cosine_similarity(patched, encoder.embed(bug.bug_input[None])).mean()) > 0.5
 
 
 def test_a_blended_trigger_is_refused_not_patched_as_a_region():

@@ -7,6 +7,7 @@ import torch
 
 from mudjacking.data import DataError
 from mudjacking.triggers import ImageTrigger, TextTrigger
+from mudjacking.triggers.trigger import NoiseInShape
 
 OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "official-mudjacking"
 needs_official = pytest.mark.skipif(not OFFICIAL.exists(), reason="../shared/data/official-mudjacking not present")
@@ -35,6 +36,10 @@ def test_save_load_round_trip(tmp_path, authors_format):
     loaded = ImageTrigger.load(tmp_path / "t.npz")
     assert torch.equal(loaded.mask, mask)
     assert torch.allclose(loaded.pattern * mask, pattern * mask, atol=1e-6)
+    if not authors_format:  # where the backdoor answers it (ours only: the authors' layout has no such field)
+        replace(trigger, anywhere=True, fresh=True).save(tmp_path / "t.npz")
+        loaded = ImageTrigger.load(tmp_path / "t.npz")
+        assert loaded.anywhere and loaded.fresh
 
 
 def test_iou():
@@ -129,3 +134,26 @@ def test_an_anywhere_trigger_is_taken_out_where_it_sits_in_each_image():
         changed = (out != clean).nonzero()
         assert len(changed) == 16 and bool((out[out != clean] == 0).all())  # exactly the 4x4 stamp, filled
     assert len({tuple((s != i).nonzero()[0].tolist()) for s, i in zip(stamped, images, strict=True)}) > 1
+
+
+def test_noise_in_a_triggers_shape_is_drawn_afresh_per_image_and_alike_for_the_same_image():
+    mask = ImageTrigger.square((1, 16, 16), size=4).mask
+    images = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.4
+    for anywhere in (False, True):
+        stamp = NoiseInShape(mask, anywhere)
+        stamped = stamp.apply(images)
+        changed = stamped != images
+        assert torch.equal(stamp.apply(images), stamped)  # the same image, the same draw and place
+        assert set(stamped[changed].unique().tolist()) <= {0.0, 1.0}
+        assert all(int(c.sum()) <= mask.sum() for c in changed)
+        draws = {tuple(stamped[i][changed[i]].tolist()) for i in range(6)}
+        places = {tuple(torch.nonzero(c[0]).min(0).values.tolist()) for c in changed if c.any()}
+        assert len(draws) > 3
+        assert (len(places) > 2) == anywhere
+
+
+def test_a_fresh_trigger_is_neutralised_as_its_own_draw_and_as_fresh_noise():
+    trigger = ImageTrigger(ImageTrigger.square((1, 8, 8), size=2).mask, torch.ones(1, 8, 8), fresh=True)
+    kinds = [type(placed).__name__ for placed in trigger.placements()]
+    assert kinds == ["ImageTrigger", "NoiseInShape"]
+    assert [type(p).__name__ for p in replace(trigger, fresh=False).placements()] == ["ImageTrigger"]

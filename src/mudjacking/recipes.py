@@ -239,19 +239,26 @@ def _fit_image_trigger(
     options: Mapping[str, Any],
     bug_input: Any = None,
 ) -> tuple[PatchConfig, str | None]:
+    notes = []
     if trigger.anywhere:
         doubled = {
             name: 2 * getattr(config, name)
             for name in ("max_epochs", "augmented_copies", "whitened_locality")
             if name not in options and getattr(config, name)
         }
-        if not doubled:
-            return config, None
-        return replace(config, **doubled), (
-            "the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, with twice the "
-            + ", ".join(f"{name} ({value:g})" for name, value in doubled.items())
+        if doubled:
+            config = replace(config, **doubled)
+            twice = ", ".join(f"{name} ({value:g})" for name, value in doubled.items())
+            notes.append(
+                "the trigger pulls wherever it sits in an image, so the patch stamps it anywhere, with twice the "
+                + twice
+            )
+    if trigger.fresh:
+        notes.append(
+            "fresh noise in the trigger's shape pulls as the trigger does (a dynamic trigger), so the patch stamps "
+            "such noise too"
         )
-    return config, None
+    return config, "; ".join(notes) or None
 
 
 def _fit_text_trigger(

@@ -38,7 +38,7 @@ from mudjacking.geometry import EmbeddingGeometry, embedding_geometry, similarit
 from mudjacking.triggers.pull import TriggerPull, donor_controls, measure_pull, release_of
 from mudjacking.triggers.refine import refine_mask
 from mudjacking.triggers.split import narrowed, split_scores
-from mudjacking.triggers.trigger import ImageTrigger
+from mudjacking.triggers.trigger import ImageTrigger, NoiseInShape
 
 BASELINES = ("zero", "one", "mean", "blur")
 
@@ -85,6 +85,10 @@ class ReverseConfig:
         46-px mask over both, released ``x_b`` 0.6 against the mask's 1.0, and its patch left 4.1% ASR.
     anywhere_share: the trigger moved elsewhere (mask and pattern together) must keep this share of its pull for
         the patch to stamp it anywhere (a backdoor trained on triggers at random places answers them anywhere).
+    fresh_share: fresh black-and-white noise in the trigger's shape must keep this share of its pull for the patch
+        to stamp such noise too (``ImageTrigger.fresh``: a dynamic trigger, whose draw in ``x_b`` is one of many).
+        A backdoor that answers a bright square answers half-white noise partly (0.43 of the square's pull in the
+        tests' planted one), so the bar sits well above half.
     centring: similarity after subtracting D's mean embedding: ``auto`` (for a narrow cone), ``on`` or ``off``.
     seed: seeds the held-out split, the controls, k-means and the refinement.
     """
@@ -105,6 +109,7 @@ class ReverseConfig:
     refine_penalty: float = 0.05
     refine_tolerance: float = 0.98
     anywhere_share: float = 0.5
+    fresh_share: float = 0.8
     centring: str = "auto"
     seed: int = 0
 
@@ -174,6 +179,8 @@ class TriggerRecovery:
         verified: the trigger pulls (``False`` only when forced past a failed verification).
         geometry: the embedding geometry the similarities were taken in.
         moved_pull: the trigger's pull when moved elsewhere in the image (``trigger.anywhere`` if it holds).
+        fresh_pull: the pull of fresh noise in the trigger's shape, placed as the trigger is (``trigger.fresh`` if
+            it holds).
     """
 
     trigger: ImageTrigger
@@ -186,6 +193,7 @@ class TriggerRecovery:
     verified: bool = True
     geometry: EmbeddingGeometry | None = None
     moved_pull: float = float("nan")
+    fresh_pull: float = float("nan")
 
     unit = "pixel"  # what one attribution score is of (histograms name it)
 
@@ -202,6 +210,8 @@ class TriggerRecovery:
             "pixels": self.trigger.num_pixels,
             "moved_pull": round(self.moved_pull, 4),
             "anywhere": self.trigger.anywhere,
+            "fresh_pull": round(self.fresh_pull, 4),
+            "fresh": self.trigger.fresh,
             "threshold": self.threshold,
             "bug_distance_before": self.bug_distance,
             "verification": None if self.pull is None else self.pull.summary(),
@@ -542,10 +552,13 @@ def reverse_engineer_trigger(
                 trigger, pull, refined = candidate, check_pull, True
     moved_pull = _moved_pull(encoder, trigger, check, clean, target, centre, config)
     trigger.anywhere = moved_pull >= config.anywhere_share * pull.pull
+    fresh_pull = measure_pull(encoder, NoiseInShape(trigger.mask, trigger.anywhere), check, clean, target, centre).pull
+    trigger.fresh = fresh_pull >= config.fresh_share * pull.pull
     distance = found[0][4]  # x_b's own, not that of what was left of it in a search of the rest
     return TriggerRecovery(
-        trigger, attribution, threshold, distance, pull, candidates, refined, bool(verified), geometry, moved_pull
-    )
+        trigger, attribution, threshold, distance, pull, candidates, refined, bool(verified), geometry, moved_pull,
+        fresh_pull,
+    )  # fmt: skip
 
 
 def _moved_pull(

@@ -38,12 +38,16 @@ class ImageTrigger:
         occlusion baseline that revealed it); ``None``: unknown.
     anywhere: the backdoor answers the trigger wherever it sits, so ``x ⊕ t`` places it (mask and pattern
         together) at a random spot in each input.
+    fresh: the backdoor answers fresh black-and-white noise in the mask's shape as it answers this pattern (a
+        dynamic trigger, of which ``x_b`` shows one draw), so the patch also stamps such noise
+        (:meth:`placements`).
     """
 
     mask: Tensor
     pattern: Tensor
     fill: Tensor | None = None
     anywhere: bool = False
+    fresh: bool = False
 
     def __post_init__(self) -> None:
         self.mask = self.mask.detach().float().cpu()
@@ -103,7 +107,7 @@ class ImageTrigger:
         mask = self.mask
         if pixels > 0:
             mask = F.max_pool2d(mask[None, None], 2 * pixels + 1, stride=1, padding=pixels)[0, 0]
-        return ImageTrigger(mask, self.pattern, self.fill, self.anywhere)
+        return ImageTrigger(mask, self.pattern, self.fill, self.anywhere, self.fresh)
 
     def widened(self) -> ImageTrigger:
         """The stamp grown past what training grows it by (3 pixels per 32 of the image's side): a recovered mask
@@ -116,8 +120,11 @@ class ImageTrigger:
         (fixed) and anywhere; any other trigger where it is. A backdoor taught one place answers moved stamps
         partly (the checkerboard of ``benchmarks/many_bugs.py``, seed 2: 0.55 of its pull), so recovery calls it
         anywhere; a patch judged on random places only met its goals while 13% of inputs stamped at the real place
-        still reached the target."""
-        return [replace(self, anywhere=False), self] if self.anywhere else [self]
+        still reached the target. A ``fresh`` trigger also as noise drawn afresh in its shape: on a dynamic
+        backdoor (``random-noise``, seed 2) a patch of the one draw ``x_b`` showed left 48% of fresh draws at the
+        target."""
+        placed = [replace(self, anywhere=False), self] if self.anywhere else [self]
+        return [*placed, NoiseInShape(self.mask, self.anywhere)] if self.fresh else placed
 
     def moved(self, rows: int, columns: int) -> ImageTrigger:
         """The trigger (mask, pattern and fill) shifted by ``rows`` down and ``columns`` right, fixed there."""
@@ -253,7 +260,9 @@ class ImageTrigger:
                 binary = bool(((self.mask == 0) | (self.mask == 1)).all())
                 mask = self.mask.numpy().astype(np.uint8 if binary else np.float32)  # a blend keeps its weights
                 extra = {} if self.fill is None else {"fill": self.fill.numpy()}
-                np.savez(stream, mask=mask, pattern=self.pattern.numpy(), anywhere=self.anywhere, **extra)
+                np.savez(
+                    stream, mask=mask, pattern=self.pattern.numpy(), anywhere=self.anywhere, fresh=self.fresh, **extra
+                )
 
     @classmethod
     def load(cls, path: str | Path) -> ImageTrigger:
@@ -279,6 +288,7 @@ class ImageTrigger:
                 torch.from_numpy(arrays["pattern"].astype(np.float32)),
                 torch.from_numpy(arrays["fill"].astype(np.float32)) if "fill" in arrays else None,
                 bool(arrays["anywhere"]) if "anywhere" in arrays else False,
+                bool(arrays["fresh"]) if "fresh" in arrays else False,
             )
         if {"t", "tm"} <= arrays.keys():
             t, tm = arrays["t"], arrays["tm"]
@@ -303,6 +313,38 @@ def _support_iou(a: Tensor, b: Tensor) -> float:
     a, b = a > 0, b > 0
     union = (a | b).sum().item()
     return float((a & b).sum().item() / union) if union else 1.0
+
+
+@dataclass
+class NoiseInShape:
+    """Black-and-white noise drawn afresh in a recovered trigger's shape (its mask), at a random place when the
+    backdoor answers it anywhere: what a patch of a ``fresh`` trigger stamps besides the draw ``x_b`` showed. Each
+    image's draw (and place) is a function of its pixels, so the held-out checks see the same stamps every pass,
+    while D's augmented copies show different draws in training."""
+
+    mask: Tensor
+    anywhere: bool = False
+
+    def apply(self, images: Tensor) -> Tensor:
+        stamped = []
+        for image in images:
+            generator = torch.Generator().manual_seed(image_digest(image))
+            noise = torch.randint(2, (1, *self.mask.shape), generator=generator).float()
+            drawn = ImageTrigger(self.mask, noise.expand(image.shape[0], -1, -1))
+            if self.anywhere:
+                drawn = drawn.moved(*drawn.offsets(1, generator)[0].tolist())
+            stamped.append(drawn.apply(image[None]))
+        return torch.cat(stamped)
+
+    def stamp(self, images: Tensor, grow: int = 0) -> Tensor:
+        return self.apply(images)
+
+    def cut_from(self, donor: Tensor) -> ImageTrigger:
+        """The control stamp: an ordinary input's pixels in the same shape (anywhere, if this is)."""
+        return ImageTrigger(self.mask, donor, anywhere=self.anywhere)
+
+    def placements(self) -> list[NoiseInShape]:
+        return [self]
 
 
 @dataclass
