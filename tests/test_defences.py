@@ -49,6 +49,24 @@ def test_clean_bug_target_on_images_is_x_b_with_the_trigger_filled_in(backdoored
     assert result.history[-1].bug_similarity == pytest.approx(float(expected), abs=1e-4)
 
 
+def test_bug_and_reference_target_aims_x_b_between_its_clean_self_and_the_reference(backdoored):
+    """The sum of h(x_b ⊖ t) and h(x_r), each of unit length around D's mean: the goal check measures x_b against that
+    direction, which is neither end's (when they differ)."""
+    from mudjacking.losses import cosine
+
+    bug, data = backdoored.bug, backdoored.patching_set[:64]
+    config = PatchConfig(effectiveness_target="bug_and_reference", max_epochs=1, goal_effectiveness=-1.0)
+    result = patch_encoder(backdoored.encoder, bug, backdoored.trigger, data, config, False)
+    centre = 0 if result.geometry.centre is None else result.geometry.centre
+    mask = backdoored.trigger.dilated(1).mask
+    cleaned = bug.bug_input[None] * (1 - mask) + data.mean(0) * mask
+    ends = [backdoored.encoder.embed(x) - centre for x in (cleaned, bug.reference_input[None])]
+    aim = sum(torch.nn.functional.normalize(end, dim=-1) for end in ends)
+    moved = result.encoder.embed(bug.bug_input[None]) - centre
+    assert result.history[-1].bug_similarity == pytest.approx(float(cosine(moved, aim)), abs=1e-4)
+    assert all(float(cosine(aim, end)) < 0.999 for end in ends)
+
+
 def test_original_reference_target_moves_x_b_and_leaves_x_r_where_it_was(backdoored):
     """L_e onto h(x_r) held fixed: with nothing else trained, x_b reaches the reference's original embedding, and x_r
     is not dragged toward x_b (under the paper's h'(x_r) both ends move)."""

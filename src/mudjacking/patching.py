@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from accelerate.utils import set_seed
 from torch import Tensor
 
@@ -46,6 +47,8 @@ from mudjacking.sharding import local_parameters, sharding_asked
 from mudjacking.triggers import ImageTrigger, Trigger
 from mudjacking.triggers.pull import backdoor_carriers, pull_toward
 
+EFFECTIVENESS_TARGETS = ("reference", "original_reference", "clean_bug", "bug_and_reference")
+
 
 @dataclass
 class PatchConfig:
@@ -71,6 +74,10 @@ class PatchConfig:
             held fixed: the goal check measures ``x_b`` against it whatever the target (a patch that drags ``x_r``
             to ``x_b`` has not fixed the bug), and on the image experiment's seed 0 the paper's form read
             ``s(h'(x_b), h'(x_r))`` 0.9996 while ``s(h'(x_b), h(x_r))`` stayed under 0.93 for 10 epochs.
+            ``"bug_and_reference"`` aims between the two (the sum of ``h(x_b ⊖ t)`` and ``h(x_r)``, each of unit
+            length, around D's mean when centred): either alone can be a wrong place. A backdoored model can misread
+            ``x_b ⊖ t`` (a source-specific backdoor's bag read as an ankle boot), and ``h(x_r)`` is another input's
+            place, where ``x_b``'s own features do not sit.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         momentum: SGD's momentum (the paper: 0.9); Adam ignores it.
@@ -187,9 +194,9 @@ class PatchConfig:
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
-        if self.effectiveness_target not in ("reference", "original_reference", "clean_bug"):
+        if self.effectiveness_target not in EFFECTIVENESS_TARGETS:
             raise ConfigError(
-                "effectiveness_target must be 'reference', 'original_reference' or 'clean_bug', got "
+                f"effectiveness_target must be one of {', '.join(EFFECTIVENESS_TARGETS)}, got "
                 f"{self.effectiveness_target!r}"
             )
         if self.trigger_tokens_only and self.weight_decay:
@@ -716,6 +723,8 @@ def _plan(
     for bug in bugs:
         bug.reference = bug.reference - shift
         bug.target = None if bug.target is None else bug.target - shift
+        if bug.target is not None and config.effectiveness_target == "bug_and_reference":
+            bug.target = F.normalize(bug.target, dim=-1) + F.normalize(bug.reference, dim=-1)
     aimed = [bug.target for bug in bugs if bug.target is not None]
     distinct = {id(bug.trigger): bug.trigger for bug in bugs}.values()
     return _Plan(

@@ -85,8 +85,8 @@ def patch(
     effectiveness_target: Annotated[
         str | None,
         _recipe(
-            "L_e aims x_b at: reference (h'(x_r), the paper's), original_reference (h(x_r), held fixed) or "
-            "clean_bug (x_b without its trigger)",
+            "L_e aims x_b at: reference (h'(x_r), the paper's), original_reference (h(x_r), held fixed), "
+            "clean_bug (x_b without its trigger) or bug_and_reference (between the last two)",
             "effectiveness_target",
         ),
     ] = None,
