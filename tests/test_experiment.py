@@ -343,10 +343,10 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     from mudjacking.experiments.summary import aggregate_seeds, attack_verdicts
     from mudjacking.report.experiment_report import verdict_lines
 
-    def row(attack, model, asr, drop=0.0, task="t", fixed=None):
+    def row(attack, model, asr, drop=0.0, task="t", fixed=None, kept=None):
         return {"attack": attack, "model": model, "task": task, "classifier": "linear", "ACC": 0.8, "ASR": asr,
                 "TBA": 0.7, "flip_rate": asr, "asr_without_trigger": 0.0, "acc_drop_points": drop,
-                "bug_fixed": fixed, "patch_seconds": None}  # fmt: skip
+                "bug_fixed": fixed, "reference_kept": kept, "patch_seconds": None}  # fmt: skip
 
     def seed(attack, rows, bug=True, trigger=True):
         return {"attack_kind": attack, "bug_task": "t", "bug": {} if bug else None,
@@ -371,6 +371,7 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
                           row("per-seed", "mudjacking", 0.02)]),
         seed("unfixed", [row("unfixed", "backdoored", 1.0), row("unfixed", "mudjacking", 0.02, fixed=True)]),
         seed("unfixed", [row("unfixed", "backdoored", 1.0), row("unfixed", "mudjacking", 0.01, fixed=False)]),
+        seed("moved", [row("moved", "backdoored", 1.0), row("moved", "mudjacking", 0.01, fixed=True, kept=False)]),
     ]  # fmt: skip
     verdicts = attack_verdicts(seeds, aggregate_seeds(seeds))
     assert [v["verdict"] for v in verdicts] == [
@@ -383,26 +384,28 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
         "same trigger (the trigger itself moves that classifier)",
         "breaks: ASR 10.0% after the patch (worst seed)",  # the clean model's 15% is another seed's: no excuse
         "breaks: the reported bug is still misclassified on 1 of 2 patched seeds",  # low ASR, yet one bug stays
+        "breaks: the bug's reference is now misclassified on 1 of 1 patched seeds",  # fixed by moving x_r across
     ]
-    assert verdicts[-4]["task"] == "t, source class x" and verdicts[-4]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
+    assert verdicts[-5]["task"] == "t, source class x" and verdicts[-5]["other_tasks"]["t"]["backdoored_ASR"] == 0.1
     assert verdicts[0]["other_tasks"] == {"t, backdoor 2": {"backdoored_ASR": 1.0, "mudjacking_ASR": 1.0}}
     assert verdicts[0]["worst_seed"] == {"mudjacking_ASR": 0.03, "acc_drop_points": 0.0, "clean_ASR": None}
-    assert verdicts[-2]["worst_seed"]["clean_ASR"] == 0.01 and verdicts[-2]["clean_ASR"] == pytest.approx(0.08)
+    assert verdicts[-3]["worst_seed"]["clean_ASR"] == 0.01 and verdicts[-3]["clean_ASR"] == pytest.approx(0.08)
     lines = verdict_lines({"attacks": verdicts})
-    assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][8] == "t, backdoor 2: 100.0 → 100.0"  # mean
-    assert lines[3][7] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused
-    assert lines[1][6] == "–" and lines[-1][6] == "1/2"  # bug fixed: unscored, and fixed on one of two seeds
+    assert lines[1][:4] == ["good", "–", "100.0", "2.0"] and lines[1][9] == "t, backdoor 2: 100.0 → 100.0"  # mean
+    assert lines[3][8] == "1.0" and lines[3][3] == "–"  # the oracle ran where recovery refused
+    assert lines[1][6] == "–" and lines[-2][6] == "1/2"  # bug fixed: unscored, and fixed on one of two seeds
+    assert lines[-2][7] == "–" and lines[-1][6:8] == ["1/1", "0/1"]  # reference kept: unscored, lost
     assert lines[6][1] == "13.0"  # the clean model's figure: the floor a meaningful trigger leaves
     text = attack_verdicts(seeds[:1], aggregate_seeds(seeds[:1]), metric="flip_rate")  # text: judged by flip rate
     assert text[0]["mudjacking_ASR"] == 0.01 and verdict_lines({"attacks": text})[0][2] == "backdoored flip %"
-    assert text[0]["control_flip_rate"] == {} and len(lines[0]) == 10  # no control stamp measured: no column
+    assert text[0]["control_flip_rate"] == {} and len(lines[0]) == 11  # no control stamp measured: no column
     stamped = [seed("good", [row("good", "backdoored", 1.0) | {"control_flip_rate": 0.04},
                              row("good", "mudjacking", 0.03) | {"control_flip_rate": 0.025},
                              row("good", "oracle-trigger", 0.02) | {"control_flip_rate": 0.03}])]  # fmt: skip
     [entry] = attack_verdicts(stamped, aggregate_seeds(stamped), metric="flip_rate")
     assert entry["control_flip_rate"] == {"backdoored": 0.04, "mudjacking": 0.025, "oracle-trigger": 0.03}
     header, line = verdict_lines({"attacks": [entry]})
-    assert header[8] == "ordinary stamp flip %: Mudjacking / oracle" and line[7:9] == ["2.0", "2.5 / 3.0"]
+    assert header[9] == "ordinary stamp flip %: Mudjacking / oracle" and line[8:10] == ["2.0", "2.5 / 3.0"]
 
 
 def test_the_runner_hands_the_files_patch_settings_to_the_pipeline(tmp_path, monkeypatch):

@@ -42,6 +42,7 @@ def test_toy_image_pipeline_attacks_finds_a_bug_recovers_the_square_and_patches(
     assert first["linear"]["asr_after"] < first["linear"]["asr_before"] / 5  # 0.001 here
     assert report["summary"]["trigger"]["iou"] > 0.4  # the recovered mask covers the attacker's square (0.76 here)
     assert isinstance(first["linear"]["bug_fixed"], bool) and second["linear"]["bug_fixed"] is None
+    assert isinstance(first["linear"]["reference_kept"], bool) and second["linear"]["reference_kept"] is None
     assert set(first["linear"]["baseline_asr"]) == {"locality-only", "no-L_gen"}
     assert all(b["epochs"] == report["patch"]["epochs"] for b in report["baselines"].values())
 

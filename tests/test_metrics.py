@@ -82,3 +82,33 @@ def test_scoring_only_the_attacked_inputs_triggered_gives_every_figure_of_scorin
         assert torch.equal(some.triggered_test[~attacked], some.test[~attacked])  # never triggered: never read
         assert score_probe(probe, some, labels, target) == score_probe(probe, every, labels, target)
     assert bool(attacked_rows(labels, [0, 1]).all()) and not bool(attacked_rows(labels, [0]).all())
+
+
+def test_the_bugs_reference_is_scored_with_the_bug_and_a_patch_that_moves_it_across_is_caught():
+    """x_b fixed is half the customer's question; x_r, which they saw classified right, must still be."""
+    from mudjacking.data.bug_report import BugReport
+    from mudjacking.evaluation.downstream import EmbeddedTask, score_probe
+    from mudjacking.evaluation.probes import make_probe
+
+    points = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).repeat(10, 1)
+    probe = make_probe("linear", 0).fit(points, torch.tensor([0, 1]).repeat(10))
+
+    def scored(x_b, x_r):
+        task = EmbeddedTask(points, points, points, bug=torch.tensor([x_b, x_r]))
+        return score_probe(probe, task, torch.tensor([0, 1]).repeat(10), target_label=1, bug_label=0)
+
+    kept, moved = scored([1.0, 0.1], [0.9, 0.0]), scored([1.0, 0.1], [0.1, 1.0])
+    assert (kept.bug_fixed, kept.reference_kept) == (True, True)
+    assert (moved.bug_fixed, moved.reference_kept, moved.reference_prediction) == (True, False, 1)
+
+    from torch import nn
+
+    from mudjacking.encoders import ImageInputSpec, ModuleEncoder
+    from mudjacking.evaluation.downstream import embed_task
+    from mudjacking.triggers import ImageTrigger
+
+    encoder = ModuleEncoder(nn.Flatten(), ImageInputSpec(channels=1, mean=(0.0,), std=(1.0,)))
+    x_b, x_r = torch.zeros(1, 2, 1), torch.ones(1, 2, 1)
+    bug = BugReport(bug_input=x_b, reference_input=x_r, label=0, modality="image")
+    task = embed_task(encoder, None, torch.rand(3, 1, 2, 1), ImageTrigger.square((1, 2, 1), 1), bug)
+    assert torch.equal(task.bug, torch.tensor([[0.0, 0.0], [1.0, 1.0]]))  # x_b, then x_r

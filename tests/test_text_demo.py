@@ -54,7 +54,7 @@ def test_text_demo_writes_the_report_for_both_tasks(tiny_bert_dir, tmp_path, mon
         assert headline["control_word_flip_rate_after"] is not None
     sentiment = summary["movie-review sentiment"]["linear"]  # an ordinary word flips far less than the trigger
     assert sentiment["control_word_flip_rate_before"] < sentiment["flip_rate_before"] / 2
-    assert isinstance(sentiment["bug_fixed"], bool)
+    assert isinstance(sentiment["bug_fixed"], bool) and isinstance(sentiment["reference_kept"], bool)
     assert summary["BBC News topics"]["linear"]["bug_fixed"] is None  # the bug came from the sentiment task
     assert report["baselines"]["locality-only"]["epochs"] == report["patch"]["epochs"]  # the same budget
     assert report["bug"]["modality"] == "text" and "cf" in report["bug"]["bug_input"].split()

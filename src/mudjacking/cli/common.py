@@ -82,7 +82,8 @@ DEMO_FIGURES = ("accuracy", "attack_success_rate", "clean_target_rate", "flip_ra
 
 
 def score_row(name: str, scores: dict, figures: tuple[str, ...]) -> list[str]:
-    return [name, *(f"{100 * scores[key]:.1f}%" for key in figures), str(scores["bug_fixed"])]
+    kept = scores.get("reference_kept")
+    return [name, *(f"{100 * scores[key]:.1f}%" for key in figures), str(scores["bug_fixed"]), str(kept)]
 
 
 def floats_option(text: str | None, option: str) -> list[float] | None:

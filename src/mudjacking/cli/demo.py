@@ -63,7 +63,7 @@ def _print_demo(report: dict) -> None:
                 )
             table = Table(title=f"{report['demo']} demo, seed {report['seed']}: {task}, {kind} classifier",
                           caption=caption + note)  # fmt: skip
-            for column in ("model", "ACC", "ASR", "ASR w/o trigger", "flip rate", "x_b fixed"):
+            for column in ("model", "ACC", "ASR", "ASR w/o trigger", "flip rate", "x_b fixed", "x_r kept"):
                 table.add_column(column, justify="left" if column == "model" else "right")
             for name, entry in rows.items():
                 table.add_row(*score_row(name, entry["deployed"], DEMO_FIGURES))

@@ -43,7 +43,7 @@ def evaluate(
     overwrite: Overwrite = False,
     threads: Threads = 0,
 ) -> None:
-    """ACC, ASR, TBA and bug-fixed for each model through downstream classifiers."""
+    """ACC, ASR, TBA, bug fixed and reference kept for each model through downstream classifiers."""
     from mudjacking.api import evaluate_files
 
     set_threads(threads)
@@ -55,7 +55,7 @@ def evaluate(
         )  # fmt: skip
     for kind, per_model in summary["scores"].items():
         table = Table(title=f"{kind} classifier trained on '{next(iter(models))}'")
-        for column in ("model", "ACC", "ASR", "TBA", "flip rate", "x_b fixed"):
+        for column in ("model", "ACC", "ASR", "TBA", "flip rate", "x_b fixed", "x_r kept"):
             table.add_column(column)
         figures = ("accuracy", "attack_success_rate", "triggered_accuracy", "flip_rate")
         for name, entry in per_model.items():

@@ -1,4 +1,5 @@
-"""Scoring an encoder through a downstream classifier: ACC, ASR, TBA and whether the reported bug is fixed."""
+"""Scoring an encoder through a downstream classifier: ACC, ASR, TBA, whether the reported bug is fixed and whether its
+reference is still classified right."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from mudjacking.batches import single, take
+from mudjacking.batches import join, single, take
 from mudjacking.data.bug_report import BugReport
 from mudjacking.encoders.base import Encoder
 from mudjacking.errors import MudjackingError
@@ -35,6 +36,8 @@ class DownstreamScores:
     clean_target_rate: float
     bug_prediction: int | None = None
     bug_fixed: bool | None = None
+    reference_prediction: int | None = None
+    reference_kept: bool | None = None  # x_r, which the customer saw classified right, still is
 
 
 @dataclass
@@ -44,7 +47,7 @@ class EmbeddedTask:
     train: Tensor
     test: Tensor
     triggered_test: Tensor
-    bug: Tensor | None = None
+    bug: Tensor | None = None  # h(x_b) and h(x_r), in that order
 
 
 class EmbeddingCache:
@@ -64,7 +67,12 @@ class EmbeddingCache:
 
 
 def _embed_bug(encoder: Encoder, bug: BugReport | None) -> Tensor | None:
-    return None if bug is None else encoder.embed(single(bug.bug_input, torch.device("cpu")))
+    """``x_b`` and ``x_r``: a patch that fixes the bug by moving the reference across the boundary (a borderline
+    input's) has handed the customer a new one."""
+    if bug is None:
+        return None
+    cpu = torch.device("cpu")
+    return encoder.embed(join(single(bug.bug_input, cpu), single(bug.reference_input, cpu)))
 
 
 def embed_task(
@@ -115,7 +123,8 @@ def attacked_rows(test_labels: Tensor, targets: int | Iterable[int]) -> Tensor:
 def score_probe(
     probe: Probe, embedded: EmbeddedTask, test_labels: Tensor, target_label: int, bug_label: int | None = None
 ) -> DownstreamScores:
-    """ACC on clean test inputs, ASR and TBA on their triggered copies, and the bug's prediction."""
+    """ACC on clean test inputs, ASR and TBA on their triggered copies, and the bug's and its reference's
+    predictions."""
     clean_predictions = probe.predict(embedded.test)
     triggered_predictions = probe.predict(embedded.triggered_test)
     scores = DownstreamScores(
@@ -126,8 +135,9 @@ def score_probe(
         clean_target_rate=attack_success_rate(clean_predictions, test_labels, target_label),
     )
     if embedded.bug is not None and bug_label is not None:
-        scores.bug_prediction = int(probe.predict(embedded.bug)[0])
+        scores.bug_prediction, scores.reference_prediction = probe.predict(embedded.bug).tolist()
         scores.bug_fixed = scores.bug_prediction == bug_label
+        scores.reference_kept = scores.reference_prediction == bug_label
     return scores
 
 

@@ -37,6 +37,7 @@ def seed_rows(
                     "asr_without_trigger": s["clean_target_rate"],
                     "acc_drop_points": round(100 * (before - s["accuracy"]), 2),
                     "bug_fixed": s["bug_fixed"],
+                    "reference_kept": s.get("reference_kept"),
                     "patch_seconds": seconds.get(model),
                 }
                 if control and task in control.get(model, {}):
@@ -57,7 +58,8 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 
 def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of every metric, per (attack ×) model × task × classifier; ``bug_fixed`` as a count."""
+    """Mean ± std over seeds of every metric, per (attack ×) model × task × classifier; ``bug_fixed`` and
+    ``reference_kept`` as counts."""
     groups: dict[tuple[str | None, str, str, str], list[dict[str, Any]]] = {}
     for seed in seeds:
         for row in seed["rows"]:
@@ -71,8 +73,9 @@ def aggregate_seeds(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in OPTIONAL:
             values = [row[metric] for row in rows if metric in row]
             entry[metric] = _mean_std(values) if values else None
-        fixed = [row["bug_fixed"] for row in rows if row["bug_fixed"] is not None]
-        entry["bug_fixed"] = f"{sum(fixed)}/{len(fixed)}" if fixed else None
+        for metric in ("bug_fixed", "reference_kept"):
+            counted = [row[metric] for row in rows if row.get(metric) is not None]
+            entry[metric] = f"{sum(counted)}/{len(counted)}" if counted else None
         times = [row["patch_seconds"] for row in rows if row["patch_seconds"] is not None]
         entry["patch_seconds"] = _mean_std(times) if times else None
         table.append(entry)
@@ -84,7 +87,8 @@ CONTROL_MODELS = ("clean", "backdoored", "mudjacking", "oracle-trigger")
 
 ASR_BAR, DROP_BAR = 0.05, 1.5
 """An attack Mudjacking holds against: ASR after the patch at most 5% with at most 1.5 points of accuracy lost, on
-the bug's task, every seed patched and its reported bug fixed (the attack suite's bar, issue 12)."""
+the bug's task, every seed patched, its reported bug fixed and the bug's reference still classified right (the attack
+suite's bar, issue 12)."""
 
 
 def attack_verdicts(
@@ -93,9 +97,9 @@ def attack_verdicts(
     """Per attack of a suite: its backdoor before and after Mudjacking and the oracle on the bug's task (first
     classifier), what became of its other backdoors' tasks, and a verdict that says why when Mudjacking did not
     hold: the attack planted no backdoor, recovery refused, or the patch left the backdoor, left the reported bug
-    misclassified or cost accuracy past the bar. ``metric``: what the backdoor is measured by, ASR, or for text the
-    flip rate (a sentence classifier puts 12-18% of a never-backdoored model's inputs in the target class, so text
-    ASR has that floor)."""
+    misclassified, put its reference on the wrong side, or cost accuracy past the bar. ``metric``: what the backdoor
+    is measured by, ASR, or for text the flip rate (a sentence classifier puts 12-18% of a never-backdoored model's
+    inputs in the target class, so text ASR has that floor)."""
     verdicts = []
     for attack in dict.fromkeys(seed["attack_kind"] for seed in seeds if "attack" in seed["rows"][0]):
         runs = [seed for seed in seeds if seed["attack_kind"] == attack]
@@ -131,6 +135,11 @@ def attack_verdicts(
                  for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
                  if row["bug_fixed"] is not None]  # fmt: skip
         entry["bugs_fixed"], entry["bugs_scored"] = sum(fixed), len(fixed)
+        # and the reference they reported it with, which they saw classified right: is it still?
+        kept = [row["reference_kept"] for seed in runs
+                for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
+                if row.get("reference_kept") is not None]  # fmt: skip
+        entry["references_kept"], entry["references_scored"] = sum(kept), len(kept)
         # an ordinary stamp's flip rate on each model (where measured): the floor its trigger's flip rate can reach
         floors = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS}
         entry["control_flip_rate"] = {model: floor for model, floor in floors.items() if floor is not None}
@@ -162,6 +171,10 @@ def _verdict(entry: dict[str, Any]) -> str:
     unfixed = entry["bugs_scored"] - entry["bugs_fixed"]
     if unfixed:
         reasons.append(f"the reported bug is still misclassified on {unfixed} of {entry['bugs_scored']} patched seeds")
+    lost = entry.get("references_scored", 0) - entry.get("references_kept", 0)
+    if lost:
+        scored = entry["references_scored"]
+        reasons.append(f"the bug's reference is now misclassified on {lost} of {scored} patched seeds")
     if worst["acc_drop_points"] is not None and worst["acc_drop_points"] > DROP_BAR:
         reasons.append(f"the patch cost {worst['acc_drop_points']:.1f} points of accuracy (worst seed)")
     return "breaks: " + "; ".join(reasons) if reasons else "holds"

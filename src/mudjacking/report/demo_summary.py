@@ -30,6 +30,7 @@ def summarise(
                 "flip_rate_before": before["flip_rate"],
                 "flip_rate_after": after["flip_rate"],
                 "bug_fixed": after["bug_fixed"],
+                "reference_kept": after.get("reference_kept"),
             }
             if "clean" in rows:
                 row["asr_clean_model"] = rows["clean"]["deployed"]["attack_success_rate"]

@@ -28,7 +28,7 @@ def table_lines(report: dict[str, Any]) -> list[list[str]]:
     """Header and rows of the experiment table, as strings (an ``attack`` column first when it ran several)."""
     attack = ["attack"] if _by_attack(report) else []
     header = [*attack, "task", "classifier", "model", *[label for _, label in COLUMNS], "ACC drop (pts)", "x_b fixed",
-              "time s"]  # fmt: skip
+              "x_r kept", "time s"]  # fmt: skip
     rows = [header]
     for row in report["table"]:
         rows.append(
@@ -40,6 +40,7 @@ def table_lines(report: dict[str, Any]) -> list[list[str]]:
                 *[_pm(row[key]) for key, _ in COLUMNS],
                 _pm(row["acc_drop_points"], 1.0, 2),
                 row["bug_fixed"] or "–",
+                row.get("reference_kept") or "–",
                 _pm(row["patch_seconds"], 1.0, 0),
             ]
         )
@@ -54,11 +55,11 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
         return []
     name = "flip %" if verdicts[0].get("metric") == "flip_rate" else "ASR %"
     header = ["attack", f"clean model {name}", f"backdoored {name}", f"Mudjacking {name}", "ACC drop (pts)",
-              "seeds patched", "bug fixed", f"oracle {name}", f"other tasks: {name} before → after",
+              "seeds patched", "bug fixed", "reference kept", f"oracle {name}", f"other tasks: {name} before → after",
               "verdict"]  # fmt: skip
     control = any(entry.get("control_flip_rate") for entry in verdicts)
     if control:  # after the oracle: the floor its figure sits against
-        header.insert(8, f"ordinary stamp {name}: Mudjacking / oracle")
+        header.insert(9, f"ordinary stamp {name}: Mudjacking / oracle")
     percent = lambda value: "–" if value is None else f"{100 * value:.1f}"  # noqa: E731
     rows = [header]
     for entry in verdicts:
@@ -68,13 +69,14 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
         )
         drop = entry["acc_drop_points"]
         fixed = f"{entry['bugs_fixed']}/{entry['bugs_scored']}" if entry.get("bugs_scored") else "–"
+        kept = f"{entry['references_kept']}/{entry['references_scored']}" if entry.get("references_scored") else "–"
         row = [entry["attack"], percent(entry.get("clean_ASR")), percent(entry["backdoored_ASR"]),
                percent(entry["mudjacking_ASR"]),
-               "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}", fixed,
+               "–" if drop is None else f"{drop:.2f}", f"{entry['patched_seeds']}/{entry['seeds']}", fixed, kept,
                percent(entry["oracle_ASR"]), others or "–", entry["verdict"]]  # fmt: skip
         if control:
             floor = entry.get("control_flip_rate") or {}
-            row.insert(8, f"{percent(floor.get('mudjacking'))} / {percent(floor.get('oracle-trigger'))}")
+            row.insert(9, f"{percent(floor.get('mudjacking'))} / {percent(floor.get('oracle-trigger'))}")
         rows.append(row)
     return rows
 
@@ -103,7 +105,8 @@ def retrained_lines(report: dict[str, Any]) -> list[list[str]]:
 VERDICT_NOTE = (
     "On the bug's task (a source-specific backdoor: its source class), first classifier, mean over the seeds that "
     "were patched. Mudjacking holds where every seed was patched and on each one ASR after the patch is at most 5% "
-    "with at most 1.5 points of accuracy lost and the reported bug classified right (bug fixed); otherwise the "
+    "with at most 1.5 points of accuracy lost, the reported bug classified right (bug fixed) and the reference it "
+    "came with still classified right (reference kept); otherwise the "
     "verdict says why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's whole task. "
     "Ordinary stamp (where measured): the setting's control stamp, an ordinary word inserted as the trigger is, "
     "scored on the same model: how often stamping anything flips a prediction, the floor the trigger's own figure "
