@@ -88,6 +88,26 @@ def test_original_reference_target_moves_x_b_and_leaves_x_r_where_it_was(backdoo
     assert fixed_reference > dragged_reference + 0.1  # measured 0.75 and 0.44
 
 
+def test_a_held_reference_stays_where_it_was_and_its_goal_says_so(backdoored):
+    """``reference_weight``: x_r, which the customer saw classified right, is held at h(x_r) on every step, and the
+    bug's goal asks it to stay there. Under the paper's L_e (onto h'(x_r)) an unheld x_r is dragged toward x_b."""
+    from mudjacking.losses import cosine
+
+    bug, data = backdoored.bug, backdoored.patching_set[:64]
+    before = backdoored.encoder.embed(bug.reference_input[None])
+
+    def patched(weight: float):
+        config = PatchConfig(effectiveness_target="reference", lambda_gen=0.0, max_epochs=6, early_stop=False,
+                             lr=1e-3, reference_weight=weight)  # fmt: skip
+        result = patch_encoder(backdoored.encoder, bug, backdoored.trigger, data, config, False)
+        return result, float(cosine(result.encoder.embed(bug.reference_input[None]), before))
+
+    (free, dragged), (held, kept) = patched(0.0), patched(10.0)
+    assert kept > 0.98 and kept > dragged + 0.1  # measured 0.985 and 0.82
+    assert held.history[-1].bugs[0]["reference_similarity"] == pytest.approx(kept, abs=1e-3)
+    assert free.history[-1].bugs[0]["reference_similarity"] == pytest.approx(dragged, abs=1e-3)
+
+
 def test_trigger_tokens_only_needs_a_text_model(backdoored):
     config = PatchConfig(trigger_tokens_only=True, max_epochs=1)
     with pytest.raises(ValueError, match="needs a text encoder"):
@@ -100,6 +120,7 @@ def test_trigger_tokens_only_needs_a_text_model(backdoored):
     "options",
     [
         {"effectiveness_target": "nearest"},
+        {"reference_weight": -1.0},
         {"lr_schedule": "linear"},
         {"trigger_tokens_only": True, "weight_decay": 0.01},
     ],

@@ -78,6 +78,12 @@ class PatchConfig:
             length, around D's mean when centred): either alone can be a wrong place. A backdoored model can misread
             ``x_b ⊖ t`` (a source-specific backdoor's bag read as an ankle boot), and ``h(x_r)`` is another input's
             place, where ``x_b``'s own features do not sit.
+        reference_weight: weight of holding each bug's ``x_r`` at ``h(x_r)`` in ``L_l`` on every step, besides its one
+            place among D's inputs (0 = the paper's ``L_l``). The customer saw ``x_r`` classified right; a patch that
+            moves it can hand them a new bug. On the image suites at ``3e6c4d7`` (one pass per epoch over ~2,700
+            inputs) the patch of BadEncoder seed 1 fixed ``x_b`` and moved its reference, a bag at 0.43 under the
+            deployed classifier, to 0.22 and the wrong class (tiny-trigger seed 2: a shirt at 0.42 to a T-shirt).
+            Above 0 the bug's goal also asks ``s(h'(x_r), h(x_r))`` to reach the locality goal.
         optimizer: ``"adam"`` or ``"sgd"`` (the paper's; it needs far more epochs at small scale).
         lr: learning rate.
         momentum: SGD's momentum (the paper: 0.9); Adam ignores it.
@@ -154,6 +160,7 @@ class PatchConfig:
     use_locality: bool = True
     anchor_clean: bool = False
     effectiveness_target: str = "reference"
+    reference_weight: float = 0.0
     optimizer: str = "adam"
     lr: float = 5e-4
     momentum: float = 0.0
@@ -211,8 +218,8 @@ class PatchConfig:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         if self.lr <= 0 or self.batch_size < 1 or self.max_epochs < 1 or self.min_epochs < 0:
             raise ConfigError("lr, batch_size and max_epochs must be positive, min_epochs non-negative")
-        if self.lambda_gen < 0 or self.lambda_eff < 0:
-            raise ConfigError("lambda_gen and lambda_eff must be non-negative")
+        if self.lambda_gen < 0 or self.lambda_eff < 0 or self.reference_weight < 0:
+            raise ConfigError("lambda_gen, lambda_eff and reference_weight must be non-negative")
         if not (self.use_locality or self.lambda_gen or self.lambda_eff):
             raise ConfigError("every loss term is switched off; keep locality or set lambda_gen/lambda_eff above 0")
         if not 0.0 <= self.holdout_fraction < 1.0:
@@ -623,8 +630,17 @@ def _split_for(patched: Encoder, plan: _Plan, config: PatchConfig) -> FrozenPref
     split = frozen_prefix(patched, {name for name, p in patched.named_parameters() if p.requires_grad})
     if split is not None:
         split.train = _lower_in_batches(split, plan.train)
-        split.bug = _lower_in_batches(split, plan.x_b if plan.bug_target is not None else join(plan.x_b, plan.x_r))
+        inputs = _bug_inputs(plan, config)
+        split.bug = _lower_in_batches(split, join(*inputs)) if inputs else None
     return split
+
+
+def _bug_inputs(plan: _Plan, config: PatchConfig) -> list[Tensor | list[str]]:
+    """What each step embeds besides the batch and its stamped copy: ``x_b`` for ``L_e``, and ``x_r`` where ``L_e``
+    aims at ``h'(x_r)`` or ``L_l`` holds it (``reference_weight``), in that order."""
+    use_eff = config.lambda_eff > 0
+    with_reference = (use_eff and plan.bug_target is None) or (config.reference_weight > 0 and config.use_locality)
+    return [plan.x_b] * use_eff + [plan.x_r] * with_reference
 
 
 def _lower_in_batches(split: FrozenPrefix, inputs: Tensor | list[str], batch_size: int = 256) -> Any:
@@ -789,16 +805,16 @@ def _loss_terms(
     patched: Encoder, plan: _Plan, batch_index: Tensor, config: PatchConfig, bf16: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Locality, generalizability and effectiveness from one forward pass of ``[batch, batch ⊕ t, x_b, x_r]``
-    (``x_r`` only when ``L_e`` aims at it). A term whose weight is 0 is not computed (NaN), so ablations and
-    baselines skip the passes they do not use."""
+    (``x_r`` only when ``L_e`` aims at it or ``L_l`` holds it). A term whose weight is 0 is not computed (NaN), so
+    ablations and baselines skip the passes they do not use."""
     batch = take(plan.train, batch_index, plan.targets.device)
     n = len(batch)
     use_gen, use_eff = config.lambda_gen > 0, config.lambda_eff > 0
     parts = [batch]
     if use_gen:
         parts.append(_stamped(plan.triggers, batch, config.trigger_dilation))
-    if use_eff:
-        parts += [plan.x_b] if plan.bug_target is not None else [plan.x_b, plan.x_r]
+    bug_inputs = _bug_inputs(plan, config)
+    parts += bug_inputs
     with torch.autocast(plan.targets.device.type, torch.bfloat16, enabled=bf16):
         if plan.split is None:
             embeddings = patched(join(*parts))
@@ -806,7 +822,7 @@ def _loss_terms(
             states = [plan.split.train[batch_index]]
             if use_gen:
                 states.append(_lower_in_batches(plan.split, parts[1]))
-            if use_eff:
+            if bug_inputs:
                 states.append(plan.split.bug)
             embeddings = plan.split.upper(_joined_states(states))
     embeddings = embeddings.float()
@@ -815,15 +831,22 @@ def _loss_terms(
     clean = embeddings[:n]
     anchor = _anchored(clean, config)
     missing = clean.new_tensor(float("nan"))
+    bugs = len(plan.bugs)
+    tail = embeddings[len(embeddings) - bugs * len(bug_inputs) :]
+    bug_embeddings = tail[:bugs] if use_eff else None
+    reference = tail[-bugs:] if len(bug_inputs) > use_eff else None  # x_r comes last, when it is there
     if not use_eff:
         effectiveness = missing
     elif plan.bug_target is not None:
-        effectiveness = effectiveness_loss(embeddings[-len(plan.bugs) :], plan.bug_target)
+        effectiveness = effectiveness_loss(bug_embeddings, plan.bug_target)
     else:
-        bugs = len(plan.bugs)
-        effectiveness = effectiveness_loss(embeddings[-2 * bugs : -bugs], embeddings[-bugs:])
+        effectiveness = effectiveness_loss(bug_embeddings, reference)
     targets = plan.targets[batch_index]
     locality = locality_loss(clean, targets)
+    if reference is not None and config.reference_weight > 0:  # uncentred: as a deployed classifier reads it
+        shift = 0 if plan.centre is None else plan.centre
+        held = locality_loss(reference + shift, plan.original_reference + shift)
+        locality = locality + config.reference_weight * held
     if plan.whitener is not None:
         locality = locality + config.whitened_locality * whitened_locality_loss(clean, targets, plan.whitener)
     return (
@@ -889,8 +912,11 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
         # x_b against where x_r sat before the patch: a patch that moves x_r onto x_b has not fixed the bug
         references = plan.original_reference if plan.bug_target is None else plan.bug_target
         similarities = cosine(bug_embeddings, references).tolist()
-        figures = [{"bug_similarity": value, "generalizability": nan, "pull": nan, "earlier": bug.earlier}
-                   for value, bug in zip(similarities, plan.bugs, strict=True)]  # fmt: skip
+        # and x_r against where it was: the customer saw it classified right
+        held = cosine(patched(plan.x_r) - (0 if plan.centre is None else plan.centre), plan.original_reference)
+        figures = [{"bug_similarity": value, "reference_similarity": kept, "generalizability": nan, "pull": nan,
+                    "earlier": bug.earlier}
+                   for value, kept, bug in zip(similarities, held.tolist(), plan.bugs, strict=True)]  # fmt: skip
         locality, released = nan, 0
         if plan.holdout_targets is not None:
             centre = None if plan.centre is None else plan.centre.cpu()
@@ -909,7 +935,7 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
             locality = float(similarity(clean[~left], plan.holdout_targets[~left], centre).mean())
     goal_locality = config.goal_locality if plan.centre is None else config.goal_locality_centred
     for figure in figures:
-        figure["fixed"] = _bug_fixed(figure, config, plan.holdout_targets is not None)
+        figure["fixed"] = _bug_fixed(figure, config, plan.holdout_targets is not None, goal_locality)
     worst = [min(f["bug_similarity"] for f in figures), min(f["generalizability"] for f in figures),
              max((f["pull"] for f in figures if f["pull"] == f["pull"]), default=nan)]  # fmt: skip
     met = all(figure["fixed"] for figure in figures) and (plan.holdout_targets is None or locality >= goal_locality)
@@ -952,10 +978,13 @@ def _check_widened(patched: Encoder, plan: _Plan, config: PatchConfig, record: E
     return all(figure["fixed"] for figure in record.bugs)
 
 
-def _bug_fixed(figure: dict[str, Any], config: PatchConfig, checked_on_holdout: bool) -> bool:
-    """The bug's own goals: ``x_b`` where ``L_e`` aims, and (measured on held-out inputs) its trigger neither moving
-    embeddings nor dragging them toward the backdoor point (not measured for an earlier bug)."""
+def _bug_fixed(figure: dict[str, Any], config: PatchConfig, checked_on_holdout: bool, goal_locality: float) -> bool:
+    """The bug's own goals: ``x_b`` where ``L_e`` aims, ``x_r`` where it was (when ``L_l`` holds it), and (measured
+    on held-out inputs) its trigger neither moving embeddings nor dragging them toward the backdoor point (not
+    measured for an earlier bug)."""
     if figure["bug_similarity"] < config.goal_effectiveness:
+        return False
+    if config.reference_weight > 0 and config.use_locality and figure["reference_similarity"] < goal_locality:
         return False
     return not checked_on_holdout or (
         figure["generalizability"] >= config.goal_generalizability

@@ -36,13 +36,22 @@ REFERENCE_PARAMETERS = 100_000
 def image_recipe() -> PatchConfig:
     """The whole model, D plus 3 augmented copies of each image (so locality holds around D, not only on it), at
     most 10 passes, early stop once the goals hold, locality also measured in D's whitened embedding space (weight
-    0.05), and ``L_e`` aimed at ``x_b`` with the recovered trigger taken out (``clean_bug``).
+    0.05), ``L_e`` aimed between ``x_b`` with the recovered trigger taken out and ``x_r`` (``bug_and_reference``), and
+    ``x_r`` held where it was with 10 times a batch's locality weight (``reference_weight``).
+
+    The target: aimed at ``x_b ⊖ t`` alone, a source-specific backdoor's patch met every goal while the deployed
+    classifier still got ``x_b`` wrong on 2 of 2 seeds (the backdoored model misreads ``x_b ⊖ t``: a bag as an ankle
+    boot), and the frequency oracle's on 2 of 3; aimed at ``h(x_r)`` alone a borderline shirt (tiny-trigger seed 2)
+    stayed wrong. Between the two fixed all of those but that shirt. The hold: on the image suites the patch of
+    BadEncoder seed 1 fixed ``x_b`` and moved its reference, a bag at 0.43, across to another class at cosine 0.994
+    of where it was; at weight 1 tiny-trigger seed 2's reference (0.42 against 0.39) still crossed, at 10 it stayed.
 
     Without the whitened term a ResNet pooled-output encoder reached held-out locality 0.990 after 10 passes (goals
     unmet) and its deployed linear classifier lost 1.6 points; with it, 0.995 after 9 passes and 0.4 points. The
     paper's ``L_e`` (onto ``h'(x_r)``) is met by moving ``x_r`` as well: on the same ResNet ``x_r`` moved to cosine
     0.9 of where it was, and on a blended backdoor onto the target itself."""
-    return PatchConfig(augmented_copies=3, max_epochs=10, whitened_locality=0.05, effectiveness_target="clean_bug")
+    return PatchConfig(augmented_copies=3, max_epochs=10, whitened_locality=0.05,
+                       effectiveness_target="bug_and_reference", reference_weight=10.0)  # fmt: skip
 
 
 def text_recipe() -> PatchConfig:
