@@ -90,6 +90,10 @@ def patch(
             "effectiveness_target",
         ),
     ] = None,
+    reference_weight: Annotated[
+        float | None,
+        _recipe("Weight of holding x_r where it was in L_l, on every step (0 = the paper's)", "reference_weight"),
+    ] = None,
     augmented_copies: Annotated[
         int | None,
         _recipe("Images: augmented copies of each patching image, so locality holds around D", "augmented_copies"),
@@ -165,6 +169,7 @@ def patch(
         "early_stop": early_stop,
         "trigger_tokens_only": trigger_tokens_only,
         "effectiveness_target": effectiveness_target,
+        "reference_weight": reference_weight,
         "augmented_copies": augmented_copies,
         "whitened_locality": whitened_locality,
         "centring": centring,
