@@ -130,16 +130,13 @@ def attack_verdicts(
         worst_seed, worst = max(patched, key=lambda pair: pair[1][metric], default=({"rows": []}, None))
         # the never-backdoored model on the seed the patch left worst: what the trigger does without a backdoor
         clean = _seed_rows(worst_seed, "clean", task, entry["classifier"])
-        # the customer's own complaint: does the deployed classifier now get the reported input right?
-        fixed = [row["bug_fixed"] for seed in runs
-                 for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
-                 if row["bug_fixed"] is not None]  # fmt: skip
-        entry["bugs_fixed"], entry["bugs_scored"] = sum(fixed), len(fixed)
-        # and the reference they reported it with, which they saw classified right: is it still?
-        kept = [row["reference_kept"] for seed in runs
-                for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])
-                if row.get("reference_kept") is not None]  # fmt: skip
-        entry["references_kept"], entry["references_scored"] = sum(kept), len(kept)
+        # the customer's own complaint: does the deployed classifier now get the reported input right, and the
+        # reference they reported it with, which they saw classified right, still?
+        on_bug = [row for seed in runs for row in _seed_rows(seed, "mudjacking", seed["bug_task"], entry["classifier"])]
+        for question, count, scored in (("bug_fixed", "bugs_fixed", "bugs_scored"),
+                                        ("reference_kept", "references_kept", "references_scored")):  # fmt: skip
+            answers = [row[question] for row in on_bug if row.get(question) is not None]
+            entry[count], entry[scored] = sum(answers), len(answers)
         # an ordinary stamp's flip rate on each model (where measured): the floor its trigger's flip rate can reach
         floors = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS}
         entry["control_flip_rate"] = {model: floor for model, floor in floors.items() if floor is not None}
@@ -171,7 +168,7 @@ def _verdict(entry: dict[str, Any]) -> str:
     unfixed = entry["bugs_scored"] - entry["bugs_fixed"]
     if unfixed:
         reasons.append(f"the reported bug is still misclassified on {unfixed} of {entry['bugs_scored']} patched seeds")
-    lost = entry.get("references_scored", 0) - entry.get("references_kept", 0)
+    lost = entry["references_scored"] - entry["references_kept"]
     if lost:
         scored = entry["references_scored"]
         reasons.append(f"the bug's reference is now misclassified on {lost} of {scored} patched seeds")
