@@ -499,3 +499,19 @@ def test_a_patching_set_too_large_for_the_free_memory_is_one_line_not_the_oom_ki
 
     with pytest.raises(DataError, match="fewer images"):
         load_image_folder(saved_case / "data")
+
+
+def test_goals_met_says_they_are_label_free_and_names_the_check_that_asks_the_classifier(tmp_path):
+    from mudjacking.cli.common import console
+    from mudjacking.cli.patch import _print_patch
+
+    history = [{"epoch": 1, "holdout_locality": 0.99, "bug_similarity": 0.9}]
+    patch = {"history": history, "epochs": 1, "seconds": 1.0}
+    report = {"bugs": [], "earlier_bugs": [], "trigger_pull": {"before": 0.6, "after": 0.01}}
+    with console.capture() as met:
+        _print_patch({**report, "patch": {**patch, "goals_met": True}}, tmp_path / "out")
+    said = met.get()
+    assert "without labels" in said and f"mudjacking evaluate --model patched={tmp_path / 'out'}/model" in said
+    with console.capture() as missed:
+        _print_patch({**report, "patch": {**patch, "goals_met": False}}, tmp_path / "out")
+    assert "without labels" not in missed.get()

@@ -234,6 +234,13 @@ def _print_patch(report: dict, out: Path) -> None:
     )
     if patch["goals_met"]:
         console.print(f"goals met; written to [bold]{safe_text(out)}[/]")
+        console.print(
+            "these goals are read on embeddings, without labels: a borderline x_b can meet them and stay "
+            f"misclassified; ask your classifier with `mudjacking evaluate --model patched={safe_text(out)}/model "
+            "--bug ...`",
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         errors.print(
             f"[bold red]goals NOT met[/] (see {safe_text(out)}/report.json: patch.history); the model is written to "
