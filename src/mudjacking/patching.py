@@ -195,6 +195,11 @@ class PatchConfig:
         """Whether a run that misses its goals hands back its closest pass (``keep_closest``)."""
         return self.early_stop if self.keep_closest is None else self.keep_closest
 
+    @property
+    def holds_reference(self) -> bool:
+        """Whether ``L_l`` holds each bug's ``x_r`` (``reference_weight``), and so the bug's goal asks it to stay."""
+        return self.reference_weight > 0 and self.use_locality
+
     def __post_init__(self) -> None:
         self.trainable = tuple(self.trainable)
         if self.optimizer not in ("adam", "sgd"):
@@ -639,7 +644,7 @@ def _bug_inputs(plan: _Plan, config: PatchConfig) -> list[Tensor | list[str]]:
     """What each step embeds besides the batch and its stamped copy: ``x_b`` for ``L_e``, and ``x_r`` where ``L_e``
     aims at ``h'(x_r)`` or ``L_l`` holds it (``reference_weight``), in that order."""
     use_eff = config.lambda_eff > 0
-    with_reference = (use_eff and plan.bug_target is None) or (config.reference_weight > 0 and config.use_locality)
+    with_reference = (use_eff and plan.bug_target is None) or config.holds_reference
     return [plan.x_b] * use_eff + [plan.x_r] * with_reference
 
 
@@ -908,12 +913,13 @@ def _check_goals(patched: Encoder, plan: _Plan, config: PatchConfig, epoch: int,
     count as any other, and so do they all in the trigger pull."""
     nan = float("nan")
     with torch.no_grad():
-        bug_embeddings = patched(plan.x_b) - (0 if plan.centre is None else plan.centre)
+        shift = 0 if plan.centre is None else plan.centre
+        bug_embeddings = patched(plan.x_b) - shift
         # x_b against where x_r sat before the patch: a patch that moves x_r onto x_b has not fixed the bug
         references = plan.original_reference if plan.bug_target is None else plan.bug_target
         similarities = cosine(bug_embeddings, references).tolist()
         # and x_r against where it was: the customer saw it classified right
-        held = cosine(patched(plan.x_r) - (0 if plan.centre is None else plan.centre), plan.original_reference)
+        held = cosine(patched(plan.x_r) - shift, plan.original_reference)
         figures = [{"bug_similarity": value, "reference_similarity": kept, "generalizability": nan, "pull": nan,
                     "earlier": bug.earlier}
                    for value, kept, bug in zip(similarities, held.tolist(), plan.bugs, strict=True)]  # fmt: skip
@@ -984,7 +990,7 @@ def _bug_fixed(figure: dict[str, Any], config: PatchConfig, checked_on_holdout: 
     measured for an earlier bug)."""
     if figure["bug_similarity"] < config.goal_effectiveness:
         return False
-    if config.reference_weight > 0 and config.use_locality and figure["reference_similarity"] < goal_locality:
+    if config.holds_reference and figure["reference_similarity"] < goal_locality:
         return False
     return not checked_on_holdout or (
         figure["generalizability"] >= config.goal_generalizability
