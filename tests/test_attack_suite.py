@@ -96,6 +96,7 @@ control = true
     # an ordinary word stamped as the trigger is, on every model: the floor the trigger's flip rate can reach
     assert all(0 <= row["control_flip_rate"] <= 1 for seed in report["seeds"] for row in seed["rows"])
     assert all(set(entry["control_flip_rate"]) == {"clean", "backdoored", "mudjacking"} for entry in report["attacks"])
+    assert [seed["control_stamp"] for seed in report["seeds"]] == [["the"], ["the"]]  # one word for a one-word trigger
     markdown = (out / "report.md").read_text()
     assert (
         "| attack | task | classifier | model |" in markdown and "| common-word | movie-review sentiment |" in markdown

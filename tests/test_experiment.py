@@ -406,6 +406,9 @@ def test_the_attack_summary_says_where_mudjacking_holds_and_why_it_breaks():
     assert entry["control_flip_rate"] == {"backdoored": 0.04, "mudjacking": 0.025, "oracle-trigger": 0.03}
     header, line = verdict_lines({"attacks": [entry]})
     assert header[9] == "ordinary stamp flip %: Mudjacking / oracle" and line[8:10] == ["2.0", "2.5 / 3.0"]
+    stamped[0]["control_stamp"] = ["we saw that new show"]  # the stamp is named beside its figures
+    [entry] = attack_verdicts(stamped, aggregate_seeds(stamped), metric="flip_rate")
+    assert verdict_lines({"attacks": [entry]})[1][9] == "2.5 / 3.0 ('we saw that new show')"
 
 
 def test_the_runner_hands_the_files_patch_settings_to_the_pipeline(tmp_path, monkeypatch):

@@ -157,3 +157,18 @@ def test_a_fresh_trigger_is_neutralised_as_its_own_draw_and_as_fresh_noise():
     kinds = [type(placed).__name__ for placed in trigger.placements()]
     assert kinds == ["ImageTrigger", "NoiseInShape"]
     assert [type(p).__name__ for p in replace(trigger, fresh=False).placements()] == ["ImageTrigger"]
+
+
+def test_the_control_stamp_is_shaped_like_the_trigger_unit_for_unit():
+    """A phrase's floor is as many ordinary words inserted as one span, a word's one ordinary word: five inserted
+    words move an embedding further than one, so "the" alone would set a phrase's floor too low."""
+    from mudjacking.pipeline.settings import TextSetting
+
+    setting = TextSetting(seed=3)
+    assert setting.control_trigger().words == ["the"]
+    assert setting.control_trigger(TextTrigger(["cf"])).words == ["the"]
+    assert setting.control_trigger(TextTrigger(["I watched this 3D movie"])).words == ["we saw that new show"]
+    shaped = setting.control_trigger(TextTrigger(["a b", "cf", "one two three four five six seven"])).words
+    assert shaped == ["we saw", "the", "we saw that new show we saw"]
+    [stamped] = setting.control_trigger(TextTrigger(["I watched this 3D movie"])).apply(["a fine film"])
+    assert "we saw that new show" in stamped and len(stamped.split()) == 8

@@ -91,6 +91,7 @@ def _run_seed(
         "folder": folder,
         "refused": run.refused,
         "recipe_note": run.recipe_note,
+        "control_stamp": run.control_stamp,
         "bug": None if run.scenario.bug is None else run.scenario.bug.summary(),
         "bug_task": next(iter(run.scenario.tasks)),
         "trigger": None

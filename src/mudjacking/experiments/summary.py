@@ -140,6 +140,7 @@ def attack_verdicts(
         # an ordinary stamp's flip rate on each model (where measured): the floor its trigger's flip rate can reach
         floors = {model: mean(model, "control_flip_rate", task) for model in CONTROL_MODELS}
         entry["control_flip_rate"] = {model: floor for model, floor in floors.items() if floor is not None}
+        entry["control_stamp"] = next((seed["control_stamp"] for seed in runs if seed.get("control_stamp")), None)
         entry["worst_seed"] = {
             "mudjacking_ASR": None if worst is None else worst[metric],
             "acc_drop_points": max((row["acc_drop_points"] for _, row in patched), default=None),

@@ -67,6 +67,7 @@ class PipelineRun:
     Attributes:
         scores: task -> classifier kind -> model -> ``{"deployed": ..., "retrained": ...}`` (see ``evaluate_models``).
         control: model -> task -> classifier kind -> the control stamp's flip rate (``None`` unless asked).
+        control_stamp: the control stamp's units (words or phrases), where one was scored.
     """
 
     scenario: Scenario
@@ -76,6 +77,7 @@ class PipelineRun:
     control: dict[str, dict[str, dict[str, float]]] | None = None
     refused: str | None = None  # why no defence ran (trigger recovery refused), with ``keep_going``
     recipe_note: str | None = None  # how the patch recipe was fitted to the trigger found, as `mudjacking patch` does
+    control_stamp: list[str] | None = None
 
 
 def recover(scenario: Scenario, reverse: Any, directory: Path) -> RecoveredTrigger:
@@ -152,7 +154,7 @@ def run_pipeline(
     models = _models(scenario, scoring, results)
     scores = _scores(scenario, models, scoring, setting.seed, cache)
     control = None
-    stamp = setting.control_trigger() if scoring.control else None
+    stamp = setting.control_trigger(scenario.true_trigger) if scoring.control else None
     if stamp is not None:
         first = first_task_per_data(scenario.tasks)
         per_task = {
@@ -162,7 +164,8 @@ def run_pipeline(
         }
         control = {model: {task: per_task[task][model] for task in per_task} for model in models}
     scenario.laps.lap("evaluate")
-    return PipelineRun(scenario, recovered, results, scores, control, recipe_note=note)
+    stamped = None if stamp is None else list(stamp.words)
+    return PipelineRun(scenario, recovered, results, scores, control, recipe_note=note, control_stamp=stamped)
 
 
 def first_task_per_data(tasks: Mapping[str, Any]) -> set[str]:

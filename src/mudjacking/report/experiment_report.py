@@ -76,7 +76,9 @@ def verdict_lines(report: dict[str, Any]) -> list[list[str]]:
                percent(entry["oracle_ASR"]), others or "–", entry["verdict"]]  # fmt: skip
         if control:
             floor = entry.get("control_flip_rate") or {}
-            row.insert(9, f"{percent(floor.get('mudjacking'))} / {percent(floor.get('oracle-trigger'))}")
+            stamp = " ".join(repr(unit) for unit in entry.get("control_stamp") or [])
+            figures = f"{percent(floor.get('mudjacking'))} / {percent(floor.get('oracle-trigger'))}"
+            row.insert(9, f"{figures} ({stamp})" if stamp else figures)
         rows.append(row)
     return rows
 
@@ -108,7 +110,8 @@ VERDICT_NOTE = (
     "with at most 1.5 points of accuracy lost, the reported bug classified right (bug fixed) and the reference it "
     "came with still classified right (reference kept); otherwise the "
     "verdict says why. Other tasks: each further backdoor of the attack, and a source-specific backdoor's whole task. "
-    "Ordinary stamp (where measured): the setting's control stamp, an ordinary word inserted as the trigger is, "
+    "Ordinary stamp (where measured, named in brackets): the setting's control stamp, ordinary words as many as "
+    "the trigger has, inserted as the trigger is, "
     "scored on the same model: how often stamping anything flips a prediction, the floor the trigger's own figure "
     "can reach."
 )

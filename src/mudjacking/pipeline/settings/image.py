@@ -102,7 +102,7 @@ class ImageSetting:
         """The clean model, its backdoored copy, the customers' classifiers on it and a real bug."""
         return prepare_image_scenario(self, show_progress)
 
-    def control_trigger(self) -> None:
+    def control_trigger(self, trigger: Any = None) -> None:
         """No control stamp: a clean model's ASR (~0) is the image floor."""
         return None
 

@@ -64,6 +64,8 @@ class TextSetting:
     whole_model_lr: learning rate when the whole model is fine-tuned (the locality-only baseline).
     control_word: an ordinary word inserted like the trigger, to show how often inserting *any* word flips a
         prediction (the floor a removed trigger's flip rate can reach: 3-10% on the short sentiment snippets).
+    control_phrase: ordinary words that stand in for a phrase trigger, as many of them as the phrase has (five
+        inserted words move an embedding further than one, so a phrase's floor is a phrase's).
     """
 
     seed: int = 0
@@ -83,6 +85,7 @@ class TextSetting:
     reverse: TextReverseConfig = field(default_factory=TextReverseConfig)
     whole_model_lr: float = WHOLE_TEXT_MODEL_LR
     control_word: str = "the"
+    control_phrase: str = "we saw that new show"
 
     def __post_init__(self) -> None:
         if not self.trigger_words or not self.target_sentences or self.max_length < 8 or self.news_words < 4:
@@ -109,9 +112,14 @@ class TextSetting:
         """The clean model, its backdoored copy, the customers' classifiers on it and a real bug."""
         return prepare_text_scenario(self, show_progress)
 
-    def control_trigger(self) -> TextTrigger:
-        """An ordinary word inserted like the trigger: how often inserting *any* word flips a prediction."""
-        return TextTrigger([self.control_word], seed=self.seed)
+    def control_trigger(self, trigger: TextTrigger | None = None) -> TextTrigger:
+        """An ordinary stamp shaped like ``trigger``, unit for unit: ``control_word`` for a one-word unit, the first
+        n words of ``control_phrase`` (repeated where it is shorter) for an n-word phrase. How often inserting *any*
+        words of that length flips a prediction."""
+        filler = self.control_phrase.split()
+        lengths = [len(unit.split()) for unit in trigger.words] if trigger else [1]
+        units = [self.control_word if n == 1 else " ".join(filler[i % len(filler)] for i in range(n)) for n in lengths]
+        return TextTrigger(units, seed=self.seed)
 
 
 def load_text_tasks(config: TextSetting) -> dict[str, LabeledTexts]:
