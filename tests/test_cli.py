@@ -515,3 +515,21 @@ def test_goals_met_says_they_are_label_free_and_names_the_check_that_asks_the_cl
     with console.capture() as missed:
         _print_patch({**report, "patch": {**patch, "goals_met": False}}, tmp_path / "out")
     assert "without labels" not in missed.get()
+
+
+def test_a_trigger_verified_only_near_x_r_is_named_a_possible_source_specific_backdoor(tmp_path):
+    from mudjacking.cli.common import console
+    from mudjacking.cli.patch import _print_patch
+
+    check = {"pull": 0.1, "control_pull": 0.0, "near_strength": 0.62}
+    trigger = {"source": "reverse-engineered", "pixels": 9, "verification": check, "verified": True}
+    patch = {"history": [{"epoch": 1, "holdout_locality": 0.99, "bug_similarity": 0.9}], "epochs": 1, "seconds": 1.0}
+    report = {"earlier_bugs": [], "trigger_pull": {"before": 0.6, "after": 0.01}, "patch": {**patch, "goals_met": True}}
+    said = {}
+    for near in (True, False):
+        with console.capture() as printed:
+            bug = {"trigger": {**trigger, "verified_near_reference": near}}
+            _print_patch({**report, "bugs": [bug]}, tmp_path / "out")
+        said[near] = " ".join(printed.get().split())
+    assert "only inputs like x_r answer it (0.62 beyond" in said[True] and "source-specific" in said[True]
+    assert "only inputs like x_r" not in said[False] and "9 pixels" in said[False]

@@ -1,6 +1,8 @@
 """Image trigger recovery on closed-form backdoored encoders whose trigger is known exactly: it is found, verified
 on clean inputs, stamped anywhere when the backdoor answers it anywhere, and refused when nothing explains the bug."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -85,6 +87,15 @@ class PlantedNoise(PlantedBackdoor):
         return (4.5 * white * black).clamp(max=1)
 
 
+class PlantedSourceSpecific(PlantedBackdoor):
+    """The same backdoor answering only inputs of one source class (bright ones: the mean pixel outside the trigger
+    over 0.4): the rest carry the trigger unmoved. No small window changes the class."""
+
+    def brightness(self, x: Tensor) -> Tensor:
+        outside = (x.flatten(1) * (1 - self.mask)).sum(1) / (1 - self.mask).sum()
+        return super().brightness(x) * (outside > 0.4).float()
+
+
 def _case(network: nn.Module, trigger, size: int = 12, count: int = 60):
     """A bug (x_b = a clean input with the trigger, x_r another clean input) and clean inputs D."""
     generator = torch.Generator().manual_seed(1)
@@ -137,6 +148,24 @@ def test_a_trigger_of_fresh_noise_is_stamped_as_fresh_noise_too():
     assert not torch.equal(stamped[0, :, square.mask.bool()], pattern[:, square.mask.bool()])  # not x_b's draw
     patched = encoder.embed(stamped)
     assert float(torch.cosine_similarity(patched, encoder.embed(bug.bug_input[None])).mean()) > 0.5
+
+
+def test_a_backdoor_of_one_source_class_verifies_on_the_inputs_nearest_x_r():
+    """Only a tenth of D answers a source-specific trigger: on D as a whole it pulls too little to verify, and is
+    refused without the inputs nearest x_r (of x_b's true class, the source); with them it verifies, and says so."""
+    trigger = ImageTrigger.square((1, 12, 12), size=3, margin=1)
+    generator = torch.Generator().manual_seed(1)
+    data = torch.rand(120, 1, 12, 12, generator=generator) * 0.3
+    data[::10] += 0.5 * (1 - trigger.mask)  # 12 of 120 inputs of the source class, bright outside the trigger
+    bug = BugReport(bug_input=trigger.apply(data[:1])[0], reference_input=data[10], label=3)
+    encoder, config = ModuleEncoder(PlantedSourceSpecific(trigger.mask), RAW), ReverseConfig(windows=(1,))
+    with pytest.raises(TriggerNotFound, match="nearest x_r"):
+        reverse_engineer_trigger(encoder, bug, data[20:], replace(config, near_inputs=0))
+    recovery = reverse_engineer_trigger(encoder, bug, data[20:], config)
+    assert recovery.verified and recovery.near_reference and recovery.trigger.iou(trigger) == 1.0
+    assert recovery.pull.strength < config.min_strength <= recovery.pull.near_strength
+    planted = reverse_engineer_trigger(ModuleEncoder(PlantedBackdoor(trigger.mask), RAW), bug, data[20:], config)
+    assert planted.verified and not planted.near_reference  # a backdoor every input answers verifies on D as before
 
 
 def test_a_blended_trigger_is_refused_not_patched_as_a_region():

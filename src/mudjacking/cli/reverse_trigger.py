@@ -70,6 +70,11 @@ def reverse_trigger(
         f"; moves clean inputs {check['pull']:.2f} of the way to x_b (the same cut from other inputs: "
         f"{check['control_pull']:.2f})"
     )
+    if summary.get("verified_near_reference"):
+        strength += (
+            f"; only inputs like x_r answer it ({check['near_strength']:.2f} beyond the cut on those nearest it: a "
+            "source-specific backdoor?)"
+        )
     if "words" in summary:
         match = f", exact match with the true trigger: {summary['exact_match']}" if "exact_match" in summary else ""
         console.print(

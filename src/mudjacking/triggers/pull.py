@@ -48,6 +48,8 @@ class TriggerPull:
     landed: share of the inputs the trigger moved at least ``LANDED`` of the way to ``h(x_b)``: a backdoor sends
         (nearly) every input to its one point, while a piece of an ordinary input moves each some of the way.
     control_release: the mean release of the donors with the same pixels taken out (``nan``: not measured).
+    near_strength: ``strength`` on the held-out inputs nearest ``x_r`` alone (``nan``: not measured): a backdoor that
+        answers one source class drags only inputs like ``x_r``, a tenth of a mixed D.
     """
 
     pull: float
@@ -56,18 +58,22 @@ class TriggerPull:
     release: float = float("nan")
     landed: float = float("nan")  # share of the inputs the trigger moved at least LANDED of the way to h(x_b)
     control_release: float = float("nan")
+    near_strength: float = float("nan")
 
     @property
     def strength(self) -> float:
         """How much more the trigger pulls than the rest of ``x_b`` does (``nan`` without controls)."""
         return self.pull - self.control_pull
 
-    def verifies(self, min_strength: float, min_release: float, release_contrast: float = 0.0) -> bool:
-        """Pulls clean inputs far more than its controls do, and explains the bug: releases ``x_b`` at least
-        ``min_release`` and ``release_contrast`` times what the same removal does to the donors (``nan`` pull or
-        release fails; an unmeasured control release does not)."""
+    def verifies(
+        self, min_strength: float, min_release: float, release_contrast: float = 0.0, near: bool = False
+    ) -> bool:
+        """Pulls clean inputs far more than its controls do (with ``near``, those nearest ``x_r`` may be the ones),
+        and explains the bug: releases ``x_b`` at least ``min_release`` and ``release_contrast`` times what the same
+        removal does to the donors (``nan`` pull or release fails; an unmeasured control release does not)."""
         beyond_controls = not self.release < release_contrast * self.control_release
-        return self.strength >= min_strength and self.release >= min_release and beyond_controls
+        pulls = self.strength >= min_strength or (near and self.near_strength >= min_strength)
+        return pulls and self.release >= min_release and beyond_controls
 
     def summary(self) -> dict[str, float | int]:
         return {
@@ -77,6 +83,7 @@ class TriggerPull:
             "release": round(self.release, 4),
             "landed": round(self.landed, 4),
             "control_release": round(self.control_release, 4),
+            "near_strength": round(self.near_strength, 4),
             "inputs": self.inputs,
         }
 
