@@ -50,6 +50,8 @@ def test_the_signature_check_refuses_in_one_line_with_its_figures():
     assert "\n" not in str(error.value)
     with pytest.raises(CheckFailed):
         require_backdoor_signature(float("nan"), float("nan"), "bug.json")
+    with pytest.raises(CheckFailed, match=r"stamped on the held-out inputs nearest x_r, the recovered trigger lands 3"):
+        require_backdoor_signature(0.3, 0.4, "bug.json", "the held-out inputs nearest x_r")
 
 
 @pytest.fixture()

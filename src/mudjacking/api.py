@@ -249,7 +249,11 @@ def _recovered(
             raise
         raise type(error)(f"{path}: {error}") from error
     if not force and recovery.pull is not None:  # a hostile report plants a backdoor: refuse what shows none
-        require_backdoor_signature(recovery.pull.landed, recovery.pull.pull, str(path))
+        if getattr(recovery, "near_reference", False):  # verified near x_r alone: judged where it pulled
+            among = "the held-out inputs nearest x_r"
+            require_backdoor_signature(recovery.pull.near_landed, recovery.pull.pull, str(path), among)
+        else:
+            require_backdoor_signature(recovery.pull.landed, recovery.pull.pull, str(path))
     return recovery
 
 

@@ -107,12 +107,14 @@ def inspect_bug(
 MIN_LANDED = 0.5
 
 
-def require_backdoor_signature(landed: float, pull: float, where: str) -> None:
-    """Raises :class:`CheckFailed` when the recovered trigger lands fewer than ``MIN_LANDED`` of the clean inputs at
-    ``h(x_b)``: the report does not show a backdoor, and patching it would teach the model whatever x_b carries."""
+def require_backdoor_signature(landed: float, pull: float, where: str, among: str = "clean inputs") -> None:
+    """Raises :class:`CheckFailed` when the recovered trigger lands fewer than ``MIN_LANDED`` of the clean inputs
+    (``among``: which ones; a trigger verified by its pull near ``x_r`` alone is judged there, where a source-specific
+    backdoor lands its inputs) at ``h(x_b)``: the report does not show a backdoor, and patching it would teach the
+    model whatever x_b carries."""
     if not landed >= MIN_LANDED:
         raise CheckFailed(
-            f"{where}: not a backdoor's signature: stamped on clean inputs, the recovered trigger lands {landed:.0%} "
+            f"{where}: not a backdoor's signature: stamped on {among}, the recovered trigger lands {landed:.0%} "
             f"of them at x_b's embedding (mean pull {pull:.2f}; a backdoor lands nearly all, needs "
             f"{MIN_LANDED:.0%}); the report may be a natural misclassification or a planted one (a sticker on an "
             "ordinary input), and patching it would teach the model what x_b carries; pass --force to patch anyway"

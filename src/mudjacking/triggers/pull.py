@@ -50,6 +50,7 @@ class TriggerPull:
     control_release: the mean release of the donors with the same pixels taken out (``nan``: not measured).
     near_strength: ``strength`` on the held-out inputs nearest ``x_r`` alone (``nan``: not measured): a backdoor that
         answers one source class drags only inputs like ``x_r``, a tenth of a mixed D.
+    near_landed: ``landed`` on those inputs (``nan``: not measured).
     """
 
     pull: float
@@ -59,6 +60,7 @@ class TriggerPull:
     landed: float = float("nan")  # share of the inputs the trigger moved at least LANDED of the way to h(x_b)
     control_release: float = float("nan")
     near_strength: float = float("nan")
+    near_landed: float = float("nan")
 
     @property
     def strength(self) -> float:
@@ -84,6 +86,7 @@ class TriggerPull:
             "landed": round(self.landed, 4),
             "control_release": round(self.control_release, 4),
             "near_strength": round(self.near_strength, 4),
+            "near_landed": round(self.near_landed, 4),
             "inputs": self.inputs,
         }
 

@@ -376,7 +376,8 @@ class _Verifier:
         pull.control_release = self._control_release(mask, fill)
         if len(self.near):
             near = self.check[self.near], self.clean[self.near]
-            pull.near_strength = measure_pull(self.encoder, trigger, *near, self.target, self.centre, controls).strength
+            nearby = measure_pull(self.encoder, trigger, *near, self.target, self.centre, controls)
+            pull.near_strength, pull.near_landed = nearby.strength, nearby.landed
         return pull, fill, releases
 
     def _control_release(self, mask: Tensor, fill: str) -> float:
