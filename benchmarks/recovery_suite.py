@@ -3,7 +3,8 @@
 A change to recovery moves every figure of the image suites, which take about 50 minutes on 2 cores to run whole.
 This builds each scenario (pre-training, attack, bug) and recovers its trigger only, so a recovery change is
 checked on all of them at once: per attack and seed, the recovered mask's IoU with the attacker's trigger, its
-pixels, whether it verified (or why recovery refused), and seconds. Prints a table; writes JSON to --out.
+pixels, whether it verified (or why recovery refused), the share of inputs it lands at h(x_b) (on D and near x_r:
+what `patch` checks next, refusing under 50%), and seconds. Prints a table; writes JSON to --out.
 
     python benchmarks/recovery_suite.py                                   # 45 scenarios, ~10 min on 2 cores
     python benchmarks/recovery_suite.py --config configs/image.toml --seeds 1
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from mudjacking.checks import MIN_LANDED, signature_landed
 from mudjacking.errors import TriggerNotFound
 from mudjacking.experiments.config import load_experiment_config
 from mudjacking.outputs import write_json
@@ -47,6 +49,11 @@ def recover_one(config: Any, attack: str | None, seed: int) -> dict[str, Any]:
         "pixels": int(quality["pixels"]),
         "release": round(recovery.pull.release, 3),
         "strength": round(recovery.pull.strength, 3),
+        "near_reference": recovery.near_reference,
+        "landed": round(recovery.pull.landed, 3),
+        "near_landed": round(recovery.pull.near_landed, 3),
+        # what `patch` does next: refuse a trigger that lands under MIN_LANDED of the inputs (checks.signature_landed)
+        "signature": "shows" if signature_landed(recovery.pull)[0] >= MIN_LANDED else "refused by patch",
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -70,7 +77,14 @@ def main() -> None:
             for seed in args.seeds or config.seeds:
                 row = {"config": path, **recover_one(config, attack, seed)}
                 rows.append(row)
-                figures = "" if "iou" not in row else f"IoU {row['iou']:.2f}  {row['pixels']} px  "
+                figures = (
+                    ""
+                    if "iou" not in row
+                    else (
+                        f"IoU {row['iou']:.2f}  {row['pixels']} px  landed {row['landed']:.2f} / near x_r "
+                        f"{row['near_landed']:.2f} ({row['signature']})  "
+                    )
+                )
                 print(f"{Path(path).stem:26} {row['attack']:18} seed {seed}  {figures}{row['outcome'][:90]}")
     scored = [row["iou"] for row in rows if "iou" in row]
     if scored:

@@ -8,6 +8,7 @@ with the figures when it is missing. Callers may override with ``force`` and mus
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -105,6 +106,15 @@ def inspect_bug(
 # verified (a sticker on an ordinary input, a mismatched x_r, a natural misclassification: the region found is a
 # piece of x_b's own object, which drags inputs part of the way) landed 0-28%.
 MIN_LANDED = 0.5
+
+
+def signature_landed(pull: Any) -> tuple[float, str]:
+    """The landed share the signature check reads (a ``TriggerPull``'s) and where: on D's held-out inputs, or on
+    those nearest ``x_r`` where more land there (a source-specific backdoor lands only inputs like ``x_r``: its
+    source class, a tenth of a mixed D)."""
+    if pull.near_landed > pull.landed:  # an unmeasured (nan) share is never more
+        return pull.near_landed, "the held-out inputs nearest x_r"
+    return pull.landed, "clean inputs"
 
 
 def require_backdoor_signature(landed: float, pull: float, where: str, among: str = "clean inputs") -> None:
