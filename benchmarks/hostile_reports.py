@@ -209,9 +209,13 @@ def guard(case: Case, bug: BugReport, folder: Path) -> dict:
     return {"refused": False, "verification": check, "seconds": time.perf_counter() - started}
 
 
-def planted(case: Case, entry: dict, folder: Path) -> dict:
-    """Patches the hostile report with ``--force`` and measures the sticker's ASR toward the claimed class."""
-    patch_files(case.root / "model", folder / "bug", case.data, folder / "forced", force=True, show_progress=False)
+def planted(case: Case, entry: dict, folder: Path) -> dict | None:
+    """Patches the hostile report with ``--force`` and measures the sticker's ASR toward the claimed class; ``None``
+    when even ``--force`` finds nothing to patch (every occlusion map flat: no candidate at all)."""
+    try:
+        patch_files(case.root / "model", folder / "bug", case.data, folder / "forced", force=True, show_progress=False)
+    except CheckFailed:
+        return None
     patched = load_encoder(folder / "forced" / "model")
     others = (case.labels != entry["claimed"]).nonzero().flatten()
     stamped = entry["sticker"].apply(
@@ -239,6 +243,9 @@ def run_modality(name: str, scratch: Path, args: argparse.Namespace) -> dict:
         print(f"  {name} {entry['kind']:<10} {entry['what']:<34} {verdict} {why[:110]}", flush=True)
     for entry in [e for e in entries if e["kind"] == "sticker"][: args.plant]:
         entry["planted_asr"] = planted(case, entry, entry["folder"])
+        if entry["planted_asr"] is None:
+            print(f"  {name} forced patch of {entry['what']}: nothing to patch, even forced", flush=True)
+            continue
         print(
             f"  {name} forced patch of {entry['what']}: sticker -> class {entry['claimed']} ASR "
             f"{entry['planted_asr']['before']:.1f}% before, {entry['planted_asr']['after']:.1f}% after",
