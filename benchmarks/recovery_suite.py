@@ -3,8 +3,8 @@
 A change to recovery moves every figure of the image suites, which take about 50 minutes on 2 cores to run whole.
 This builds each scenario (pre-training, attack, bug) and recovers its trigger only, so a recovery change is
 checked on all of them at once: per attack and seed, the recovered mask's IoU with the attacker's trigger, its
-pixels, whether it verified (or why recovery refused), the share of inputs it lands at h(x_b) (on D and near x_r:
-what `patch` checks next, refusing under 50%), and seconds. Prints a table; writes JSON to --out.
+pixels, whether it verified (or why recovery refused), the share of inputs it lands at h(x_b) (on D, what `patch`
+checks next, refusing under 50%; and near x_r), and seconds. Prints a table; writes JSON to --out.
 
     python benchmarks/recovery_suite.py                                   # 45 scenarios, ~10 min on 2 cores
     python benchmarks/recovery_suite.py --config configs/image.toml --seeds 1
@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mudjacking.checks import MIN_LANDED, signature_landed
+from mudjacking.checks import MIN_LANDED
 from mudjacking.errors import TriggerNotFound
 from mudjacking.experiments.config import load_experiment_config
 from mudjacking.outputs import write_json
@@ -52,8 +52,8 @@ def recover_one(config: Any, attack: str | None, seed: int) -> dict[str, Any]:
         "near_reference": recovery.near_reference,
         "landed": round(recovery.pull.landed, 3),
         "near_landed": round(recovery.pull.near_landed, 3),
-        # what `patch` does next: refuse a trigger that lands under MIN_LANDED of the inputs (checks.signature_landed)
-        "signature": "shows" if signature_landed(recovery.pull)[0] >= MIN_LANDED else "refused by patch",
+        # what `patch` does next: refuse a trigger that lands under MIN_LANDED of D's inputs (a backdoor's signature)
+        "signature": "shows" if recovery.pull.landed >= MIN_LANDED else "refused by patch",
         "seconds": round(time.perf_counter() - started, 1),
     }
 

@@ -50,20 +50,6 @@ def test_the_signature_check_refuses_in_one_line_with_its_figures():
     assert "\n" not in str(error.value)
     with pytest.raises(CheckFailed):
         require_backdoor_signature(float("nan"), float("nan"), "bug.json")
-    with pytest.raises(CheckFailed, match=r"stamped on the held-out inputs nearest x_r, the recovered trigger lands 3"):
-        require_backdoor_signature(0.3, 0.4, "bug.json", "the held-out inputs nearest x_r")
-
-
-def test_the_signature_is_read_near_x_r_only_where_more_inputs_land_there():
-    """A source-specific backdoor lands its source class, the inputs like x_r; one that lands D lands both."""
-    from mudjacking.checks import signature_landed
-    from mudjacking.triggers.pull import TriggerPull
-
-    assert signature_landed(TriggerPull(0.5, 0.1, 128, landed=0.9)) == (0.9, "clean inputs")  # unmeasured near x_r
-    source_specific = TriggerPull(0.4, 0.2, 128, landed=0.25, near_strength=0.6, near_landed=0.8)
-    assert signature_landed(source_specific) == (0.8, "the held-out inputs nearest x_r")
-    everywhere = TriggerPull(0.9, 0.1, 128, landed=0.92, near_strength=0.9, near_landed=0.88)
-    assert signature_landed(everywhere) == (0.92, "clean inputs")
 
 
 @pytest.fixture()

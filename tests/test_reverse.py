@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from mudjacking.checks import MIN_LANDED
 from mudjacking.data import BugReport
 from mudjacking.encoders import ImageInputSpec, ModuleEncoder
+from mudjacking.errors import CheckFailed
 from mudjacking.triggers import ImageTrigger, ReverseConfig, TriggerNotFound, reverse_engineer_trigger
 from mudjacking.triggers.pull import TriggerPull
 from mudjacking.triggers.refine import refine_mask
@@ -165,10 +166,11 @@ def test_a_backdoor_of_one_source_class_verifies_on_the_inputs_nearest_x_r():
     recovery = reverse_engineer_trigger(encoder, bug, data[20:], config)
     assert recovery.verified and recovery.near_reference and recovery.trigger.iou(trigger) == 1.0
     assert recovery.pull.strength < config.min_strength <= recovery.pull.near_strength
-    assert recovery.pull.landed < MIN_LANDED <= recovery.pull.near_landed  # its signature shows where it pulls
-    from mudjacking.api import _recovered  # the path `patch` takes: the signature judged near x_r, so it passes
+    assert recovery.pull.landed < MIN_LANDED <= recovery.pull.near_landed  # it lands the inputs like x_r alone
+    from mudjacking.api import _recovered  # `patch` reads a backdoor's signature on D: it refuses (see the README)
 
-    assert _recovered(encoder, bug, "bug", data[20:], config, False, False, 1).near_reference
+    with pytest.raises(CheckFailed, match="not a backdoor's signature"):
+        _recovered(encoder, bug, "bug", data[20:], config, False, False, 1)
     planted = reverse_engineer_trigger(ModuleEncoder(PlantedBackdoor(trigger.mask), RAW), bug, data[20:], config)
     assert planted.verified and not planted.near_reference  # a backdoor every input answers verifies on D as before
 

@@ -18,7 +18,7 @@ from mudjacking.attacks.badencoder import BadEncoderConfig
 from mudjacking.attacks.registry import TriggerRequest, attack_named
 from mudjacking.batches import input_shape
 from mudjacking.checkpoints import PatchCheckpoints, checkpoint_folder, fingerprint
-from mudjacking.checks import BugVisibility, inspect_bug, require_backdoor_signature, require_visible, signature_landed
+from mudjacking.checks import BugVisibility, inspect_bug, require_backdoor_signature, require_visible
 from mudjacking.data.bug_report import BugReport, check_modality, check_same_size, load_bug_report
 from mudjacking.data.loaders import load_inputs, load_labeled
 from mudjacking.encoders.base import Encoder, load_encoder, require_modality
@@ -249,8 +249,7 @@ def _recovered(
             raise
         raise type(error)(f"{path}: {error}") from error
     if not force and recovery.pull is not None:  # a hostile report plants a backdoor: refuse what shows none
-        landed, among = signature_landed(recovery.pull)
-        require_backdoor_signature(landed, recovery.pull.pull, str(path), among)
+        require_backdoor_signature(recovery.pull.landed, recovery.pull.pull, str(path))
     return recovery
 
 

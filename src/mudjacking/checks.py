@@ -8,7 +8,6 @@ with the figures when it is missing. Callers may override with ``force`` and mus
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -108,23 +107,12 @@ def inspect_bug(
 MIN_LANDED = 0.5
 
 
-def signature_landed(pull: Any) -> tuple[float, str]:
-    """The landed share the signature check reads (a ``TriggerPull``'s) and where: on D's held-out inputs, or on
-    those nearest ``x_r`` where more land there (a source-specific backdoor lands only inputs like ``x_r``: its
-    source class, a tenth of a mixed D)."""
-    if pull.near_landed > pull.landed:  # an unmeasured (nan) share is never more
-        return pull.near_landed, "the held-out inputs nearest x_r"
-    return pull.landed, "clean inputs"
-
-
-def require_backdoor_signature(landed: float, pull: float, where: str, among: str = "clean inputs") -> None:
-    """Raises :class:`CheckFailed` when the recovered trigger lands fewer than ``MIN_LANDED`` of the clean inputs
-    (``among``: which ones; a trigger verified by its pull near ``x_r`` alone is judged there, where a source-specific
-    backdoor lands its inputs) at ``h(x_b)``: the report does not show a backdoor, and patching it would teach the
-    model whatever x_b carries."""
+def require_backdoor_signature(landed: float, pull: float, where: str) -> None:
+    """Raises :class:`CheckFailed` when the recovered trigger lands fewer than ``MIN_LANDED`` of the clean inputs at
+    ``h(x_b)``: the report does not show a backdoor, and patching it would teach the model whatever x_b carries."""
     if not landed >= MIN_LANDED:
         raise CheckFailed(
-            f"{where}: not a backdoor's signature: stamped on {among}, the recovered trigger lands {landed:.0%} "
+            f"{where}: not a backdoor's signature: stamped on clean inputs, the recovered trigger lands {landed:.0%} "
             f"of them at x_b's embedding (mean pull {pull:.2f}; a backdoor lands nearly all, needs "
             f"{MIN_LANDED:.0%}); the report may be a natural misclassification or a planted one (a sticker on an "
             "ordinary input), and patching it would teach the model what x_b carries; pass --force to patch anyway"
