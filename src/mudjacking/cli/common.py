@@ -86,6 +86,18 @@ def score_row(name: str, scores: dict, figures: tuple[str, ...]) -> list[str]:
     return [name, *(f"{100 * scores[key]:.1f}%" for key in figures), str(scores["bug_fixed"]), str(kept)]
 
 
+def near_reference_note(trigger: dict) -> str:
+    """The clause ``patch`` and ``reverse-trigger`` add for a trigger that verified only on the inputs nearest
+    ``x_r`` (from a recovery summary): what it pulled there, and what such a backdoor may be."""
+    if not trigger.get("verified_near_reference"):
+        return ""
+    beyond = trigger["verification"]["near_strength"]
+    return (
+        f"; only inputs like x_r answer it ({beyond:.2f} beyond the cut on those nearest it:"
+        " a source-specific backdoor?)"
+    )
+
+
 def floats_option(text: str | None, option: str) -> list[float] | None:
     if text is None:
         return None

@@ -21,6 +21,7 @@ from mudjacking.cli.common import (
     console,
     errors,
     floats_option,
+    near_reference_note,
     reverse_settings,
     safe_text,
     set_threads,
@@ -211,12 +212,7 @@ def _print_patch(report: dict, out: Path) -> None:
         console.print(
             f"{whose}trigger: {what}; stamped on held-out clean inputs it moves them {check['pull']:.2f} of the way "
             f"to x_b's embedding (the same cut from other inputs: {check['control_pull']:.2f})"
-            + (
-                f"; only inputs like x_r answer it ({check['near_strength']:.2f} beyond the cut on those nearest it:"
-                " a source-specific backdoor?)"
-                if trigger.get("verified_near_reference")
-                else ""
-            )
+            + near_reference_note(trigger)
             + ("" if trigger["verified"] else " [bold red]NOT VERIFIED (--force)[/]")
         )
     if len(report["bugs"]) > 1 or report["earlier_bugs"]:

@@ -18,6 +18,7 @@ from mudjacking.cli.common import (
     app,
     console,
     floats_option,
+    near_reference_note,
     reverse_settings,
     safe_text,
     user_errors,
@@ -69,12 +70,7 @@ def reverse_trigger(
     strength = (
         f"; moves clean inputs {check['pull']:.2f} of the way to x_b (the same cut from other inputs: "
         f"{check['control_pull']:.2f})"
-    )
-    if summary.get("verified_near_reference"):
-        strength += (
-            f"; only inputs like x_r answer it ({check['near_strength']:.2f} beyond the cut on those nearest it: a "
-            "source-specific backdoor?)"
-        )
+    ) + near_reference_note(summary)
     if "words" in summary:
         match = f", exact match with the true trigger: {summary['exact_match']}" if "exact_match" in summary else ""
         console.print(
