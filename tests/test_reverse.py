@@ -161,8 +161,9 @@ def test_a_backdoor_of_one_source_class_verifies_on_the_inputs_nearest_x_r():
     data[::10] += 0.5 * (1 - trigger.mask)  # 12 of 120 inputs of the source class, bright outside the trigger
     bug = BugReport(bug_input=trigger.apply(data[:1])[0], reference_input=data[10], label=3)
     encoder, config = ModuleEncoder(PlantedSourceSpecific(trigger.mask), RAW), ReverseConfig(windows=(1,))
-    with pytest.raises(TriggerNotFound, match="nearest x_r"):
+    with pytest.raises(TriggerNotFound, match="no recovered trigger explains the bug") as refused:
         reverse_engineer_trigger(encoder, bug, data[20:], replace(config, near_inputs=0))
+    assert "nearest x_r" not in str(refused.value) and "nan" not in str(refused.value)  # none read, none named
     recovery = reverse_engineer_trigger(encoder, bug, data[20:], config)
     assert recovery.verified and recovery.near_reference and recovery.trigger.iou(trigger) == 1.0
     assert recovery.pull.strength < config.min_strength <= recovery.pull.near_strength

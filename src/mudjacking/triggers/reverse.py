@@ -542,11 +542,14 @@ def reverse_engineer_trigger(
     near_reference = near_reference and bool(verified)
     if not verified and not force:
         best = max(found, key=lambda item: min(item[0].pull.strength, item[0].pull.release))[0]
+        near_clause = (
+            f", here or on the {len(near)} nearest x_r: {best.pull.near_strength:.2f} more" if len(near) else ""
+        )
         raise TriggerNotFound(
             f"no recovered trigger explains the bug: the best candidate ({best.pixels} px, window {best.window}, "
             f"baseline {best.baseline}) moves clean inputs {best.pull.pull:.2f} of the way to x_b (the same mask cut "
-            f"from other inputs: {best.pull.control_pull:.2f}; needs {config.min_strength:.2f} more, here or on the "
-            f"{len(near)} nearest x_r: {best.pull.near_strength:.2f} more) and, taken out "
+            f"from other inputs: {best.pull.control_pull:.2f}; needs {config.min_strength:.2f} more{near_clause}) and, "
+            "taken out "
             f"of x_b, releases it {best.pull.release:.2f} (needs {config.min_release:.2f}, and "
             f"{config.release_contrast:g}× the {best.pull.control_release:.2f} that taking the same pixels out of "
             "other inputs moves them); the trigger is not a "
