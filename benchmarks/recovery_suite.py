@@ -77,14 +77,12 @@ def main() -> None:
             for seed in args.seeds or config.seeds:
                 row = {"config": path, **recover_one(config, attack, seed)}
                 rows.append(row)
-                figures = (
-                    ""
-                    if "iou" not in row
-                    else (
+                figures = ""
+                if "iou" in row:
+                    figures = (
                         f"IoU {row['iou']:.2f}  {row['pixels']} px  landed {row['landed']:.2f} / near x_r "
                         f"{row['near_landed']:.2f} ({row['signature']})  "
                     )
-                )
                 print(f"{Path(path).stem:26} {row['attack']:18} seed {seed}  {figures}{row['outcome'][:90]}")
     scored = [row["iou"] for row in rows if "iou" in row]
     if scored:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from mudjacking.api import _recovered
 from mudjacking.checks import MIN_LANDED
 from mudjacking.data import BugReport
 from mudjacking.encoders import ImageInputSpec, ModuleEncoder
@@ -168,8 +169,7 @@ def test_a_backdoor_of_one_source_class_verifies_on_the_inputs_nearest_x_r():
     assert recovery.verified and recovery.near_reference and recovery.trigger.iou(trigger) == 1.0
     assert recovery.pull.strength < config.min_strength <= recovery.pull.near_strength
     assert recovery.pull.landed < MIN_LANDED <= recovery.pull.near_landed  # it lands the inputs like x_r alone
-    from mudjacking.api import _recovered  # `patch` reads a backdoor's signature on D: it refuses (see the README)
-
+    # `patch` reads a backdoor's signature on D: it refuses (see the README)
     with pytest.raises(CheckFailed, match="not a backdoor's signature"):
         _recovered(encoder, bug, "bug", data[20:], config, False, False, 1)
     planted = reverse_engineer_trigger(ModuleEncoder(PlantedBackdoor(trigger.mask), RAW), bug, data[20:], config)
